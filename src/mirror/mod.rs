@@ -1,13 +1,87 @@
 //! The built-in mirroring router (`modelship mirror`).
+//!
+//! Every client request goes to the stable track and the client gets stable's answer,
+//! streamed. A deterministic sample of requests is also copied to the shadow track in the
+//! background, within bounds (body size, requests in flight, a timeout) that drop the copy
+//! rather than slow a client. The two answers are compared at JSON pointers and the results,
+//! with each track's predictions, are exported as Prometheus metrics.
+//!
+//! One module per concern: `args` (flags and validation), `sample` (which requests are
+//! mirrored), `headers` (what is forwarded and what the copy loses), `body` (bounded reading,
+//! and the copy of stable's answer taken while it streams), `proxy` (the client path),
+//! `shadow` (the background copy), `compare` (the comparison rules), `metrics`, `server`
+//! (listeners and shutdown).
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Flags of `modelship mirror`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct MirrorArgs {}
+use tokio::net::TcpListener;
+
+mod args;
+mod body;
+pub mod compare;
+mod headers;
+mod metrics;
+mod proxy;
+mod sample;
+mod server;
+mod shadow;
+
+pub use args::{Config, MirrorArgs};
+pub use headers::SHADOW_HEADER;
+
+use crate::Error;
 
 /// Runs the router until `shutdown` resolves.
-pub async fn run(
-    _args: MirrorArgs,
-    _shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), crate::Error> {
+pub async fn run(args: MirrorArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    let config = args.validate()?;
+    let listener = TcpListener::bind(config.listen).await?;
+    let metrics_listener = TcpListener::bind(config.metrics_listen).await?;
+    serve(config, listener, metrics_listener, shutdown).await
+}
+
+/// Runs the router on listeners already bound (tests bind port 0 and read the address).
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    metrics_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let metrics = Arc::new(
+        metrics::Metrics::new(&config.prediction_buckets, config.max_labels)
+            .map_err(|e| Error::Config(format!("registering metrics: {e}")))?,
+    );
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        metrics = %metrics_listener.local_addr()?,
+        stable = %config.stable.authority,
+        shadow = config.shadow.as_ref().map(|s| s.authority.as_str()),
+        mirror_percent = config.mirror_percent,
+        pointers = ?config.pointers,
+        "mirroring router started"
+    );
+    let drain = config.shutdown_timeout;
+    let router = Arc::new(proxy::Router::new(config, metrics.clone()));
+    let ready = Arc::new(AtomicBool::new(true));
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_server = tokio::spawn(server::serve_metrics(metrics_listener, metrics, ready.clone(), async move {
+        let _ = metrics_stopped.await;
+    }));
+    let shutdown = async move {
+        shutdown.await;
+        // Not ready from the first moment of shutdown, so endpoints stop sending traffic here.
+        ready.store(false, Ordering::Relaxed);
+        tracing::info!("shutting down");
+    };
+    server::serve_clients(listener, router, shutdown, drain).await;
+    let _ = stop_metrics.send(());
+    match metrics_server.await {
+        Ok(result) => result?,
+        Err(error) => tracing::warn!(%error, "metrics server task"),
+    }
+    tracing::info!("mirroring router stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
