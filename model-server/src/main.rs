@@ -1,1 +1,248 @@
-fn main() {}
+//! A tiny model server for modelship's tests, demo and benchmarks.
+//!
+//! - `POST /predict` with `{"instances": [[x1, x2, ...], ...]}` answers
+//!   `{"model_version": "...", "predictions": [{"score": s, "label": "..."}, ...]}`.
+//! - `GET /metrics`: `model_server_requests_total{code}`, `model_server_request_duration_seconds`,
+//!   `model_server_altered_total` (requests answered with altered predictions).
+//! - `GET /healthz`.
+//! - `GET /admin/knobs` and `PUT /admin/knobs` (JSON, partial) read and change the degradation
+//!   knobs at runtime: `error_rate`, `latency_ms`, `alter_share`.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use clap::Parser;
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use serde::{Deserialize, Serialize};
+
+mod knobs;
+mod model;
+
+use knobs::{Knobs, KnobsPatch, LiveKnobs};
+use model::{Model, Prediction};
+
+/// Serves a linear or logistic model from a JSON file of weights.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Address to serve on.
+    #[arg(long, env = "MODEL_SERVER_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// The model: `file:///path/model.json` or a plain path.
+    #[arg(long, env = "MODEL_URI", default_value = "file:///models/model.json")]
+    model_uri: String,
+    /// The version reported with every prediction.
+    #[arg(long, env = "MODEL_VERSION", default_value = "unversioned")]
+    model_version: String,
+    /// Share of `/predict` requests answered with a 500 (0 to 1).
+    #[arg(long, env = "MODEL_SERVER_ERROR_RATE", default_value_t = 0.0)]
+    error_rate: f64,
+    /// Milliseconds added to every `/predict` request.
+    #[arg(long, env = "MODEL_SERVER_LATENCY_MS", default_value_t = 0.0)]
+    latency_ms: f64,
+    /// Share of requests with altered predictions (0 to 1), by `x-request-id` or body.
+    #[arg(long, env = "MODEL_SERVER_ALTER_SHARE", default_value_t = 0.0)]
+    alter_share: f64,
+    /// Log filter, in `RUST_LOG` syntax.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    log: String,
+}
+
+struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    ok: IntCounter,
+    duration: Histogram,
+    altered: IntCounter,
+}
+
+impl Metrics {
+    fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(Opts::new("model_server_requests_total", "Predict requests by HTTP status."), &["code"])?;
+        let duration = Histogram::with_opts(
+            HistogramOpts::new("model_server_request_duration_seconds", "Time to answer a predict request.").buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )?;
+        let altered = IntCounter::new("model_server_altered_total", "Predict requests answered with altered predictions.")?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(altered.clone()))?;
+        let ok = requests.with_label_values(&["200"]);
+        Ok(Metrics { registry, requests, ok, duration, altered })
+    }
+
+    fn observe(&self, status: StatusCode, seconds: f64) {
+        self.duration.observe(seconds);
+        if status == StatusCode::OK {
+            self.ok.inc();
+        } else {
+            self.requests.with_label_values(&[status.as_str()]).inc();
+        }
+    }
+}
+
+struct App {
+    model: Model,
+    version: String,
+    knobs: LiveKnobs,
+    metrics: Metrics,
+    requests: AtomicU64,
+}
+
+#[derive(Deserialize)]
+struct PredictRequest {
+    instances: Vec<Vec<f64>>,
+}
+
+#[derive(Serialize)]
+struct PredictResponse<'a> {
+    model_version: &'a str,
+    predictions: Vec<Prediction<'a>>,
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+async fn predict(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    let start = Instant::now();
+    let response = answer(&app, &headers, &body).await;
+    app.metrics.observe(response.status(), start.elapsed().as_secs_f64());
+    response
+}
+
+async fn answer(app: &App, headers: &HeaderMap, body: &[u8]) -> Response {
+    let knobs = app.knobs.get();
+    if knobs.latency_ms > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(knobs.latency_ms / 1000.0)).await;
+    }
+    if knobs::fails(app.requests.fetch_add(1, Ordering::Relaxed), knobs.error_rate) {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "injected error");
+    }
+    let request: PredictRequest = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{\"instances\": [[number, ...], ...]}}: {e}")),
+    };
+    let mut predictions = Vec::with_capacity(request.instances.len());
+    for instance in &request.instances {
+        match app.model.predict(instance) {
+            Ok(p) => predictions.push(p),
+            Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        }
+    }
+    let key = headers.get(REQUEST_ID).map_or(body, |id| id.as_bytes());
+    if knobs::altered(key, knobs.alter_share) {
+        app.metrics.altered.inc();
+        for p in &mut predictions {
+            *p = app.model.alter(p);
+        }
+    }
+    match serde_json::to_vec(&PredictResponse { model_version: &app.version, predictions }) {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn render_metrics(State(app): State<Arc<App>>) -> Response {
+    let mut body = Vec::new();
+    match prometheus::TextEncoder::new().encode(&app.metrics.registry.gather(), &mut body) {
+        Ok(()) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn get_knobs(State(app): State<Arc<App>>) -> Json<Knobs> {
+    Json(app.knobs.get())
+}
+
+async fn put_knobs(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let patch: KnobsPatch = match serde_json::from_slice(&body) {
+        Ok(patch) => patch,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match app.knobs.get().apply(patch) {
+        Ok(knobs) => {
+            app.knobs.set(knobs);
+            tracing::info!(?knobs, "knobs changed");
+            Json(knobs).into_response()
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()))
+        .init();
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "exiting");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let model = Model::load(&args.model_uri)?;
+    let knobs = Knobs { error_rate: args.error_rate, latency_ms: args.latency_ms, alter_share: args.alter_share }.validate()?;
+    let metrics = Metrics::new().map_err(|e| e.to_string())?;
+    let app = Arc::new(App {
+        model,
+        version: args.model_version,
+        knobs: LiveKnobs::new(knobs),
+        metrics,
+        requests: AtomicU64::new(0),
+    });
+    let router = axum::Router::new()
+        .route("/predict", post(predict))
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/admin/knobs", get(get_knobs).put(put_knobs))
+        .with_state(app.clone());
+    let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| format!("binding {}: {e}", args.listen))?;
+    // Small answers: send them at once rather than wait for Nagle.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "setting TCP_NODELAY");
+        }
+    });
+    tracing::info!(
+        listen = %args.listen,
+        model = %args.model_uri,
+        version = %app.version,
+        inputs = app.model.inputs(),
+        ?knobs,
+        "model server started"
+    );
+    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await.map_err(|e| e.to_string())
+}
