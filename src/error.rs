@@ -3,24 +3,71 @@
 /// Everything that can go wrong in modelship.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A request to the Kubernetes API failed; usually transient.
     #[error("kubernetes API: {0}")]
     Kube(#[source] kube::Error),
+
+    /// The spec asks for something the schema cannot rule out but the operator cannot do.
+    /// Waits for the spec to change.
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+
+    /// The API server rejected an object built from the spec (for example an invalid pod
+    /// template). Waits for the spec to change.
+    #[error("rejected by the API server: {0}")]
+    Rejected(String),
+
+    /// Prometheus could not be queried.
+    #[error("prometheus: {0}")]
+    Prometheus(String),
+
+    /// Leader election failed.
+    #[error("leader election: {0}")]
+    Lease(String),
 
     #[error("invalid configuration: {0}")]
     Config(String),
 
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+
+    #[error("serialisation: {0}")]
+    Serialization(#[from] serde_json::Error),
+}
+
+impl From<kube::Error> for Error {
+    fn from(e: kube::Error) -> Self {
+        match &e {
+            // 400 and 422 mean the object itself is wrong: retrying cannot help.
+            kube::Error::Api(status) if status.code == 422 || status.code == 400 => Error::Rejected(status.message.clone()),
+            _ => Error::Kube(e),
+        }
+    }
 }
 
 impl Error {
     /// A short, bounded label for metrics and events (never an object name or a message).
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Kube(_) => "kube",
+            Error::Kube(_) => "kube_api",
+            Error::InvalidSpec(_) => "invalid_spec",
+            Error::Rejected(_) => "rejected",
+            Error::Prometheus(_) => "prometheus",
+            Error::Lease(_) => "leader_election",
             Error::Config(_) => "config",
             Error::Io(_) => "io",
+            Error::Serialization(_) => "serialization",
         }
+    }
+
+    /// Whether only a change of the spec can fix it (so the object waits, without retries).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Error::InvalidSpec(_) | Error::Rejected(_))
+    }
+
+    /// Whether the error is an update conflict (someone wrote first): retry at once.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Kube(kube::Error::Api(s)) if s.code == 409)
     }
 }
 

@@ -1,6 +1,18 @@
 //! modelship: CI/CD for machine-learning models on Kubernetes.
+pub mod admin;
+pub mod analysis;
+pub mod api;
+pub mod apply;
+pub mod backoff;
+pub mod conditions;
+pub mod context;
+pub mod deployment;
 pub mod error;
+pub mod metrics;
 pub mod mirror;
+pub mod operator;
+pub mod pipeline;
+pub mod scope;
 pub mod telemetry;
 
 pub use error::{Error, Result};

@@ -1,5 +1,5 @@
 use clap::{Parser, Subcommand};
-use modelship::{mirror, telemetry};
+use modelship::{api, mirror, operator, telemetry};
 
 /// modelship: CI/CD for machine-learning models on Kubernetes.
 #[derive(Parser, Debug)]
@@ -17,6 +17,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the operator: the ModelDeployment and ModelPipeline controllers.
+    Run(operator::RunArgs),
+    /// Print the CustomResourceDefinitions (the content of `crds/`).
+    Crd,
     /// Run the mirroring router that sits in front of a model's stable and shadow tracks.
     Mirror(mirror::MirrorArgs),
 }
@@ -24,8 +28,15 @@ enum Command {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Both kube and the Prometheus client use rustls; name the one crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     telemetry::init(cli.log_format, &cli.log);
     let result = match cli.command {
+        Command::Run(args) => operator::run(args, shutdown_signal()).await,
+        Command::Crd => {
+            print!("{}", api::crds_yaml());
+            Ok(())
+        }
         Command::Mirror(args) => mirror::run(args, shutdown_signal()).await,
     };
     match result {

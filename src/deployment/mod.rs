@@ -1,0 +1,92 @@
+//! The ModelDeployment controller.
+pub mod desired;
+pub mod phase;
+pub mod reconcile;
+pub mod status;
+pub mod traffic;
+pub mod validate;
+#[cfg(test)]
+pub mod testing;
+
+use crate::admin::Readiness;
+use crate::api::{ModelDeployment, ModelPipeline};
+use crate::context::Shared;
+use crate::scope::Scope;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use std::sync::Arc;
+
+/// Children carry this label; only they are watched.
+pub const CHILD_SELECTOR: &str = "app.kubernetes.io/managed-by=modelship";
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    scope: Scope,
+    shared: Shared,
+    prometheus: crate::analysis::prometheus::Clients,
+    readiness: Readiness,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let children = watcher::Config::default().labels(CHILD_SELECTOR);
+    let (deployments, deployment_writer) = reflector::store();
+    let deployment_events = watcher(scope.api::<Deployment>(&client), children.clone())
+        .default_backoff()
+        .reflect(deployment_writer)
+        .touched_objects();
+    let (services, service_writer) = reflector::store();
+    let service_events = watcher(scope.api::<Service>(&client), children)
+        .default_backoff()
+        .reflect(service_writer)
+        .touched_objects();
+    let (pipelines, pipeline_writer) = reflector::store();
+    let pipeline_events = watcher(scope.api::<ModelPipeline>(&client), watcher::Config::default())
+        .default_backoff()
+        .reflect(pipeline_writer)
+        .touched_objects();
+
+    let controller = Controller::new(scope.api::<ModelDeployment>(&client), watcher::Config::default());
+    let model_deployments = controller.store();
+
+    readiness.expect("modeldeployments");
+    let stores = (model_deployments.clone(), deployments.clone(), services.clone(), pipelines.clone());
+    let ready = readiness.clone();
+    tokio::spawn(async move {
+        let (m, d, s, p) = stores;
+        if m.wait_until_ready().await.is_ok()
+            && d.wait_until_ready().await.is_ok()
+            && s.wait_until_ready().await.is_ok()
+            && p.wait_until_ready().await.is_ok()
+        {
+            ready.set_ready("modeldeployments");
+        }
+    });
+
+    let ctx = Arc::new(reconcile::Context { shared, deployments, services, pipelines, prometheus });
+    controller
+        .owns_stream(deployment_events)
+        .owns_stream(service_events)
+        // A pipeline that approves a candidate wakes the deployments that follow it.
+        .watches_stream(pipeline_events, move |pipeline: ModelPipeline| {
+            let ns = pipeline.namespace();
+            let name = pipeline.name_any();
+            model_deployments
+                .state()
+                .into_iter()
+                .filter(|md| md.namespace() == ns && md.spec.model_from.as_ref().is_some_and(|f| f.pipeline == name))
+                .map(|md| ObjectRef::from_obj(md.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "deployment controller");
+            }
+        })
+        .await;
+}

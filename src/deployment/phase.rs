@@ -1,0 +1,752 @@
+//! The life of a model version: which phase comes next, and why. Pure: every input is given,
+//! every decision comes back as a new status and the events that explain it.
+use crate::api::{
+    AnalysisStatus, DeploymentPhase, HistoryEntry, MetricStatus, ModelDeploymentStatus, Outcome, Promotion, VersionRef,
+};
+use jiff::Timestamp;
+use std::time::Duration;
+
+/// Annotation whose value names the candidate version to promote (manual promotion).
+pub const ANNOTATION_APPROVE: &str = "modelship.io/approve";
+/// Annotation whose value names a rejected or rolled-back version to try again
+/// (`<version>` or `<version>/<token>` to retry it once more later).
+pub const ANNOTATION_RETRY: &str = "modelship.io/retry";
+/// Annotation whose value names the candidate version whose shadow or bake to stop.
+pub const ANNOTATION_ABORT: &str = "modelship.io/abort";
+
+/// The operator's annotations on a ModelDeployment.
+#[derive(Clone, Debug, Default)]
+pub struct Annotations {
+    pub approve: Option<String>,
+    pub retry: Option<String>,
+    pub abort: Option<String>,
+}
+
+impl Annotations {
+    pub fn from_map(map: &std::collections::BTreeMap<String, String>) -> Self {
+        Self {
+            approve: map.get(ANNOTATION_APPROVE).cloned(),
+            retry: map.get(ANNOTATION_RETRY).cloned(),
+            abort: map.get(ANNOTATION_ABORT).cloned(),
+        }
+    }
+}
+
+/// What the `<name>-stable` Deployment was seen doing.
+#[derive(Clone, Debug, Default)]
+pub struct StableTrack {
+    /// The version its pod template runs.
+    pub version: Option<String>,
+    /// Every replica runs the current template and is available.
+    pub complete: bool,
+    /// The rollout passed its progress deadline.
+    pub failed: bool,
+}
+
+/// The analysis as far as a decision needs it.
+#[derive(Clone, Debug, Default)]
+pub struct AnalysisSummary {
+    /// A judged metric failed more often than its limit allows.
+    pub failed: Option<String>,
+    /// A judged metric's query failed more often in a row than its limit allows.
+    pub errored: Option<String>,
+    /// Every judged metric's latest measurement passed.
+    pub passing: bool,
+    /// Every judged metric has passed at least once in the window.
+    pub each_passed_once: bool,
+    /// Requests the judged track answered in the window, where known.
+    pub requests: Option<f64>,
+    /// Why the analysis is not passing, for the status message.
+    pub waiting: String,
+}
+
+/// Everything a decision depends on.
+#[derive(Clone, Debug)]
+pub struct Inputs<'a> {
+    pub now: Timestamp,
+    pub desired: &'a VersionRef,
+    pub status: &'a ModelDeploymentStatus,
+    pub shadow_enabled: bool,
+    pub promotion: Promotion,
+    pub min_duration: Duration,
+    pub min_requests: i64,
+    pub bake_time: Duration,
+    pub history_limit: usize,
+    pub annotations: &'a Annotations,
+    pub stable_track: &'a StableTrack,
+    pub analysis: &'a AnalysisSummary,
+}
+
+/// One explained decision: an event, and what the metrics count.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transition {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+    /// `promoted`, `rejected`, `rolled_back`, `aborted`, `superseded`, for the decision counter.
+    pub decision: Option<&'static str>,
+    /// The phase left and the time spent in it.
+    pub left: Option<(DeploymentPhase, Duration)>,
+}
+
+/// The new status and the transitions that led to it.
+#[derive(Clone, Debug)]
+pub struct Decision {
+    pub status: ModelDeploymentStatus,
+    pub transitions: Vec<Transition>,
+}
+
+fn same(a: &VersionRef, b: &VersionRef) -> bool {
+    a.version == b.version && a.artifact == b.artifact
+}
+
+fn at(v: &VersionRef, now: Timestamp) -> VersionRef {
+    VersionRef { version: v.version.clone(), artifact: v.artifact.clone(), since: Some(now.to_string()) }
+}
+
+fn elapsed_since(since: Option<&str>, now: Timestamp) -> Duration {
+    since
+        .and_then(|s| s.parse::<Timestamp>().ok())
+        .map(|t| now.duration_since(t))
+        .and_then(|d| d.try_into().ok())
+        .unwrap_or_default()
+}
+
+/// Whether `value` of a retry annotation names `version` (`<version>` or `<version>/<token>`).
+fn names_version(value: &str, version: &str) -> bool {
+    value == version || value.strip_prefix(version).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Builds the next status step by step.
+struct Step<'a> {
+    inp: &'a Inputs<'a>,
+    status: ModelDeploymentStatus,
+    transitions: Vec<Transition>,
+}
+
+impl<'a> Step<'a> {
+    fn phase(&self) -> Option<DeploymentPhase> {
+        self.status.phase
+    }
+
+    fn enter(&mut self, phase: DeploymentPhase, message: String) {
+        if self.status.phase != Some(phase) {
+            self.status.phase_since = Some(self.inp.now.to_string());
+        }
+        self.status.phase = Some(phase);
+        self.status.message = Some(message);
+    }
+
+    fn left_duration(&self) -> Option<(DeploymentPhase, Duration)> {
+        let phase = self.status.phase?;
+        matches!(phase, DeploymentPhase::Shadowing | DeploymentPhase::Promoting | DeploymentPhase::Baking)
+            .then(|| (phase, elapsed_since(self.status.phase_since.as_deref(), self.inp.now)))
+    }
+
+    fn event(&mut self, warning: bool, reason: &'static str, message: String, decision: Option<&'static str>) {
+        let left = self.left_duration();
+        self.transitions.push(Transition { warning, reason, message, decision, left });
+    }
+
+    fn record(&mut self, version: &VersionRef, outcome: Outcome, reason: &str, message: &str) {
+        let metrics = self.status.analysis.as_ref().map(|a| a.metrics.clone()).unwrap_or_default();
+        self.status.history.insert(
+            0,
+            HistoryEntry {
+                version: version.version.clone(),
+                artifact: version.artifact.clone(),
+                outcome,
+                reason: reason.into(),
+                message: message.into(),
+                time: self.inp.now.to_string(),
+                metrics,
+            },
+        );
+        self.status.history.truncate(self.inp.history_limit.max(1));
+    }
+
+    fn fresh_analysis(&self) -> AnalysisStatus {
+        AnalysisStatus { started_at: Some(self.inp.now.to_string()), ..AnalysisStatus::default() }
+    }
+
+    /// Starts shadowing `candidate` (or promotes it at once when shadowing is off).
+    fn start_candidate(&mut self, candidate: &VersionRef) {
+        let stable = self.status.stable.clone().unwrap_or_default();
+        self.status.candidate = Some(at(candidate, self.inp.now));
+        if self.inp.shadow_enabled {
+            self.status.analysis = Some(self.fresh_analysis());
+            let msg = format!("shadowing {} next to {} on mirrored traffic", candidate.version, stable.version);
+            self.event(false, "ShadowStarted", msg.clone(), None);
+            self.enter(DeploymentPhase::Shadowing, msg);
+        } else {
+            self.promote(format!("shadowing is off: promoting {} over {}", candidate.version, stable.version));
+        }
+    }
+
+    fn promote(&mut self, message: String) {
+        let candidate = self.status.candidate.clone().unwrap_or_default();
+        self.status.previous = self.status.stable.clone();
+        self.status.stable = Some(at(&candidate, self.inp.now));
+        self.event(false, "Promoting", message.clone(), None);
+        self.enter(DeploymentPhase::Promoting, message);
+    }
+
+    /// Production goes back to the previous version; the candidate is remembered as rolled back.
+    fn roll_back(&mut self, outcome: Outcome, reason: &'static str, message: String, decision: &'static str) {
+        let candidate = self.status.candidate.clone().unwrap_or_default();
+        self.record(&candidate, outcome, reason, &message);
+        if let Some(previous) = self.status.previous.take() {
+            self.status.stable = Some(at(&previous, self.inp.now));
+        }
+        self.event(true, reason, message.clone(), Some(decision));
+        self.enter(DeploymentPhase::RolledBack, message);
+    }
+
+    fn reject(&mut self, outcome: Outcome, reason: &'static str, message: String, decision: &'static str) {
+        let candidate = self.status.candidate.clone().unwrap_or_default();
+        self.record(&candidate, outcome, reason, &message);
+        self.event(true, reason, message.clone(), Some(decision));
+        self.enter(DeploymentPhase::Rejected, message);
+    }
+
+    /// A new desired version replaces a candidate whose try had not ended.
+    fn supersede(&mut self, candidate: &VersionRef) {
+        let desired = self.inp.desired;
+        let message = format!("{} replaced by the newer desired version {}", candidate.version, desired.version);
+        self.record(candidate, Outcome::Superseded, "Superseded", &message);
+        self.event(false, "Superseded", message, Some("superseded"));
+    }
+
+    fn settle_stable(&mut self) {
+        let stable = self.status.stable.clone().unwrap_or_default();
+        self.status.candidate = None;
+        self.status.analysis = None;
+        self.enter(DeploymentPhase::Stable, format!("serving {}", stable.version));
+    }
+
+    fn abort_requested(&self, candidate: &VersionRef) -> Option<String> {
+        let value = self.inp.annotations.abort.as_ref()?;
+        (names_version(value, &candidate.version) && self.status.handled_abort.as_ref() != Some(value)).then(|| value.clone())
+    }
+}
+
+/// Decides the next status of a ModelDeployment.
+pub fn decide(inp: &Inputs<'_>) -> Decision {
+    let mut s = Step { inp, status: inp.status.clone(), transitions: Vec::new() };
+    let desired = inp.desired;
+    s.status.desired = Some(VersionRef { since: None, ..desired.clone() });
+
+    // The first version has nothing to be compared with: it becomes stable directly.
+    let Some(stable) = s.status.stable.clone() else {
+        s.status.stable = Some(at(desired, inp.now));
+        let msg = format!("deployed {} as the first stable version", desired.version);
+        s.event(false, "Deployed", msg, None);
+        s.settle_stable();
+        return Decision { status: s.status, transitions: s.transitions };
+    };
+
+    match s.phase() {
+        None | Some(DeploymentPhase::Stable) => {
+            if same(desired, &stable) {
+                s.settle_stable();
+            } else {
+                s.start_candidate(desired);
+            }
+        }
+        Some(DeploymentPhase::Shadowing) => shadowing(&mut s, &stable),
+        Some(DeploymentPhase::Promoting) => promoting(&mut s),
+        Some(DeploymentPhase::Baking) => baking(&mut s),
+        Some(DeploymentPhase::Rejected) | Some(DeploymentPhase::RolledBack) => sticky(&mut s, &stable),
+    }
+    Decision { status: s.status, transitions: s.transitions }
+}
+
+fn shadowing(s: &mut Step<'_>, stable: &VersionRef) {
+    let inp = s.inp;
+    let Some(candidate) = s.status.candidate.clone() else {
+        s.settle_stable();
+        return;
+    };
+    if !same(inp.desired, &candidate) {
+        s.supersede(&candidate);
+        if same(inp.desired, stable) {
+            s.settle_stable();
+        } else {
+            s.start_candidate(inp.desired);
+        }
+        return;
+    }
+    if let Some(value) = s.abort_requested(&candidate) {
+        s.status.handled_abort = Some(value);
+        let msg = format!("shadow of {} stopped by the {} annotation; production was never changed", candidate.version, ANNOTATION_ABORT);
+        s.reject(Outcome::Aborted, "Aborted", msg, "aborted");
+        return;
+    }
+    if let Some(why) = inp.analysis.failed.clone().or_else(|| inp.analysis.errored.clone()) {
+        let msg = format!("{} rejected: {why}; production was never changed", candidate.version);
+        s.reject(Outcome::Rejected, "AnalysisFailed", msg, "rejected");
+        return;
+    }
+    if !inp.shadow_enabled {
+        s.promote(format!("shadowing was turned off: promoting {} over {}", candidate.version, stable.version));
+        return;
+    }
+    let elapsed = elapsed_since(s.status.analysis.as_ref().and_then(|a| a.started_at.as_deref()), inp.now);
+    let mut waiting = Vec::new();
+    if elapsed < inp.min_duration {
+        waiting.push(format!("shadowed for {}s of the minimum {}s", elapsed.as_secs(), inp.min_duration.as_secs()));
+    }
+    let requests = inp.analysis.requests.unwrap_or(0.0);
+    if inp.min_requests > 0 && requests < inp.min_requests as f64 {
+        waiting.push(format!("{requests:.0} of the minimum {} mirrored requests", inp.min_requests));
+    }
+    if !inp.analysis.passing {
+        waiting.push(inp.analysis.waiting.clone());
+    }
+    if !waiting.is_empty() {
+        let msg = format!("shadowing {}: waiting for {}", candidate.version, waiting.join("; "));
+        s.enter(DeploymentPhase::Shadowing, msg);
+        return;
+    }
+    let approved = inp.promotion == Promotion::Automatic
+        || inp.annotations.approve.as_deref() == Some(candidate.version.as_str());
+    if !approved {
+        let msg = format!(
+            "{} passed its analysis and waits for approval: kubectl annotate modeldeployment <name> {}={}",
+            candidate.version, ANNOTATION_APPROVE, candidate.version
+        );
+        if s.status.message.as_deref() != Some(msg.as_str()) {
+            s.event(false, "AwaitingApproval", msg.clone(), None);
+        }
+        s.enter(DeploymentPhase::Shadowing, msg);
+        return;
+    }
+    s.promote(format!("{} passed its analysis in shadow; promoting it over {}", candidate.version, stable.version));
+}
+
+fn promoting(s: &mut Step<'_>) {
+    let inp = s.inp;
+    let Some(candidate) = s.status.candidate.clone() else {
+        s.settle_stable();
+        return;
+    };
+    if let Some(value) = s.abort_requested(&candidate) {
+        s.status.handled_abort = Some(value);
+        let msg = format!("promotion of {} stopped by the {} annotation; returning to the previous version", candidate.version, ANNOTATION_ABORT);
+        s.roll_back(Outcome::Aborted, "Aborted", msg, "aborted");
+        return;
+    }
+    if inp.stable_track.failed && inp.stable_track.version.as_deref() == Some(candidate.version.as_str()) {
+        let msg = format!("{} did not roll out within the Deployment's progress deadline; returning to the previous version", candidate.version);
+        s.roll_back(Outcome::RolledBack, "RolloutFailed", msg, "rolled_back");
+        return;
+    }
+    if inp.stable_track.complete && inp.stable_track.version.as_deref() == Some(candidate.version.as_str()) {
+        // The bake compares the new stable with what the previous version measured in shadow.
+        let metrics = s
+            .status
+            .analysis
+            .as_ref()
+            .map(|a| {
+                a.metrics
+                    .iter()
+                    .map(|m| MetricStatus { name: m.name.clone(), baseline: m.stable_value.or(m.baseline), ..MetricStatus::default() })
+                    .collect()
+            })
+            .unwrap_or_default();
+        s.status.analysis = Some(AnalysisStatus { metrics, ..s.fresh_analysis() });
+        let msg = format!("{} serves production; watching it for {}s", candidate.version, inp.bake_time.as_secs());
+        s.event(false, "Promoted", msg.clone(), None);
+        s.enter(DeploymentPhase::Baking, msg);
+        return;
+    }
+    s.enter(DeploymentPhase::Promoting, format!("rolling {} out to the stable track", candidate.version));
+}
+
+fn baking(s: &mut Step<'_>) {
+    let inp = s.inp;
+    let Some(candidate) = s.status.candidate.clone() else {
+        s.settle_stable();
+        return;
+    };
+    if let Some(value) = s.abort_requested(&candidate) {
+        s.status.handled_abort = Some(value);
+        let msg = format!("bake of {} stopped by the {} annotation; returning to the previous version", candidate.version, ANNOTATION_ABORT);
+        s.roll_back(Outcome::Aborted, "Aborted", msg, "aborted");
+        return;
+    }
+    if let Some(why) = inp.analysis.failed.clone() {
+        let previous = s.status.previous.as_ref().map(|p| p.version.clone()).unwrap_or_default();
+        let msg = format!("{} degraded after promotion: {why}; rolled back to {previous}", candidate.version);
+        s.roll_back(Outcome::RolledBack, "RolledBack", msg, "rolled_back");
+        return;
+    }
+    let elapsed = elapsed_since(s.status.analysis.as_ref().and_then(|a| a.started_at.as_deref()), inp.now);
+    let pending_desired = if same(inp.desired, &candidate) {
+        String::new()
+    } else {
+        format!("; {} is next once the bake ends", inp.desired.version)
+    };
+    if let Some(why) = inp.analysis.errored.clone() {
+        // A broken query is not a measured degradation: hold the bake rather than roll back.
+        let msg = format!("baking {} is held: {why}{pending_desired}", candidate.version);
+        s.enter(DeploymentPhase::Baking, msg);
+        return;
+    }
+    if elapsed < inp.bake_time || !inp.analysis.each_passed_once {
+        let mut waiting = Vec::new();
+        if elapsed < inp.bake_time {
+            waiting.push(format!("baked {}s of {}s", elapsed.as_secs(), inp.bake_time.as_secs()));
+        }
+        if !inp.analysis.each_passed_once {
+            waiting.push(format!("a passing measurement of every metric ({})", inp.analysis.waiting));
+        }
+        let msg = format!("baking {}: waiting for {}{pending_desired}", candidate.version, waiting.join("; "));
+        s.enter(DeploymentPhase::Baking, msg);
+        return;
+    }
+    let msg = format!("{} baked for {}s without degradation and is now stable", candidate.version, elapsed.as_secs());
+    s.record(&candidate, Outcome::Promoted, "Baked", &msg);
+    s.event(false, "Baked", msg, Some("promoted"));
+    s.status.previous = None;
+    s.settle_stable();
+    // A version desired while this one baked starts right away.
+    if let Some(stable) = s.status.stable.clone()
+        && !same(inp.desired, &stable)
+    {
+        s.start_candidate(inp.desired);
+    }
+}
+
+fn sticky(s: &mut Step<'_>, stable: &VersionRef) {
+    let inp = s.inp;
+    let phase = s.phase().unwrap_or(DeploymentPhase::Rejected);
+    let Some(candidate) = s.status.candidate.clone() else {
+        s.settle_stable();
+        return;
+    };
+    if !same(inp.desired, &candidate) {
+        s.status.candidate = None;
+        s.status.analysis = None;
+        s.status.previous = None;
+        if same(inp.desired, stable) {
+            s.settle_stable();
+        } else {
+            s.start_candidate(inp.desired);
+        }
+        return;
+    }
+    if let Some(value) = inp.annotations.retry.clone()
+        && names_version(&value, &candidate.version)
+        && s.status.handled_retry.as_ref() != Some(&value)
+    {
+        s.status.handled_retry = Some(value);
+        s.status.previous = None;
+        s.event(false, "Retried", format!("trying {} again, as {} asks", candidate.version, ANNOTATION_RETRY), None);
+        s.start_candidate(&candidate);
+        return;
+    }
+    let msg = s.status.message.clone().unwrap_or_default();
+    s.enter(phase, msg);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(name: &str) -> VersionRef {
+        VersionRef { version: name.into(), artifact: format!("s3://models/{name}"), since: None }
+    }
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
+    struct World {
+        status: ModelDeploymentStatus,
+        desired: VersionRef,
+        annotations: Annotations,
+        stable_track: StableTrack,
+        analysis: AnalysisSummary,
+        promotion: Promotion,
+        shadow_enabled: bool,
+        events: Vec<Transition>,
+    }
+
+    impl World {
+        fn new(desired: &str) -> Self {
+            Self {
+                status: ModelDeploymentStatus::default(),
+                desired: v(desired),
+                annotations: Annotations::default(),
+                stable_track: StableTrack::default(),
+                analysis: AnalysisSummary { passing: true, each_passed_once: true, requests: Some(1000.0), ..Default::default() },
+                promotion: Promotion::Automatic,
+                shadow_enabled: true,
+                events: Vec::new(),
+            }
+        }
+
+        fn step(&mut self, now: i64) -> Option<DeploymentPhase> {
+            let inp = Inputs {
+                now: t(now),
+                desired: &self.desired,
+                status: &self.status,
+                shadow_enabled: self.shadow_enabled,
+                promotion: self.promotion,
+                min_duration: Duration::from_secs(60),
+                min_requests: 100,
+                bake_time: Duration::from_secs(120),
+                history_limit: 3,
+                annotations: &self.annotations,
+                stable_track: &self.stable_track,
+                analysis: &self.analysis,
+            };
+            let d = decide(&inp);
+            self.status = d.status;
+            self.events.extend(d.transitions);
+            self.status.phase
+        }
+
+        fn reasons(&self) -> Vec<&str> {
+            self.events.iter().map(|e| e.reason).collect()
+        }
+
+        fn stable(&self) -> &str {
+            &self.status.stable.as_ref().unwrap().version
+        }
+
+        /// Runs v1 to Stable, then asks for v2.
+        fn shadowing_v2() -> Self {
+            let mut w = World::new("v1");
+            assert_eq!(w.step(0), Some(DeploymentPhase::Stable));
+            w.desired = v("v2");
+            assert_eq!(w.step(1), Some(DeploymentPhase::Shadowing));
+            w
+        }
+
+        fn rolled_out(&mut self, version: &str) {
+            self.stable_track = StableTrack { version: Some(version.into()), complete: true, failed: false };
+        }
+    }
+
+    #[test]
+    fn first_version_is_deployed_directly() {
+        let mut w = World::new("v1");
+        assert_eq!(w.step(0), Some(DeploymentPhase::Stable));
+        assert_eq!(w.stable(), "v1");
+        assert!(w.status.candidate.is_none());
+        assert_eq!(w.reasons(), vec!["Deployed"]);
+        // Nothing changes on the next look.
+        let before = w.status.clone();
+        w.step(10);
+        assert_eq!(w.status, before, "an unchanged world gives an unchanged status");
+    }
+
+    #[test]
+    fn a_good_candidate_is_promoted_after_the_window_and_baked() {
+        let mut w = World::shadowing_v2();
+        assert_eq!(w.status.candidate.as_ref().unwrap().version, "v2");
+        assert_eq!(w.stable(), "v1");
+        // Before the minimum duration nothing happens.
+        assert_eq!(w.step(30), Some(DeploymentPhase::Shadowing));
+        assert!(w.status.message.as_ref().unwrap().contains("minimum 60s"));
+        assert_eq!(w.step(62), Some(DeploymentPhase::Promoting));
+        assert_eq!(w.stable(), "v2", "the stable track rolls to the candidate");
+        assert_eq!(w.status.previous.as_ref().unwrap().version, "v1");
+        // Still rolling out: stays Promoting.
+        w.stable_track = StableTrack { version: Some("v2".into()), complete: false, failed: false };
+        assert_eq!(w.step(63), Some(DeploymentPhase::Promoting));
+        w.rolled_out("v2");
+        assert_eq!(w.step(64), Some(DeploymentPhase::Baking));
+        assert_eq!(w.step(100), Some(DeploymentPhase::Baking));
+        assert_eq!(w.step(200), Some(DeploymentPhase::Stable));
+        assert_eq!(w.stable(), "v2");
+        assert!(w.status.previous.is_none() && w.status.candidate.is_none());
+        assert_eq!(w.reasons(), vec!["Deployed", "ShadowStarted", "Promoting", "Promoted", "Baked"]);
+        assert_eq!(w.status.history[0].outcome, Outcome::Promoted);
+        let baked = w.events.iter().find(|e| e.reason == "Baked").unwrap();
+        assert_eq!(baked.decision, Some("promoted"));
+        assert_eq!(baked.left, Some((DeploymentPhase::Baking, Duration::from_secs(136))));
+    }
+
+    #[test]
+    fn too_few_requests_or_an_inconclusive_analysis_never_promote() {
+        let mut w = World::shadowing_v2();
+        w.analysis.requests = Some(10.0);
+        assert_eq!(w.step(500), Some(DeploymentPhase::Shadowing));
+        assert!(w.status.message.as_ref().unwrap().contains("10 of the minimum 100"));
+        w.analysis = AnalysisSummary { passing: false, requests: Some(1000.0), waiting: "prometheus unreachable".into(), ..Default::default() };
+        assert_eq!(w.step(501), Some(DeploymentPhase::Shadowing));
+        assert!(w.status.message.as_ref().unwrap().contains("prometheus unreachable"));
+    }
+
+    #[test]
+    fn a_failed_shadow_is_rejected_and_sticks_until_retry_or_new_version() {
+        let mut w = World::shadowing_v2();
+        w.analysis.failed = Some("error-rate 0.05 above max 0.011".into());
+        assert_eq!(w.step(20), Some(DeploymentPhase::Rejected));
+        assert_eq!(w.stable(), "v1", "production untouched");
+        assert_eq!(w.status.history[0].outcome, Outcome::Rejected);
+        assert!(w.events.last().unwrap().warning);
+        // Sticky, even once the analysis would pass.
+        w.analysis.failed = None;
+        assert_eq!(w.step(500), Some(DeploymentPhase::Rejected));
+        // A retry for another version does nothing; the right one restarts the shadow once.
+        w.annotations.retry = Some("v3".into());
+        assert_eq!(w.step(501), Some(DeploymentPhase::Rejected));
+        w.annotations.retry = Some("v2".into());
+        assert_eq!(w.step(502), Some(DeploymentPhase::Shadowing));
+        assert_eq!(w.status.analysis.as_ref().unwrap().started_at.as_deref(), Some(t(502).to_string().as_str()));
+        w.analysis.failed = Some("again".into());
+        assert_eq!(w.step(503), Some(DeploymentPhase::Rejected));
+        assert_eq!(w.step(504), Some(DeploymentPhase::Rejected), "a handled retry does not retry again");
+        w.annotations.retry = Some("v2/2".into());
+        assert_eq!(w.step(505), Some(DeploymentPhase::Shadowing));
+        // A new desired version leaves the rejection behind.
+        w.analysis.failed = None;
+        w.desired = v("v3");
+        assert_eq!(w.step(506), Some(DeploymentPhase::Shadowing));
+        assert_eq!(w.status.candidate.as_ref().unwrap().version, "v3");
+    }
+
+    #[test]
+    fn degradation_while_baking_rolls_back_to_the_previous_version() {
+        let mut w = World::shadowing_v2();
+        w.step(70);
+        w.rolled_out("v2");
+        assert_eq!(w.step(71), Some(DeploymentPhase::Baking));
+        w.analysis.failed = Some("error-rate 0.3 above 0.011".into());
+        assert_eq!(w.step(80), Some(DeploymentPhase::RolledBack));
+        assert_eq!(w.stable(), "v1");
+        assert_eq!(w.status.history[0].outcome, Outcome::RolledBack);
+        assert_eq!(w.events.last().unwrap().decision, Some("rolled_back"));
+        // Sticky: the spec still asks for v2 but nothing happens.
+        w.analysis.failed = None;
+        assert_eq!(w.step(90), Some(DeploymentPhase::RolledBack));
+        assert_eq!(w.stable(), "v1");
+    }
+
+    #[test]
+    fn query_errors_reject_a_shadow_but_only_hold_a_bake() {
+        let mut w = World::shadowing_v2();
+        w.analysis.errored = Some("query failed 5 times in a row".into());
+        assert_eq!(w.step(10), Some(DeploymentPhase::Rejected));
+
+        let mut w = World::shadowing_v2();
+        w.step(70);
+        w.rolled_out("v2");
+        w.step(71);
+        w.analysis.errored = Some("query failed 5 times in a row".into());
+        assert_eq!(w.step(500), Some(DeploymentPhase::Baking));
+        assert!(w.status.message.as_ref().unwrap().contains("held"));
+        assert_eq!(w.stable(), "v2");
+    }
+
+    #[test]
+    fn manual_promotion_waits_for_the_right_approval() {
+        let mut w = World::shadowing_v2();
+        w.promotion = Promotion::Manual;
+        assert_eq!(w.step(100), Some(DeploymentPhase::Shadowing));
+        assert!(w.status.message.as_ref().unwrap().contains("modelship.io/approve=v2"));
+        assert_eq!(w.reasons().iter().filter(|r| **r == "AwaitingApproval").count(), 1);
+        w.step(101);
+        assert_eq!(w.reasons().iter().filter(|r| **r == "AwaitingApproval").count(), 1, "announced once");
+        w.annotations.approve = Some("v1".into());
+        assert_eq!(w.step(102), Some(DeploymentPhase::Shadowing));
+        w.annotations.approve = Some("v2".into());
+        assert_eq!(w.step(103), Some(DeploymentPhase::Promoting));
+    }
+
+    #[test]
+    fn a_newer_version_during_shadowing_restarts_the_window() {
+        let mut w = World::shadowing_v2();
+        w.step(50);
+        w.desired = v("v3");
+        assert_eq!(w.step(55), Some(DeploymentPhase::Shadowing));
+        assert_eq!(w.status.candidate.as_ref().unwrap().version, "v3");
+        assert_eq!(w.status.analysis.as_ref().unwrap().started_at.as_deref(), Some(t(55).to_string().as_str()));
+        assert_eq!(w.status.history[0].outcome, Outcome::Superseded);
+        assert_eq!(w.step(100), Some(DeploymentPhase::Shadowing), "the window restarted at 55");
+        // Going back to the stable version ends the shadow.
+        w.desired = v("v1");
+        assert_eq!(w.step(101), Some(DeploymentPhase::Stable));
+        assert!(w.status.candidate.is_none());
+    }
+
+    #[test]
+    fn abort_stops_a_shadow_or_a_bake_once() {
+        let mut w = World::shadowing_v2();
+        w.annotations.abort = Some("v2".into());
+        assert_eq!(w.step(5), Some(DeploymentPhase::Rejected));
+        assert_eq!(w.status.history[0].outcome, Outcome::Aborted);
+        w.annotations.retry = Some("v2".into());
+        assert_eq!(w.step(6), Some(DeploymentPhase::Shadowing), "the handled abort does not stop the retry");
+
+        let mut w = World::shadowing_v2();
+        w.step(70);
+        w.rolled_out("v2");
+        w.step(71);
+        w.annotations.abort = Some("v2".into());
+        assert_eq!(w.step(72), Some(DeploymentPhase::RolledBack));
+        assert_eq!(w.stable(), "v1");
+    }
+
+    #[test]
+    fn a_bake_without_a_single_passing_measurement_does_not_finish() {
+        let mut w = World::shadowing_v2();
+        w.step(70);
+        w.rolled_out("v2");
+        w.step(71);
+        w.analysis = AnalysisSummary { passing: false, each_passed_once: false, waiting: "no data".into(), ..Default::default() };
+        assert_eq!(w.step(1000), Some(DeploymentPhase::Baking));
+        w.analysis = AnalysisSummary { passing: true, each_passed_once: true, ..Default::default() };
+        assert_eq!(w.step(1001), Some(DeploymentPhase::Stable));
+    }
+
+    #[test]
+    fn a_version_desired_during_the_bake_is_shadowed_after_it() {
+        let mut w = World::shadowing_v2();
+        w.step(70);
+        w.rolled_out("v2");
+        w.step(71);
+        w.desired = v("v3");
+        assert_eq!(w.step(100), Some(DeploymentPhase::Baking));
+        assert!(w.status.message.as_ref().unwrap().contains("v3 is next"));
+        assert_eq!(w.step(300), Some(DeploymentPhase::Shadowing));
+        assert_eq!(w.stable(), "v2");
+        assert_eq!(w.status.candidate.as_ref().unwrap().version, "v3");
+    }
+
+    #[test]
+    fn without_shadowing_a_new_version_is_promoted_and_baked() {
+        let mut w = World::new("v1");
+        w.shadow_enabled = false;
+        w.step(0);
+        w.desired = v("v2");
+        assert_eq!(w.step(1), Some(DeploymentPhase::Promoting));
+        w.rolled_out("v2");
+        assert_eq!(w.step(2), Some(DeploymentPhase::Baking));
+    }
+
+    #[test]
+    fn a_failed_rollout_returns_to_the_previous_version() {
+        let mut w = World::shadowing_v2();
+        w.step(70);
+        w.stable_track = StableTrack { version: Some("v2".into()), complete: false, failed: true };
+        assert_eq!(w.step(71), Some(DeploymentPhase::RolledBack));
+        assert_eq!(w.stable(), "v1");
+        assert_eq!(w.events.last().unwrap().reason, "RolloutFailed");
+    }
+
+    #[test]
+    fn history_is_bounded_newest_first() {
+        let mut w = World::shadowing_v2();
+        for (i, name) in ["v3", "v4", "v5", "v6"].iter().enumerate() {
+            w.desired = v(name);
+            w.step(10 + i as i64);
+        }
+        assert_eq!(w.status.history.len(), 3);
+        assert_eq!(w.status.history[0].version, "v5");
+    }
+}

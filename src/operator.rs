@@ -1,0 +1,202 @@
+//! `modelship run`: both controllers behind leader election, and the admin endpoints.
+use crate::admin::{self, Readiness};
+use crate::context::{Settings, Shared};
+use crate::metrics::Metrics;
+use crate::scope::Scope;
+use crate::{Error, Result, analysis, deployment, pipeline};
+use futures::FutureExt;
+use kube::Client;
+use kube::runtime::events::Reporter;
+use kube_lease_manager::LeaseManagerBuilder;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Flags of `modelship run`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Watch only this namespace; all namespaces when unset.
+    #[arg(long, env = "MODELSHIP_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Address of `/metrics`, `/livez` and `/readyz`.
+    #[arg(long, env = "MODELSHIP_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    pub admin_listen: SocketAddr,
+
+    /// Prometheus queried by analyses whose ModelDeployment names none.
+    #[arg(long, env = "MODELSHIP_PROMETHEUS_URL", default_value = "http://prometheus-operated.monitoring.svc:9090")]
+    pub prometheus_url: String,
+
+    /// Longest a Prometheus query may take before the measurement is inconclusive.
+    #[arg(long, env = "MODELSHIP_PROMETHEUS_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub prometheus_timeout: Duration,
+
+    /// Image of the built-in router (`modelship mirror`); normally the operator's own image.
+    #[arg(long, env = "MODELSHIP_ROUTER_IMAGE", default_value = concat!("ghcr.io/modelship/modelship:", env!("CARGO_PKG_VERSION")))]
+    pub router_image: String,
+
+    /// How often an object that waits for nothing is looked at again.
+    #[arg(long, env = "MODELSHIP_RESYNC", default_value = "5m", value_parser = parse_duration)]
+    pub resync: Duration,
+
+    /// Elect a leader among replicas on a Lease; only the leader acts.
+    #[arg(long, env = "MODELSHIP_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+
+    /// Name of the leader Lease.
+    #[arg(long, env = "MODELSHIP_LEASE_NAME", default_value = "modelship")]
+    pub lease_name: String,
+
+    /// Namespace of the leader Lease; default: the operator's own namespace.
+    #[arg(long, env = "MODELSHIP_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// How long a lease lasts without renewal, in seconds.
+    #[arg(long, env = "MODELSHIP_LEASE_DURATION", default_value_t = 15)]
+    pub lease_duration: u64,
+
+    /// How long before expiry the leader renews, in seconds.
+    #[arg(long, env = "MODELSHIP_LEASE_GRACE", default_value_t = 5)]
+    pub lease_grace: u64,
+
+    /// This replica's identity in the Lease and in events; default: the pod name.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    crate::deployment::validate::parse_duration("duration", s)
+}
+
+/// The namespace the operator runs in, from its service account.
+fn own_namespace(client: &Client) -> String {
+    std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| client.default_namespace().to_string())
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "modelship".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Runs the operator until `shutdown` resolves.
+pub async fn run(args: RunArgs, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+    let client = Client::try_default().await.map_err(|e| Error::Config(format!("no usable Kubernetes configuration: {e}")))?;
+    let metrics = Metrics::new();
+    let readiness = Readiness::default();
+    let stop = CancellationToken::new();
+
+    let listener = admin::bind(args.admin_listen).await?;
+    let admin_stop = stop.clone();
+    let admin = tokio::spawn(admin::serve(listener, metrics.clone(), readiness.clone(), async move { admin_stop.cancelled().await }));
+    let signal_stop = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        signal_stop.cancel();
+    });
+
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), %identity, namespace = ?args.namespace, "starting");
+    let result = if args.leader_elect {
+        lead(&args, client, &identity, metrics, readiness, stop.clone()).await
+    } else {
+        controllers(&args, client, &identity, metrics, readiness, stop.clone()).await;
+        Ok(())
+    };
+    stop.cancel();
+    let _ = admin.await;
+    result
+}
+
+/// Waits for the lease, runs the controllers while holding it, and exits when it is lost:
+/// a replica that lost the lease might still act on stale state, so it stops and is restarted.
+async fn lead(args: &RunArgs, client: Client, identity: &str, metrics: Metrics, readiness: Readiness, stop: CancellationToken) -> Result<()> {
+    let lease_namespace = args.lease_namespace.clone().unwrap_or_else(|| own_namespace(&client));
+    let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+        .with_namespace(&lease_namespace)
+        .with_identity(identity)
+        .with_duration(args.lease_duration)
+        .with_grace(args.lease_grace)
+        .with_field_manager(crate::apply::FIELD_MANAGER)
+        .build()
+        .await
+        .map_err(|e| Error::Lease(e.to_string()))?;
+    let (mut leader, task) = manager.watch().await;
+    tracing::info!(lease = %format!("{lease_namespace}/{}", args.lease_name), "waiting for the leader lease");
+    loop {
+        if *leader.borrow_and_update() {
+            break;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => {
+                drop(leader);
+                let _ = task.await;
+                return Ok(());
+            }
+            changed = leader.changed() => {
+                if changed.is_err() {
+                    return Err(Error::Lease("the lease watcher stopped".into()));
+                }
+            }
+        }
+    }
+    tracing::info!("acquired the leader lease; starting the controllers");
+    metrics.leader.set(1);
+
+    let lost = CancellationToken::new();
+    let run_stop = CancellationToken::new();
+    let watch_stop = run_stop.clone();
+    let watch_lost = lost.clone();
+    let outer = stop.clone();
+    let mut watch_leader = leader.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = outer.cancelled() => {}
+            _ = async {
+                while watch_leader.changed().await.is_ok() {
+                    if !*watch_leader.borrow_and_update() {
+                        break;
+                    }
+                }
+            } => watch_lost.cancel(),
+        }
+        watch_stop.cancel();
+    });
+    controllers(args, client, identity, metrics.clone(), readiness, run_stop).await;
+    metrics.leader.set(0);
+    // Releasing the lease lets a standby take over at once.
+    drop(leader);
+    let _ = task.await;
+    if lost.is_cancelled() {
+        return Err(Error::Lease("lost the leader lease".into()));
+    }
+    Ok(())
+}
+
+async fn controllers(args: &RunArgs, client: Client, identity: &str, metrics: Metrics, readiness: Readiness, stop: CancellationToken) {
+    let scope = Scope { namespace: args.namespace.clone() };
+    let settings = Settings {
+        router_image: args.router_image.clone(),
+        prometheus_url: args.prometheus_url.clone(),
+        resync: args.resync,
+    };
+    let reporter = |controller: &str| Reporter { controller: format!("modelship-{controller}"), instance: Some(identity.to_string()) };
+    let deployments = deployment::run(
+        client.clone(),
+        scope.clone(),
+        Shared::new(client.clone(), reporter("deployment"), metrics.clone(), settings.clone()),
+        analysis::prometheus::Clients::new(args.prometheus_timeout),
+        readiness.clone(),
+        stop.clone().cancelled_owned(),
+    );
+    let pipelines = pipeline::run(
+        client.clone(),
+        scope,
+        Shared::new(client, reporter("pipeline"), metrics, settings),
+        readiness,
+        stop.cancelled_owned(),
+    );
+    futures::future::join(deployments.boxed(), pipelines.boxed()).await;
+}

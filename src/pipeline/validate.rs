@@ -1,0 +1,51 @@
+//! What the schema cannot check about a ModelPipeline. Pure.
+use crate::api::ModelPipeline;
+
+/// Checks the parts of a pipeline the schema cannot; the message says what to fix.
+pub fn validate(p: &ModelPipeline) -> Result<(), String> {
+    let spec = &p.spec;
+    let stages = [
+        ("checks", spec.stages.checks.as_ref().map(|s| &s.template)),
+        ("validate", spec.stages.validate.as_ref().map(|s| &s.template)),
+        ("train", Some(&spec.stages.train.template)),
+        ("evaluate", Some(&spec.stages.evaluate.template)),
+        ("integration", spec.stages.integration.as_ref().map(|s| &s.stage.template)),
+    ];
+    for (name, template) in stages {
+        if let Some(t) = template {
+            t.parse().map_err(|e| format!("spec.stages.{name}.template is not a pod template: {e}"))?;
+        }
+    }
+    if let Some(schedule) = &spec.triggers.schedule {
+        croner::parser::CronParser::new()
+            .parse(schedule)
+            .map_err(|e| format!("spec.triggers.schedule {schedule:?} is not a cron expression: {e}"))?;
+    }
+    if let Some(tz) = &spec.triggers.time_zone {
+        jiff::tz::TimeZone::get(tz).map_err(|e| format!("spec.triggers.timeZone {tz:?} is not a known IANA time zone: {e}"))?;
+    }
+    semver::Version::parse(&spec.model.initial_version)
+        .map_err(|e| format!("spec.model.initialVersion {:?}: {e}", spec.model.initial_version))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::testing::sample;
+
+    #[test]
+    fn sample_is_valid() {
+        validate(&sample()).unwrap();
+    }
+
+    #[test]
+    fn bad_schedule_and_time_zone_are_named() {
+        let mut p = sample();
+        p.spec.triggers.schedule = Some("every monday".into());
+        assert!(validate(&p).unwrap_err().starts_with("spec.triggers.schedule \"every monday\""));
+        p.spec.triggers.schedule = Some("0 3 * * 1".into());
+        p.spec.triggers.time_zone = Some("Mars/Olympus".into());
+        assert!(validate(&p).unwrap_err().contains("Mars/Olympus"));
+    }
+}
