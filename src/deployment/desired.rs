@@ -101,7 +101,7 @@ fn surge_strategy() -> DeploymentStrategy {
 }
 
 /// Sets `name=value` in a container's environment, replacing what the template had.
-fn set_env(container: &mut Container, name: &str, value: &str) {
+pub fn set_env(container: &mut Container, name: &str, value: &str) {
     let env = container.env.get_or_insert_with(Vec::new);
     env.retain(|e| e.name != name);
     env.push(EnvVar { name: name.into(), value: Some(value.into()), value_from: None });
