@@ -6,6 +6,8 @@ pub mod status;
 pub mod traffic;
 pub mod validate;
 #[cfg(test)]
+mod mock_tests;
+#[cfg(test)]
 pub mod testing;
 
 use crate::admin::Readiness;

@@ -157,7 +157,8 @@ async fn step(
 
     // Children follow the status that was just written.
     apply_children(md, ctx, v, &next).await?;
-    if md.spec.traffic.provider == crate::api::TrafficProvider::Builtin {
+    // The provider only changes with the spec: look for another provider's leftovers then.
+    if current.observed_generation != md.meta().generation {
         traffic::remove_others(&ctx.shared.client, md).await?;
     }
 

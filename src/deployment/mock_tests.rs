@@ -1,0 +1,211 @@
+//! Controller tests against a mock API server: the order and number of requests matter.
+use super::reconcile::{Context, reconcile};
+use super::testing::sample;
+use crate::api::{DeploymentPhase, ModelDeployment, ModelDeploymentStatus};
+use crate::context::{Settings, Shared};
+use crate::metrics::Metrics;
+use http::{Request, Response};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
+use k8s_openapi::api::core::v1::Service;
+use kube::client::Body;
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
+use kube::{Client, Resource};
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One request the operator sent.
+#[derive(Clone, Debug)]
+struct Sent {
+    method: String,
+    uri: String,
+    body: Value,
+}
+
+/// A mock API server that accepts every write and answers with the written object (a status
+/// write with the whole ModelDeployment).
+fn mock_client(md: &ModelDeployment) -> (Client, Arc<Mutex<Vec<Sent>>>) {
+    let whole = serde_json::to_value(md).unwrap();
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sent = log.clone();
+    tokio::spawn(async move {
+        while let Some((request, reply)) = handle.next_request().await {
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect_bytes().await.unwrap_or_default();
+            let mut body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            sent.lock().unwrap().push(Sent { method: parts.method.to_string(), uri: parts.uri.to_string(), body: body.clone() });
+            if parts.uri.path().ends_with("/status") {
+                let mut obj = whole.clone();
+                obj["status"] = body["status"].clone();
+                body = obj;
+            }
+            if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.insert("resourceVersion".into(), Value::String("101".into()));
+            }
+            reply.send_response(Response::builder().status(200).body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap());
+        }
+    });
+    (Client::new(service, "default"), log)
+}
+
+fn store<K>(objects: Vec<K>) -> Store<K>
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
+{
+    let (reader, mut writer) = reflector::store();
+    for o in objects {
+        writer.apply_watcher_event(&watcher::Event::Apply(o));
+    }
+    reader
+}
+
+fn context(client: Client, deployments: Vec<Deployment>, services: Vec<Service>) -> Arc<Context> {
+    let settings = Settings { router_image: "modelship:test".into(), prometheus_url: "http://127.0.0.1:1".into(), resync: Duration::from_secs(300) };
+    let reporter = Reporter { controller: "modelship-deployment".into(), instance: Some("test".into()) };
+    Arc::new(Context {
+        shared: Shared::new(client.clone(), reporter, Metrics::new(), settings),
+        deployments: store(deployments),
+        services: store(services),
+        pipelines: store(vec![]),
+        prometheus: crate::analysis::prometheus::Clients::new(Duration::from_secs(1)),
+    })
+}
+
+/// The objects the operator applied, as the API server would hold them once their
+/// controllers caught up: Deployments fully rolled out.
+fn live_children(sent: &[Sent]) -> (Vec<Deployment>, Vec<Service>) {
+    let mut deployments = Vec::new();
+    let mut services = Vec::new();
+    for s in sent.iter().filter(|s| s.method == "PATCH" && !s.uri.contains("/status")) {
+        if s.uri.contains("/deployments/") {
+            let mut d: Deployment = serde_json::from_value(s.body.clone()).unwrap();
+            d.metadata.generation = Some(1);
+            let replicas = d.spec.as_ref().and_then(|s| s.replicas);
+            d.status = Some(DeploymentStatus {
+                observed_generation: Some(1),
+                replicas,
+                updated_replicas: replicas,
+                ready_replicas: replicas,
+                available_replicas: replicas,
+                ..DeploymentStatus::default()
+            });
+            deployments.push(d);
+        } else if s.uri.contains("/services/") {
+            services.push(serde_json::from_value(s.body.clone()).unwrap());
+        }
+    }
+    (deployments, services)
+}
+
+fn status_written(sent: &[Sent]) -> ModelDeploymentStatus {
+    let s = sent.iter().find(|s| s.uri.contains("/status")).expect("a status write");
+    serde_json::from_value(s.body["status"].clone()).unwrap()
+}
+
+async fn run(md: &ModelDeployment, ctx: Arc<Context>) {
+    tokio::time::timeout(Duration::from_secs(10), reconcile(Arc::new(md.clone()), ctx))
+        .await
+        .expect("reconcile finished")
+        .expect("reconcile succeeded");
+}
+
+#[tokio::test]
+async fn a_converged_object_issues_no_request_at_all() {
+    let mut md = sample();
+
+    // A new object: status first, then its children, then the event that explains it.
+    let (client, log) = mock_client(&md);
+    run(&md, context(client, vec![], vec![])).await;
+    let sent = log.lock().unwrap().clone();
+    let order: Vec<String> = sent.iter().filter(|s| s.method != "GET").map(|s| format!("{} {}", s.method, s.uri.split('?').next().unwrap_or_default())).collect();
+    assert_eq!(
+        order,
+        vec![
+            "PATCH /apis/modelship.io/v1alpha1/namespaces/models/modeldeployments/fraud/status",
+            "PATCH /apis/apps/v1/namespaces/models/deployments/fraud-stable",
+            "PATCH /apis/apps/v1/namespaces/models/deployments/fraud-router",
+            "PATCH /api/v1/namespaces/models/services/fraud-stable",
+            "PATCH /api/v1/namespaces/models/services/fraud",
+            "POST /apis/events.k8s.io/v1/namespaces/models/events",
+        ],
+    );
+    for s in sent.iter().filter(|s| s.method == "PATCH") {
+        assert!(s.uri.contains("fieldManager=modelship") && s.uri.contains("force=true"), "server-side apply: {}", s.uri);
+    }
+    let status_patch = &sent[0];
+    assert_eq!(status_patch.body["metadata"]["resourceVersion"], "100", "the status write is conditional on what was read");
+    let status = status_written(&sent);
+    assert_eq!(status.phase, Some(DeploymentPhase::Stable));
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(sent.last().unwrap().body["reason"], "Deployed");
+
+    // The children became available: Ready turns true, which is one status write.
+    let (deployments, services) = live_children(&sent);
+    md.status = Some(status);
+    md.metadata.resource_version = Some("102".into());
+    let (client, log) = mock_client(&md);
+    run(&md, context(client, deployments.clone(), services.clone())).await;
+    let sent = log.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1, "only the status changes: {sent:?}");
+    let status = status_written(&sent);
+    assert!(crate::conditions::is_true(&status.conditions, "Ready"), "{:?}", status.conditions);
+
+    // Nothing changed since: not a single request.
+    md.status = Some(status);
+    md.metadata.resource_version = Some("103".into());
+    let (client, log) = mock_client(&md);
+    run(&md, context(client, deployments, services)).await;
+    let sent = log.lock().unwrap().clone();
+    assert!(sent.is_empty(), "an unchanged object must not be written to: {sent:?}");
+}
+
+#[tokio::test]
+async fn a_hand_edited_child_is_applied_back() {
+    let mut md = sample();
+    let (client, log) = mock_client(&md);
+    run(&md, context(client, vec![], vec![])).await;
+    let sent = log.lock().unwrap().clone();
+    let (mut deployments, services) = live_children(&sent);
+    md.status = Some(status_written(&sent));
+    md.metadata.resource_version = Some("102".into());
+    // Someone scaled the stable Deployment by hand.
+    let stable = deployments.iter_mut().find(|d| d.meta().name.as_deref() == Some("fraud-stable")).unwrap();
+    stable.spec.as_mut().unwrap().replicas = Some(7);
+    let (client, log) = mock_client(&md);
+    run(&md, context(client, deployments, services)).await;
+    let sent = log.lock().unwrap().clone();
+    let applied: Vec<&Sent> = sent.iter().filter(|s| s.uri.contains("/deployments/")).collect();
+    assert_eq!(applied.len(), 1, "{sent:?}");
+    assert!(applied[0].uri.contains("/deployments/fraud-stable"));
+    assert_eq!(applied[0].body["spec"]["replicas"], 1);
+}
+
+#[tokio::test]
+async fn an_invalid_spec_is_reported_once_and_waits_for_a_change() {
+    let mut md = sample();
+    md.spec.container = Some("sidecar".into());
+    let (client, log) = mock_client(&md);
+    let ctx = context(client, vec![], vec![]);
+    let action = reconcile(Arc::new(md.clone()), ctx.clone()).await.unwrap();
+    assert_eq!(action, kube::runtime::controller::Action::await_change());
+    let sent = log.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2, "one status write and one event: {sent:?}");
+    let status = status_written(&sent);
+    let ready = status.condition("Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSpec"));
+    assert!(ready.message.contains("\"sidecar\""), "{}", ready.message);
+    assert_eq!(sent[1].body["reason"], "InvalidSpec");
+    assert_eq!(sent[1].body["type"], "Warning");
+
+    // Looked at again without a change: nothing is written, nothing is announced again.
+    md.status = Some(status);
+    md.metadata.resource_version = Some("102".into());
+    let (client, log) = mock_client(&md);
+    let action = reconcile(Arc::new(md), context(client, vec![], vec![])).await.unwrap();
+    assert_eq!(action, kube::runtime::controller::Action::await_change());
+    assert!(log.lock().unwrap().is_empty());
+}
