@@ -1,1 +1,94 @@
-//! Harness for the end-to-end tests: see e2e/README.md.
+//! Harness for modelship's end-to-end tests, against the real local control plane
+//! (`e2e/cluster/up`) and Prometheus (`e2e/prometheus/up`) that `make test` starts.
+//!
+//! - [`client`]: an admin `kube::Client`; [`service_account_kubeconfig`]: a kubeconfig
+//!   that acts as a ServiceAccount (to run the operator with its chart's RBAC).
+//! - [`test_namespace`]: a fresh namespace per test.
+//! - [`wait_for`]: poll with a deadline; tests never sleep to synchronise.
+//! - [`kubectl`], [`helm`]: the pinned clients that match the server.
+//! - [`Process`]: a local process (the operator, the router, a model server) that logs
+//!   to `e2e/.run/` and is killed when dropped.
+//! - [`prom`]: register scrape targets, query Prometheus, stop and start it.
+//!
+//! The cluster is never optional: when it is not up, [`client`] panics and says how
+//! to start it. See `e2e/README.md`.
+
+mod cluster;
+mod process;
+pub mod prom;
+mod wait;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+
+pub use cluster::{
+    E2E_LABEL, TestNamespace, client, client_from_kubeconfig, helm, kubeconfig_path, kubectl,
+    service_account_kubeconfig, test_namespace,
+};
+pub use process::Process;
+pub use wait::{wait_for, wait_for_interval};
+
+/// The root of the repository (the workspace).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e/ has a parent directory")
+        .to_path_buf()
+}
+
+/// `e2e/.run/`: logs and files that tests write (git-ignored). Created on first use.
+pub fn run_dir() -> PathBuf {
+    let dir = repo_root().join("e2e/.run");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding 127.0.0.1:0")
+        .port()
+}
+
+/// Path of a workspace binary built by cargo (`cargo build --workspace --bins`, which
+/// `make test` runs first): `<target dir>/<profile>/<name>`, found next to the running
+/// test executable, so it honours `CARGO_TARGET_DIR` and the profile.
+///
+/// Panics when the binary is missing.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the test executable");
+    // <target>/<profile>/deps/<test>-<hash>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable lives in <target>/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(
+        path.is_file(),
+        "binary {name} not found at {}: build it with `cargo build --workspace --bins` (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// A version pinned in `e2e/cluster/versions.env`, e.g. `pinned_version("KUBERNETES_VERSION")`
+/// is `"v1.36.5"`. Panics when the name is not there.
+pub fn pinned_version(name: &str) -> String {
+    let path = repo_root().join("e2e/cluster/versions.env");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .find(|(key, _)| key.trim() == name)
+        .map(|(_, value)| value.trim().to_string())
+        .unwrap_or_else(|| panic!("{name} is not set in {}", path.display()))
+}
+
+/// The name of the running test (libtest names each test's thread after it), for file names.
+pub(crate) fn test_name() -> String {
+    let thread = std::thread::current();
+    let name = thread.name().unwrap_or("test");
+    let name = if name == "main" { "test" } else { name };
+    name.replace("::", "-")
+}
