@@ -92,3 +92,31 @@ pub(crate) fn test_name() -> String {
     let name = if name == "main" { "test" } else { name };
     name.replace("::", "-")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_versions_are_read_from_versions_env() {
+        assert!(pinned_version("KUBERNETES_VERSION").starts_with("v1.36."));
+        assert!(pinned_version("HELM_VERSION").starts_with("v3."));
+    }
+
+    #[test]
+    #[should_panic(expected = "NO_SUCH_VERSION is not set")]
+    fn a_missing_pin_panics() {
+        pinned_version("NO_SUCH_VERSION");
+    }
+
+    #[test]
+    fn free_ports_can_be_bound() {
+        let port = free_port();
+        assert!(TcpListener::bind(("127.0.0.1", port)).is_ok());
+    }
+
+    #[test]
+    fn test_name_is_the_thread_name() {
+        assert!(test_name().contains("test_name_is_the_thread_name"), "{}", test_name());
+    }
+}

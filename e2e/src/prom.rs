@@ -188,3 +188,41 @@ pub async fn stop() {
 pub async fn start() {
     script(&["e2e/prometheus/up"]).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selector_quotes_label_values_and_lets_labels_override_defaults() {
+        let labels = BTreeMap::from([
+            ("deployment".to_string(), "say \"hi\"\\".to_string()),
+            ("job".to_string(), "custom".to_string()),
+        ]);
+        let target = Target { path: PathBuf::from("/nonexistent"), address: "127.0.0.1:1".into(), labels };
+        assert_eq!(
+            target.selector(),
+            r#"{deployment="say \"hi\"\\",instance="127.0.0.1:1",job="custom"}"#
+        );
+    }
+
+    #[test]
+    fn sample_values_include_special_floats() {
+        assert_eq!(parse_value("1.5").unwrap(), 1.5);
+        assert!(parse_value("NaN").unwrap().is_nan());
+        assert_eq!(parse_value("+Inf").unwrap(), f64::INFINITY);
+        assert_eq!(parse_value("-Inf").unwrap(), f64::NEG_INFINITY);
+        assert!(parse_value("x").is_err());
+    }
+
+    #[test]
+    fn vector_answers_decode() {
+        let body: Response = serde_json::from_str(
+            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"a":"b"},"value":[1.5,"2"]}]}}"#,
+        )
+        .unwrap();
+        let Some(Data::Vector(samples)) = body.data else { panic!("not a vector") };
+        assert_eq!(samples[0].metric["a"], "b");
+        assert_eq!(samples[0].value.1, "2");
+    }
+}
