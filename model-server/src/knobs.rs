@@ -29,13 +29,19 @@ pub struct KnobsPatch {
 
 impl Knobs {
     pub fn validate(self) -> Result<Knobs, String> {
-        for (name, value) in [("error_rate", self.error_rate), ("alter_share", self.alter_share)] {
+        for (name, value) in [
+            ("error_rate", self.error_rate),
+            ("alter_share", self.alter_share),
+        ] {
             if !(0.0..=1.0).contains(&value) {
                 return Err(format!("{name} must be within 0 and 1, got {value}"));
             }
         }
         if !self.latency_ms.is_finite() || self.latency_ms < 0.0 || self.latency_ms > 600_000.0 {
-            return Err(format!("latency_ms must be within 0 and 600000, got {}", self.latency_ms));
+            return Err(format!(
+                "latency_ms must be within 0 and 600000, got {}",
+                self.latency_ms
+            ));
         }
         Ok(self)
     }
@@ -95,9 +101,12 @@ impl LiveKnobs {
     }
 
     pub fn set(&self, knobs: Knobs) {
-        self.error_rate.store(knobs.error_rate.to_bits(), Ordering::Relaxed);
-        self.latency_ms.store(knobs.latency_ms.to_bits(), Ordering::Relaxed);
-        self.alter_share.store(knobs.alter_share.to_bits(), Ordering::Relaxed);
+        self.error_rate
+            .store(knobs.error_rate.to_bits(), Ordering::Relaxed);
+        self.latency_ms
+            .store(knobs.latency_ms.to_bits(), Ordering::Relaxed);
+        self.alter_share
+            .store(knobs.alter_share.to_bits(), Ordering::Relaxed);
     }
 }
 
@@ -108,7 +117,9 @@ mod tests {
     #[test]
     fn alteration_is_deterministic_and_has_the_share() {
         let n = 100_000;
-        let count = (0..n).filter(|i| altered(format!("req-{i}").as_bytes(), 0.2)).count();
+        let count = (0..n)
+            .filter(|i| altered(format!("req-{i}").as_bytes(), 0.2))
+            .count();
         assert!((count as f64 / n as f64 - 0.2).abs() < 0.005, "{count}");
         for i in 0..1000 {
             let key = format!("req-{i}");
@@ -122,9 +133,15 @@ mod tests {
     fn alteration_is_independent_of_the_routers_sampling() {
         // Among requests the router would mirror at 50 % (xxh3, seed 0), ~20 % are altered.
         let keys: Vec<String> = (0..100_000).map(|i| format!("id-{i}")).collect();
-        let sampled: Vec<&String> =
-            keys.iter().filter(|k| xxhash_rust::xxh3::xxh3_64(k.as_bytes()) < u64::MAX / 2).collect();
-        let altered_share = sampled.iter().filter(|k| altered(k.as_bytes(), 0.2)).count() as f64 / sampled.len() as f64;
+        let sampled: Vec<&String> = keys
+            .iter()
+            .filter(|k| xxhash_rust::xxh3::xxh3_64(k.as_bytes()) < u64::MAX / 2)
+            .collect();
+        let altered_share = sampled
+            .iter()
+            .filter(|k| altered(k.as_bytes(), 0.2))
+            .count() as f64
+            / sampled.len() as f64;
         assert!((altered_share - 0.2).abs() < 0.01, "{altered_share}");
     }
 
@@ -137,12 +154,44 @@ mod tests {
 
     #[test]
     fn patches_and_validation() {
-        let knobs = Knobs { error_rate: 0.0, latency_ms: 0.0, alter_share: 0.0 };
-        let patched = knobs.apply(KnobsPatch { alter_share: Some(0.2), ..Default::default() }).unwrap();
-        assert_eq!(patched, Knobs { alter_share: 0.2, ..knobs });
-        assert!(knobs.apply(KnobsPatch { error_rate: Some(1.5), ..Default::default() }).is_err());
-        assert!(knobs.apply(KnobsPatch { latency_ms: Some(-1.0), ..Default::default() }).is_err());
-        assert!(serde_json::from_str::<KnobsPatch>(r#"{"eror_rate":1}"#).is_err(), "typos are rejected");
+        let knobs = Knobs {
+            error_rate: 0.0,
+            latency_ms: 0.0,
+            alter_share: 0.0,
+        };
+        let patched = knobs
+            .apply(KnobsPatch {
+                alter_share: Some(0.2),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            patched,
+            Knobs {
+                alter_share: 0.2,
+                ..knobs
+            }
+        );
+        assert!(
+            knobs
+                .apply(KnobsPatch {
+                    error_rate: Some(1.5),
+                    ..Default::default()
+                })
+                .is_err()
+        );
+        assert!(
+            knobs
+                .apply(KnobsPatch {
+                    latency_ms: Some(-1.0),
+                    ..Default::default()
+                })
+                .is_err()
+        );
+        assert!(
+            serde_json::from_str::<KnobsPatch>(r#"{"eror_rate":1}"#).is_err(),
+            "typos are rejected"
+        );
         let live = LiveKnobs::new(knobs);
         live.set(patched);
         assert_eq!(live.get(), patched);

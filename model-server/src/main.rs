@@ -67,18 +67,38 @@ struct Metrics {
 impl Metrics {
     fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(Opts::new("model_server_requests_total", "Predict requests by HTTP status."), &["code"])?;
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "model_server_requests_total",
+                "Predict requests by HTTP status.",
+            ),
+            &["code"],
+        )?;
         let duration = Histogram::with_opts(
-            HistogramOpts::new("model_server_request_duration_seconds", "Time to answer a predict request.").buckets(vec![
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            HistogramOpts::new(
+                "model_server_request_duration_seconds",
+                "Time to answer a predict request.",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0,
             ]),
         )?;
-        let altered = IntCounter::new("model_server_altered_total", "Predict requests answered with altered predictions.")?;
+        let altered = IntCounter::new(
+            "model_server_altered_total",
+            "Predict requests answered with altered predictions.",
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(altered.clone()))?;
         let ok = requests.with_label_values(&["200"]);
-        Ok(Metrics { registry, requests, ok, duration, altered })
+        Ok(Metrics {
+            registry,
+            requests,
+            ok,
+            duration,
+            altered,
+        })
     }
 
     fn observe(&self, status: StatusCode, seconds: f64) {
@@ -119,7 +139,8 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 async fn predict(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
     let start = Instant::now();
     let response = answer(&app, &headers, &body).await;
-    app.metrics.observe(response.status(), start.elapsed().as_secs_f64());
+    app.metrics
+        .observe(response.status(), start.elapsed().as_secs_f64());
     response
 }
 
@@ -128,12 +149,20 @@ async fn answer(app: &App, headers: &HeaderMap, body: &[u8]) -> Response {
     if knobs.latency_ms > 0.0 {
         tokio::time::sleep(Duration::from_secs_f64(knobs.latency_ms / 1000.0)).await;
     }
-    if knobs::fails(app.requests.fetch_add(1, Ordering::Relaxed), knobs.error_rate) {
+    if knobs::fails(
+        app.requests.fetch_add(1, Ordering::Relaxed),
+        knobs.error_rate,
+    ) {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "injected error");
     }
     let request: PredictRequest = match serde_json::from_slice(body) {
         Ok(request) => request,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{\"instances\": [[number, ...], ...]}}: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"instances\": [[number, ...], ...]}}: {e}"),
+            );
+        }
     };
     let mut predictions = Vec::with_capacity(request.instances.len());
     for instance in &request.instances {
@@ -149,7 +178,10 @@ async fn answer(app: &App, headers: &HeaderMap, body: &[u8]) -> Response {
             *p = app.model.alter(p);
         }
     }
-    match serde_json::to_vec(&PredictResponse { model_version: &app.version, predictions }) {
+    match serde_json::to_vec(&PredictResponse {
+        model_version: &app.version,
+        predictions,
+    }) {
         Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -201,7 +233,9 @@ async fn shutdown_signal() {
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()),
+        )
         .init();
     match run(args).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -214,7 +248,12 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(args: Args) -> Result<(), String> {
     let model = Model::load(&args.model_uri)?;
-    let knobs = Knobs { error_rate: args.error_rate, latency_ms: args.latency_ms, alter_share: args.alter_share }.validate()?;
+    let knobs = Knobs {
+        error_rate: args.error_rate,
+        latency_ms: args.latency_ms,
+        alter_share: args.alter_share,
+    }
+    .validate()?;
     let metrics = Metrics::new().map_err(|e| e.to_string())?;
     let app = Arc::new(App {
         model,
@@ -229,7 +268,9 @@ async fn run(args: Args) -> Result<(), String> {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/admin/knobs", get(get_knobs).put(put_knobs))
         .with_state(app.clone());
-    let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| format!("binding {}: {e}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("binding {}: {e}", args.listen))?;
     // Small answers: send them at once rather than wait for Nagle.
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
@@ -244,5 +285,8 @@ async fn run(args: Args) -> Result<(), String> {
         ?knobs,
         "model server started"
     );
-    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await.map_err(|e| e.to_string())
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
 }

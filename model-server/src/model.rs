@@ -41,7 +41,9 @@ pub fn path_of(uri: &str) -> Result<PathBuf, String> {
     match uri.split_once("://") {
         None => Ok(PathBuf::from(uri)),
         Some(("file", path)) => Ok(PathBuf::from(path)),
-        Some((scheme, _)) => Err(format!("MODEL_URI {uri:?}: only file:// or a plain path is supported, not {scheme}://")),
+        Some((scheme, _)) => Err(format!(
+            "MODEL_URI {uri:?}: only file:// or a plain path is supported, not {scheme}://"
+        )),
     }
 }
 
@@ -58,9 +60,18 @@ impl Model {
             return Err("a model needs at least one weight".into());
         }
         if !model.features.is_empty() && model.features.len() != model.weights.len() {
-            return Err(format!("{} features but {} weights", model.features.len(), model.weights.len()));
+            return Err(format!(
+                "{} features but {} weights",
+                model.features.len(),
+                model.weights.len()
+            ));
         }
-        if model.weights.iter().chain([&model.bias, &model.threshold]).any(|w| !w.is_finite()) {
+        if model
+            .weights
+            .iter()
+            .chain([&model.bias, &model.threshold])
+            .any(|w| !w.is_finite())
+        {
             return Err("weights, bias and threshold must be finite numbers".into());
         }
         Ok(model)
@@ -73,14 +84,27 @@ impl Model {
     /// Predicts one instance, or says why the instance is invalid.
     pub fn predict(&self, instance: &[f64]) -> Result<Prediction<'_>, String> {
         if instance.len() != self.weights.len() {
-            return Err(format!("an instance has {} features, the model takes {}", instance.len(), self.weights.len()));
+            return Err(format!(
+                "an instance has {} features, the model takes {}",
+                instance.len(),
+                self.weights.len()
+            ));
         }
-        let linear = self.bias + self.weights.iter().zip(instance).map(|(w, x)| w * x).sum::<f64>();
+        let linear = self.bias
+            + self
+                .weights
+                .iter()
+                .zip(instance)
+                .map(|(w, x)| w * x)
+                .sum::<f64>();
         let score = match self.kind {
             Kind::Linear => linear,
             Kind::Logistic => 1.0 / (1.0 + (-linear).exp()),
         };
-        Ok(Prediction { score, label: self.label(score) })
+        Ok(Prediction {
+            score,
+            label: self.label(score),
+        })
     }
 
     fn label(&self, score: f64) -> &str {
@@ -94,7 +118,11 @@ impl Model {
             Kind::Logistic => 1.0 - prediction.score,
             Kind::Linear => prediction.score + 1.0,
         };
-        let label = if prediction.label == self.labels[0] { &self.labels[1] } else { &self.labels[0] };
+        let label = if prediction.label == self.labels[0] {
+            &self.labels[1]
+        } else {
+            &self.labels[0]
+        };
         Prediction { score, label }
     }
 }
@@ -111,7 +139,13 @@ mod tests {
     fn logistic_scores_are_probabilities() {
         let model = logistic();
         let p = model.predict(&[0.0, 0.0]).unwrap();
-        assert_eq!(p, Prediction { score: 0.5, label: "yes" });
+        assert_eq!(
+            p,
+            Prediction {
+                score: 0.5,
+                label: "yes"
+            }
+        );
         let p = model.predict(&[0.0, 3.0]).unwrap();
         assert!(p.score < 0.05);
         assert_eq!(p.label, "no");
@@ -120,8 +154,20 @@ mod tests {
     #[test]
     fn linear_scores() {
         let model = Model::parse(br#"{"kind":"linear","weights":[2.0],"bias":1.0,"labels":["low","high"],"threshold":4}"#).unwrap();
-        assert_eq!(model.predict(&[1.0]).unwrap(), Prediction { score: 3.0, label: "low" });
-        assert_eq!(model.predict(&[2.0]).unwrap(), Prediction { score: 5.0, label: "high" });
+        assert_eq!(
+            model.predict(&[1.0]).unwrap(),
+            Prediction {
+                score: 3.0,
+                label: "low"
+            }
+        );
+        assert_eq!(
+            model.predict(&[2.0]).unwrap(),
+            Prediction {
+                score: 5.0,
+                label: "high"
+            }
+        );
     }
 
     #[test]
@@ -136,16 +182,28 @@ mod tests {
 
     #[test]
     fn bad_models_and_instances() {
-        assert!(Model::parse(br#"{"kind":"logistic","weights":[],"labels":["a","b"],"threshold":0.5}"#).is_err());
+        assert!(
+            Model::parse(br#"{"kind":"logistic","weights":[],"labels":["a","b"],"threshold":0.5}"#)
+                .is_err()
+        );
         assert!(Model::parse(br#"{"kind":"logistic","features":["a"],"weights":[1,2],"labels":["a","b"],"threshold":0.5}"#).is_err());
-        assert!(Model::parse(br#"{"kind":"tree","weights":[1],"labels":["a","b"],"threshold":0.5}"#).is_err());
+        assert!(
+            Model::parse(br#"{"kind":"tree","weights":[1],"labels":["a","b"],"threshold":0.5}"#)
+                .is_err()
+        );
         assert!(logistic().predict(&[1.0]).is_err());
     }
 
     #[test]
     fn uris() {
-        assert_eq!(path_of("file:///m/x.json").unwrap(), PathBuf::from("/m/x.json"));
-        assert_eq!(path_of("models/x.json").unwrap(), PathBuf::from("models/x.json"));
+        assert_eq!(
+            path_of("file:///m/x.json").unwrap(),
+            PathBuf::from("/m/x.json")
+        );
+        assert_eq!(
+            path_of("models/x.json").unwrap(),
+            PathBuf::from("models/x.json")
+        );
         assert!(path_of("s3://bucket/x.json").is_err());
     }
 

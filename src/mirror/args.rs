@@ -15,7 +15,11 @@ pub struct MirrorArgs {
     pub listen: SocketAddr,
 
     /// Base URL of the stable track (plain HTTP). Every request goes there and clients get its answer.
-    #[arg(long, env = "MODELSHIP_MIRROR_STABLE", default_value = "http://127.0.0.1:8081")]
+    #[arg(
+        long,
+        env = "MODELSHIP_MIRROR_STABLE",
+        default_value = "http://127.0.0.1:8081"
+    )]
     pub stable: String,
 
     /// Base URL of the shadow track (plain HTTP). Without it nothing is mirrored.
@@ -28,7 +32,11 @@ pub struct MirrorArgs {
 
     /// JSON pointer (RFC 6901) to the prediction in a response body; repeatable, comma-separated
     /// in the environment. None compares and records the whole document.
-    #[arg(long = "compare-pointer", env = "MODELSHIP_MIRROR_COMPARE_POINTERS", value_delimiter = ',')]
+    #[arg(
+        long = "compare-pointer",
+        env = "MODELSHIP_MIRROR_COMPARE_POINTERS",
+        value_delimiter = ','
+    )]
     pub compare_pointers: Vec<String>,
 
     /// Largest absolute difference at which two numbers still match.
@@ -36,7 +44,11 @@ pub struct MirrorArgs {
     pub tolerance: f64,
 
     /// Address of `/metrics`, `/livez` and `/readyz`.
-    #[arg(long, env = "MODELSHIP_MIRROR_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    #[arg(
+        long,
+        env = "MODELSHIP_MIRROR_METRICS_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
     pub metrics_listen: SocketAddr,
 
     /// How long stable may take to send its response head before the client gets a 504.
@@ -51,6 +63,18 @@ pub struct MirrorArgs {
     #[arg(long, env = "MODELSHIP_MIRROR_CONNECT_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
 
+    /// Consecutive connection failures to the shadow after which copies pause (0: never pause).
+    #[arg(
+        long,
+        env = "MODELSHIP_MIRROR_SHADOW_FAILURES_BEFORE_PAUSE",
+        default_value_t = 5
+    )]
+    pub shadow_failures_before_pause: u32,
+
+    /// How long copies pause once the shadow cannot be reached; each counts as a shadow error.
+    #[arg(long, env = "MODELSHIP_MIRROR_SHADOW_PAUSE", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub shadow_pause: Duration,
+
     /// Largest request or response body kept for mirroring and comparison; larger ones are not mirrored.
     #[arg(long, env = "MODELSHIP_MIRROR_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -60,11 +84,20 @@ pub struct MirrorArgs {
     pub max_in_flight: usize,
 
     /// Request headers removed from mirrored copies (comma-separated, case-insensitive).
-    #[arg(long, env = "MODELSHIP_MIRROR_STRIP_HEADERS", value_delimiter = ',', default_value = "authorization,cookie")]
+    #[arg(
+        long,
+        env = "MODELSHIP_MIRROR_STRIP_HEADERS",
+        value_delimiter = ',',
+        default_value = "authorization,cookie"
+    )]
     pub strip_headers: Vec<String>,
 
     /// Request header whose value decides sampling; without it the method, path and body do.
-    #[arg(long, env = "MODELSHIP_MIRROR_REQUEST_ID_HEADER", default_value = "x-request-id")]
+    #[arg(
+        long,
+        env = "MODELSHIP_MIRROR_REQUEST_ID_HEADER",
+        default_value = "x-request-id"
+    )]
     pub request_id_header: String,
 
     /// Most distinct prediction labels counted per track; the rest count as `__other__`.
@@ -107,6 +140,8 @@ pub struct Config {
     pub stable_timeout: Duration,
     pub shadow_timeout: Duration,
     pub connect_timeout: Duration,
+    pub shadow_failures_before_pause: u32,
+    pub shadow_pause: Duration,
     pub max_body_bytes: usize,
     pub max_in_flight: usize,
     pub strip_headers: Vec<HeaderName>,
@@ -120,9 +155,16 @@ impl MirrorArgs {
     /// Checks every flag and returns the configuration, or an error naming the bad flag.
     pub fn validate(self) -> Result<Config, Error> {
         let stable = parse_upstream("--stable", &self.stable)?;
-        let shadow = self.shadow.as_deref().map(|s| parse_upstream("--shadow", s)).transpose()?;
+        let shadow = self
+            .shadow
+            .as_deref()
+            .map(|s| parse_upstream("--shadow", s))
+            .transpose()?;
         if !(0.0..=100.0).contains(&self.mirror_percent) {
-            return Err(config(format!("--mirror-percent must be within 0 and 100, got {}", self.mirror_percent)));
+            return Err(config(format!(
+                "--mirror-percent must be within 0 and 100, got {}",
+                self.mirror_percent
+            )));
         }
         let mut pointers = Vec::with_capacity(self.compare_pointers.len());
         for pointer in self.compare_pointers {
@@ -133,7 +175,9 @@ impl MirrorArgs {
                 )));
             }
             if let Some(bad) = invalid_escape(&pointer) {
-                return Err(config(format!("--compare-pointer {pointer:?} has an invalid escape {bad:?} (only ~0 and ~1)")));
+                return Err(config(format!(
+                    "--compare-pointer {pointer:?} has an invalid escape {bad:?} (only ~0 and ~1)"
+                )));
             }
             pointers.push(pointer);
         }
@@ -142,7 +186,10 @@ impl MirrorArgs {
             pointers.push(String::new());
         }
         if !self.tolerance.is_finite() || self.tolerance < 0.0 {
-            return Err(config(format!("--tolerance must be a finite number >= 0, got {}", self.tolerance)));
+            return Err(config(format!(
+                "--tolerance must be a finite number >= 0, got {}",
+                self.tolerance
+            )));
         }
         for (flag, value) in [
             ("--stable-timeout", self.stable_timeout),
@@ -157,19 +204,36 @@ impl MirrorArgs {
             return Err(config("--max-in-flight must be at least 1".into()));
         }
         let mut strip_headers = Vec::new();
-        for name in self.strip_headers.iter().map(|h| h.trim()).filter(|h| !h.is_empty()) {
+        for name in self
+            .strip_headers
+            .iter()
+            .map(|h| h.trim())
+            .filter(|h| !h.is_empty())
+        {
             let header = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
                 .map_err(|_| config(format!("--strip-headers: {name:?} is not a header name")))?;
             strip_headers.push(header);
         }
-        let request_id_header = HeaderName::from_bytes(self.request_id_header.trim().to_ascii_lowercase().as_bytes())
-            .map_err(|_| config(format!("--request-id-header: {:?} is not a header name", self.request_id_header)))?;
+        let request_id_header = HeaderName::from_bytes(
+            self.request_id_header
+                .trim()
+                .to_ascii_lowercase()
+                .as_bytes(),
+        )
+        .map_err(|_| {
+            config(format!(
+                "--request-id-header: {:?} is not a header name",
+                self.request_id_header
+            ))
+        })?;
         let buckets = self.prediction_buckets;
         if buckets.is_empty()
             || buckets.iter().any(|b| !b.is_finite())
             || buckets.windows(2).any(|w| w[0] >= w[1])
         {
-            return Err(config(format!("--prediction-buckets must be finite and strictly increasing, got {buckets:?}")));
+            return Err(config(format!(
+                "--prediction-buckets must be finite and strictly increasing, got {buckets:?}"
+            )));
         }
         Ok(Config {
             listen: self.listen,
@@ -182,6 +246,8 @@ impl MirrorArgs {
             stable_timeout: self.stable_timeout,
             shadow_timeout: self.shadow_timeout,
             connect_timeout: self.connect_timeout,
+            shadow_failures_before_pause: self.shadow_failures_before_pause,
+            shadow_pause: self.shadow_pause,
             max_body_bytes: self.max_body_bytes,
             max_in_flight: self.max_in_flight,
             strip_headers,
@@ -200,27 +266,45 @@ fn config(message: String) -> Error {
 /// Parses an upstream base URL: `http` only (the router runs next to the model in-cluster),
 /// with a host, an optional path prefix and no query.
 fn parse_upstream(flag: &str, value: &str) -> Result<Upstream, Error> {
-    let uri: Uri = value.trim().parse().map_err(|e| config(format!("{flag} {value:?} is not a URL: {e}")))?;
-    let scheme = uri.scheme().cloned().ok_or_else(|| config(format!("{flag} {value:?} has no scheme (http://…)")))?;
+    let uri: Uri = value
+        .trim()
+        .parse()
+        .map_err(|e| config(format!("{flag} {value:?} is not a URL: {e}")))?;
+    let scheme = uri
+        .scheme()
+        .cloned()
+        .ok_or_else(|| config(format!("{flag} {value:?} has no scheme (http://…)")))?;
     if scheme != hyper::http::uri::Scheme::HTTP {
-        return Err(config(format!("{flag} {value:?}: only http:// upstreams are supported")));
+        return Err(config(format!(
+            "{flag} {value:?}: only http:// upstreams are supported"
+        )));
     }
-    let authority = uri.authority().cloned().ok_or_else(|| config(format!("{flag} {value:?} has no host")))?;
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| config(format!("{flag} {value:?} has no host")))?;
     if uri.query().is_some() {
         return Err(config(format!("{flag} {value:?} must not have a query")));
     }
     let prefix = uri.path().trim_end_matches('/').to_owned();
-    Ok(Upstream { scheme, authority, prefix })
+    Ok(Upstream {
+        scheme,
+        authority,
+        prefix,
+    })
 }
 
 /// The first `~` escape other than `~0` and `~1`, if any.
 fn invalid_escape(pointer: &str) -> Option<String> {
     let bytes = pointer.as_bytes();
-    bytes.iter().enumerate().find_map(|(i, b)| match (b, bytes.get(i + 1)) {
-        (b'~', Some(b'0' | b'1')) => None,
-        (b'~', next) => Some(format!("~{}", next.map(|n| *n as char).unwrap_or_default())),
-        _ => None,
-    })
+    bytes
+        .iter()
+        .enumerate()
+        .find_map(|(i, b)| match (b, bytes.get(i + 1)) {
+            (b'~', Some(b'0' | b'1')) => None,
+            (b'~', next) => Some(format!("~{}", next.map(|n| *n as char).unwrap_or_default())),
+            _ => None,
+        })
 }
 
 #[cfg(test)]
@@ -235,7 +319,8 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> Result<Config, String> {
-        let cli = Cli::try_parse_from(std::iter::once("mirror").chain(args.iter().copied())).map_err(|e| e.to_string())?;
+        let cli = Cli::try_parse_from(std::iter::once("mirror").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
         cli.args.validate().map_err(|e| e.to_string())
     }
 
@@ -244,8 +329,17 @@ mod tests {
         let config = parse(&[]).unwrap();
         assert!(config.shadow.is_none());
         assert_eq!(config.pointers, vec![String::new()]);
-        assert_eq!(config.strip_headers, vec![HeaderName::from_static("authorization"), HeaderName::from_static("cookie")]);
-        assert_eq!(config.request_id_header, HeaderName::from_static("x-request-id"));
+        assert_eq!(
+            config.strip_headers,
+            vec![
+                HeaderName::from_static("authorization"),
+                HeaderName::from_static("cookie")
+            ]
+        );
+        assert_eq!(
+            config.request_id_header,
+            HeaderName::from_static("x-request-id")
+        );
         assert_eq!(config.stable.authority.as_str(), "127.0.0.1:8081");
         assert_eq!(config.stable.prefix, "");
     }
@@ -269,7 +363,10 @@ mod tests {
         assert_eq!(config.mirror_percent, 12.5);
         assert_eq!(config.pointers, vec!["/predictions", "/scores/0"]);
         assert_eq!(config.shadow_timeout, Duration::from_millis(250));
-        assert_eq!(config.strip_headers[1], HeaderName::from_static("x-api-key"));
+        assert_eq!(
+            config.strip_headers[1],
+            HeaderName::from_static("x-api-key")
+        );
         assert_eq!(config.request_id_header, HeaderName::from_static("x-trace"));
     }
 

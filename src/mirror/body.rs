@@ -12,7 +12,10 @@ use tokio::sync::oneshot;
 /// A body read up to a limit.
 pub enum Collected<B> {
     /// The whole body.
-    Complete { body: Bytes, trailers: Option<HeaderMap> },
+    Complete {
+        body: Bytes,
+        trailers: Option<HeaderMap>,
+    },
     /// More than the limit: what was read (more than `limit` bytes, or nothing when the
     /// declared length alone was too large) and the unread rest.
     TooLarge { prefix: Bytes, rest: B },
@@ -24,7 +27,10 @@ where
     B: Body<Data = Bytes> + Unpin,
 {
     if body.size_hint().lower() > limit as u64 {
-        return Ok(Collected::TooLarge { prefix: Bytes::new(), rest: body });
+        return Ok(Collected::TooLarge {
+            prefix: Bytes::new(),
+            rest: body,
+        });
     }
     // One chunk is the common case: keep it without copying.
     let mut first: Option<Bytes> = None;
@@ -49,13 +55,25 @@ where
                 more.extend_from_slice(&frame);
             }
         }
-        let len = if more.is_empty() { first.as_ref().map_or(0, Bytes::len) } else { more.len() };
+        let len = if more.is_empty() {
+            first.as_ref().map_or(0, Bytes::len)
+        } else {
+            more.len()
+        };
         if len > limit {
-            let prefix = if more.is_empty() { first.unwrap_or_default() } else { more.freeze() };
+            let prefix = if more.is_empty() {
+                first.unwrap_or_default()
+            } else {
+                more.freeze()
+            };
             return Ok(Collected::TooLarge { prefix, rest: body });
         }
     }
-    let body = if more.is_empty() { first.unwrap_or_default() } else { more.freeze() };
+    let body = if more.is_empty() {
+        first.unwrap_or_default()
+    } else {
+        more.freeze()
+    };
     Ok(Collected::Complete { body, trailers })
 }
 
@@ -69,17 +87,29 @@ pub struct UpstreamBody {
 impl UpstreamBody {
     /// The client's body, untouched.
     pub fn streamed(body: Incoming) -> Self {
-        UpstreamBody { prefix: None, rest: Some(body), trailers: None }
+        UpstreamBody {
+            prefix: None,
+            rest: Some(body),
+            trailers: None,
+        }
     }
 
     /// A body read whole.
     pub fn buffered(body: Bytes, trailers: Option<HeaderMap>) -> Self {
-        UpstreamBody { prefix: Some(body), rest: None, trailers }
+        UpstreamBody {
+            prefix: Some(body),
+            rest: None,
+            trailers,
+        }
     }
 
     /// A body partly read: `prefix` first, then `rest`.
     pub fn chained(prefix: Bytes, rest: Incoming) -> Self {
-        UpstreamBody { prefix: Some(prefix), rest: Some(rest), trailers: None }
+        UpstreamBody {
+            prefix: Some(prefix),
+            rest: Some(rest),
+            trailers: None,
+        }
     }
 }
 
@@ -87,7 +117,10 @@ impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         if let Some(prefix) = this.prefix.take().filter(|p| !p.is_empty()) {
             return Poll::Ready(Some(Ok(Frame::data(prefix))));
@@ -127,7 +160,10 @@ impl Body for UpstreamBody {
 /// Stable's answer as the client received it, for the comparison.
 #[derive(Debug)]
 pub enum Captured {
-    Complete { status: u16, body: Bytes },
+    Complete {
+        status: u16,
+        body: Bytes,
+    },
     /// The body was larger than the router keeps.
     TooLarge,
     /// No complete answer: stable failed, or the client went away before the end of the body.
@@ -147,7 +183,15 @@ pub struct Tap {
 
 impl Tap {
     pub fn new(status: u16, limit: usize, tx: oneshot::Sender<Captured>) -> Self {
-        Tap { status, limit, len: 0, chunks: Vec::new(), overflow: false, done: false, tx: Some(tx) }
+        Tap {
+            status,
+            limit,
+            len: 0,
+            chunks: Vec::new(),
+            overflow: false,
+            done: false,
+            tx: Some(tx),
+        }
     }
 
     fn observe(&mut self, data: &Bytes) {
@@ -181,7 +225,10 @@ impl Tap {
                     all.freeze()
                 }
             };
-            Captured::Complete { status: self.status, body }
+            Captured::Complete {
+                status: self.status,
+                body,
+            }
         };
         // The mirror task may have given up already; nothing to do then.
         let _ = tx.send(captured);
@@ -201,11 +248,17 @@ pub struct ClientBody {
 
 impl ClientBody {
     pub fn upstream(body: Incoming, tap: Option<Tap>) -> Self {
-        ClientBody { inner: Inner::Upstream(body), tap }
+        ClientBody {
+            inner: Inner::Upstream(body),
+            tap,
+        }
     }
 
     pub fn full(body: impl Into<Bytes>) -> Self {
-        ClientBody { inner: Inner::Full(Some(body.into())), tap: None }
+        ClientBody {
+            inner: Inner::Full(Some(body.into())),
+            tap: None,
+        }
     }
 }
 
@@ -213,7 +266,10 @@ impl Body for ClientBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         match &mut this.inner {
             Inner::Full(body) => Poll::Ready(body.take().map(|b| Ok(Frame::data(b)))),
@@ -267,21 +323,34 @@ mod tests {
     use super::*;
     use http_body_util::{Full, StreamBody};
 
-    fn chunks(parts: &[&'static str]) -> StreamBody<futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::convert::Infallible>>>> {
-        let frames: Vec<_> = parts.iter().map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes())))).collect();
+    fn chunks(
+        parts: &[&'static str],
+    ) -> StreamBody<
+        futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::convert::Infallible>>>,
+    > {
+        let frames: Vec<_> = parts
+            .iter()
+            .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes()))))
+            .collect();
         StreamBody::new(futures::stream::iter(frames))
     }
 
     #[tokio::test]
     async fn collects_small_bodies_whole() {
-        match collect_bounded(chunks(&["ab", "cd", "e"]), 5).await.unwrap() {
+        match collect_bounded(chunks(&["ab", "cd", "e"]), 5)
+            .await
+            .unwrap()
+        {
             Collected::Complete { body, trailers } => {
                 assert_eq!(body, "abcde");
                 assert!(trailers.is_none());
             }
             Collected::TooLarge { .. } => panic!("fits"),
         }
-        match collect_bounded(Full::new(Bytes::from_static(b"{}")), 2).await.unwrap() {
+        match collect_bounded(Full::new(Bytes::from_static(b"{}")), 2)
+            .await
+            .unwrap()
+        {
             Collected::Complete { body, .. } => assert_eq!(body, "{}"),
             Collected::TooLarge { .. } => panic!("fits"),
         }
@@ -289,7 +358,10 @@ mod tests {
 
     #[tokio::test]
     async fn stops_past_the_limit_and_keeps_the_rest() {
-        match collect_bounded(chunks(&["ab", "cd", "ef", "gh"]), 3).await.unwrap() {
+        match collect_bounded(chunks(&["ab", "cd", "ef", "gh"]), 3)
+            .await
+            .unwrap()
+        {
             Collected::TooLarge { prefix, rest } => {
                 assert_eq!(prefix, "abcd");
                 let rest = rest.collect().await.unwrap().to_bytes();
@@ -301,7 +373,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_declared_length_over_the_limit_reads_nothing() {
-        match collect_bounded(Full::new(Bytes::from_static(b"0123456789")), 4).await.unwrap() {
+        match collect_bounded(Full::new(Bytes::from_static(b"0123456789")), 4)
+            .await
+            .unwrap()
+        {
             Collected::TooLarge { prefix, rest } => {
                 assert!(prefix.is_empty());
                 assert_eq!(rest.collect().await.unwrap().to_bytes(), "0123456789");

@@ -23,7 +23,12 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 4] = [Outcome::Match, Outcome::Mismatch, Outcome::ShadowError, Outcome::Uncomparable];
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Match,
+        Outcome::Mismatch,
+        Outcome::ShadowError,
+        Outcome::Uncomparable,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -60,7 +65,9 @@ pub struct Judgement {
 
 fn parse_ok(answer: Answer<'_>) -> Option<Value> {
     match answer {
-        Answer::Response { status, body } if is_success(status) => serde_json::from_slice(body).ok(),
+        Answer::Response { status, body } if is_success(status) => {
+            serde_json::from_slice(body).ok()
+        }
         _ => None,
     }
 }
@@ -70,8 +77,17 @@ fn is_success(status: u16) -> bool {
 }
 
 /// Judges a pair of answers (see the module documentation for the rules).
-pub fn judge(stable: Answer<'_>, shadow: Answer<'_>, pointers: &[String], tolerance: f64) -> Judgement {
-    let mut judgement = Judgement { stable: parse_ok(stable), shadow: parse_ok(shadow), ..Default::default() };
+pub fn judge(
+    stable: Answer<'_>,
+    shadow: Answer<'_>,
+    pointers: &[String],
+    tolerance: f64,
+) -> Judgement {
+    let mut judgement = Judgement {
+        stable: parse_ok(stable),
+        shadow: parse_ok(shadow),
+        ..Default::default()
+    };
     let outcome = match (stable, shadow) {
         (Answer::Response { status, .. }, _) if !is_success(status) => Outcome::Uncomparable,
         (Answer::Failed | Answer::TooLarge, _) => Outcome::Uncomparable,
@@ -79,7 +95,9 @@ pub fn judge(stable: Answer<'_>, shadow: Answer<'_>, pointers: &[String], tolera
         (_, Answer::Response { status, .. }) if !is_success(status) => Outcome::ShadowError,
         (_, Answer::TooLarge) => Outcome::Uncomparable,
         _ => match (&judgement.stable, &judgement.shadow) {
-            (Some(s), Some(c)) => compare_documents(s, c, pointers, tolerance, &mut judgement.abs_diffs),
+            (Some(s), Some(c)) => {
+                compare_documents(s, c, pointers, tolerance, &mut judgement.abs_diffs)
+            }
             _ => Outcome::Uncomparable,
         },
     };
@@ -88,7 +106,13 @@ pub fn judge(stable: Answer<'_>, shadow: Answer<'_>, pointers: &[String], tolera
 }
 
 /// Compares two documents at each pointer.
-pub fn compare_documents(stable: &Value, shadow: &Value, pointers: &[String], tolerance: f64, diffs: &mut Vec<f64>) -> Outcome {
+pub fn compare_documents(
+    stable: &Value,
+    shadow: &Value,
+    pointers: &[String],
+    tolerance: f64,
+    diffs: &mut Vec<f64>,
+) -> Outcome {
     let mut agree = true;
     for pointer in pointers {
         let Some(expected) = stable.pointer(pointer) else {
@@ -99,12 +123,21 @@ pub fn compare_documents(stable: &Value, shadow: &Value, pointers: &[String], to
             None => agree = false,
         }
     }
-    if agree { Outcome::Match } else { Outcome::Mismatch }
+    if agree {
+        Outcome::Match
+    } else {
+        Outcome::Mismatch
+    }
 }
 
 /// Whether two values agree; numeric differences are pushed to `diffs`. Every pair is visited
 /// (no early return) so that all numeric differences are recorded.
-pub fn values_agree(expected: &Value, actual: &Value, tolerance: f64, diffs: &mut Vec<f64>) -> bool {
+pub fn values_agree(
+    expected: &Value,
+    actual: &Value,
+    tolerance: f64,
+    diffs: &mut Vec<f64>,
+) -> bool {
     match (expected, actual) {
         (Value::Number(a), Value::Number(b)) => match (a.as_f64(), b.as_f64()) {
             (Some(a), Some(b)) => {
@@ -152,7 +185,11 @@ const MAX_PREDICTIONS: usize = 4096;
 
 /// Calls `f` with each scalar at or below the pointers (numbers, strings, booleans; `null`
 /// and keys are skipped), depth-first, at most `MAX_PREDICTIONS` of them.
-pub fn for_each_prediction<'a>(document: &'a Value, pointers: &[String], mut f: impl FnMut(Prediction<'a>)) {
+pub fn for_each_prediction<'a>(
+    document: &'a Value,
+    pointers: &[String],
+    mut f: impl FnMut(Prediction<'a>),
+) {
     let mut budget = MAX_PREDICTIONS;
     for pointer in pointers {
         if let Some(value) = document.pointer(pointer) {
@@ -161,7 +198,12 @@ pub fn for_each_prediction<'a>(document: &'a Value, pointers: &[String], mut f: 
     }
 }
 
-fn walk<'a>(value: &'a Value, depth: usize, budget: &mut usize, f: &mut impl FnMut(Prediction<'a>)) {
+fn walk<'a>(
+    value: &'a Value,
+    depth: usize,
+    budget: &mut usize,
+    f: &mut impl FnMut(Prediction<'a>),
+) {
     if *budget == 0 || depth > MAX_DEPTH {
         return;
     }
@@ -203,52 +245,120 @@ mod tests {
 
     #[test]
     fn labels_compare_exactly() {
-        assert_eq!(cmp(json!({"label": "cat"}), json!({"label": "cat"}), &["/label"], 0.5).0, Outcome::Match);
-        assert_eq!(cmp(json!({"label": "cat"}), json!({"label": "Cat"}), &["/label"], 0.5).0, Outcome::Mismatch);
-        assert_eq!(cmp(json!({"ok": true}), json!({"ok": false}), &["/ok"], 0.5).0, Outcome::Mismatch);
-        assert_eq!(cmp(json!({"x": null}), json!({"x": null}), &["/x"], 0.0).0, Outcome::Match);
+        assert_eq!(
+            cmp(
+                json!({"label": "cat"}),
+                json!({"label": "cat"}),
+                &["/label"],
+                0.5
+            )
+            .0,
+            Outcome::Match
+        );
+        assert_eq!(
+            cmp(
+                json!({"label": "cat"}),
+                json!({"label": "Cat"}),
+                &["/label"],
+                0.5
+            )
+            .0,
+            Outcome::Mismatch
+        );
+        assert_eq!(
+            cmp(json!({"ok": true}), json!({"ok": false}), &["/ok"], 0.5).0,
+            Outcome::Mismatch
+        );
+        assert_eq!(
+            cmp(json!({"x": null}), json!({"x": null}), &["/x"], 0.0).0,
+            Outcome::Match
+        );
     }
 
     #[test]
     fn numbers_compare_within_tolerance() {
-        let (outcome, diffs) = cmp(json!({"score": 0.5}), json!({"score": 0.505}), &["/score"], 0.01);
+        let (outcome, diffs) = cmp(
+            json!({"score": 0.5}),
+            json!({"score": 0.505}),
+            &["/score"],
+            0.01,
+        );
         assert_eq!(outcome, Outcome::Match);
         assert!((diffs[0] - 0.005).abs() < 1e-12);
-        let (outcome, diffs) = cmp(json!({"score": 0.5}), json!({"score": 0.52}), &["/score"], 0.01);
+        let (outcome, diffs) = cmp(
+            json!({"score": 0.5}),
+            json!({"score": 0.52}),
+            &["/score"],
+            0.01,
+        );
         assert_eq!(outcome, Outcome::Mismatch);
         assert!((diffs[0] - 0.02).abs() < 1e-12);
         // Integers and floats are numbers alike; zero tolerance means equal.
-        assert_eq!(cmp(json!({"n": 3}), json!({"n": 3.0}), &["/n"], 0.0).0, Outcome::Match);
-        assert_eq!(cmp(json!({"n": 3}), json!({"n": 4}), &["/n"], 0.0).0, Outcome::Mismatch);
+        assert_eq!(
+            cmp(json!({"n": 3}), json!({"n": 3.0}), &["/n"], 0.0).0,
+            Outcome::Match
+        );
+        assert_eq!(
+            cmp(json!({"n": 3}), json!({"n": 4}), &["/n"], 0.0).0,
+            Outcome::Mismatch
+        );
     }
 
     #[test]
     fn types_must_agree() {
-        assert_eq!(cmp(json!({"v": 1}), json!({"v": "1"}), &["/v"], 1.0).0, Outcome::Mismatch);
-        assert_eq!(cmp(json!({"v": [1]}), json!({"v": 1}), &["/v"], 1.0).0, Outcome::Mismatch);
-        assert_eq!(cmp(json!({"v": null}), json!({"v": 0}), &["/v"], 1.0).0, Outcome::Mismatch);
+        assert_eq!(
+            cmp(json!({"v": 1}), json!({"v": "1"}), &["/v"], 1.0).0,
+            Outcome::Mismatch
+        );
+        assert_eq!(
+            cmp(json!({"v": [1]}), json!({"v": 1}), &["/v"], 1.0).0,
+            Outcome::Mismatch
+        );
+        assert_eq!(
+            cmp(json!({"v": null}), json!({"v": 0}), &["/v"], 1.0).0,
+            Outcome::Mismatch
+        );
     }
 
     #[test]
     fn arrays_element_by_element() {
-        let (outcome, diffs) = cmp(json!({"p": [0.1, 0.2, 0.3]}), json!({"p": [0.1, 0.25, 0.3]}), &["/p"], 0.01);
+        let (outcome, diffs) = cmp(
+            json!({"p": [0.1, 0.2, 0.3]}),
+            json!({"p": [0.1, 0.25, 0.3]}),
+            &["/p"],
+            0.01,
+        );
         assert_eq!(outcome, Outcome::Mismatch);
         assert_eq!(diffs.len(), 3, "every element is compared");
-        assert_eq!(cmp(json!({"p": [1, 2]}), json!({"p": [1, 2, 3]}), &["/p"], 0.0).0, Outcome::Mismatch);
-        assert_eq!(cmp(json!({"p": []}), json!({"p": []}), &["/p"], 0.0).0, Outcome::Match);
+        assert_eq!(
+            cmp(json!({"p": [1, 2]}), json!({"p": [1, 2, 3]}), &["/p"], 0.0).0,
+            Outcome::Mismatch
+        );
+        assert_eq!(
+            cmp(json!({"p": []}), json!({"p": []}), &["/p"], 0.0).0,
+            Outcome::Match
+        );
     }
 
     #[test]
     fn objects_structurally() {
-        let stable = json!({"predictions": [{"label": "a", "score": 0.9}, {"label": "b", "score": 0.2}]});
+        let stable =
+            json!({"predictions": [{"label": "a", "score": 0.9}, {"label": "b", "score": 0.2}]});
         let same = json!({"predictions": [{"score": 0.9000001, "label": "a"}, {"label": "b", "score": 0.2}]});
-        let flipped = json!({"predictions": [{"label": "a", "score": 0.9}, {"label": "a", "score": 0.8}]});
+        let flipped =
+            json!({"predictions": [{"label": "a", "score": 0.9}, {"label": "a", "score": 0.8}]});
         let extra_key = json!({"predictions": [{"label": "a", "score": 0.9, "x": 1}, {"label": "b", "score": 0.2}]});
-        assert_eq!(cmp(stable.clone(), same, &["/predictions"], 1e-3).0, Outcome::Match);
+        assert_eq!(
+            cmp(stable.clone(), same, &["/predictions"], 1e-3).0,
+            Outcome::Match
+        );
         let (outcome, diffs) = cmp(stable.clone(), flipped, &["/predictions"], 1e-3);
         assert_eq!(outcome, Outcome::Mismatch);
         assert_eq!(diffs.len(), 2);
-        assert_eq!(cmp(stable, extra_key, &["/predictions"], 1e-3).0, Outcome::Mismatch);
+        assert_eq!(
+            cmp(stable, extra_key, &["/predictions"], 1e-3).0,
+            Outcome::Mismatch
+        );
     }
 
     #[test]
@@ -256,20 +366,56 @@ mod tests {
         // The version differs between tracks; comparing only the predictions ignores it.
         let stable = json!({"model_version": "v1", "predictions": [{"label": "a"}]});
         let shadow = json!({"model_version": "v2", "predictions": [{"label": "a"}]});
-        assert_eq!(cmp(stable.clone(), shadow.clone(), &["/predictions"], 0.0).0, Outcome::Match);
-        assert_eq!(cmp(stable.clone(), shadow.clone(), &[""], 0.0).0, Outcome::Mismatch, "the empty pointer is the whole document");
-        assert_eq!(cmp(stable, shadow, &["/predictions/0/label", "/model_version"], 0.0).0, Outcome::Mismatch);
+        assert_eq!(
+            cmp(stable.clone(), shadow.clone(), &["/predictions"], 0.0).0,
+            Outcome::Match
+        );
+        assert_eq!(
+            cmp(stable.clone(), shadow.clone(), &[""], 0.0).0,
+            Outcome::Mismatch,
+            "the empty pointer is the whole document"
+        );
+        assert_eq!(
+            cmp(
+                stable,
+                shadow,
+                &["/predictions/0/label", "/model_version"],
+                0.0
+            )
+            .0,
+            Outcome::Mismatch
+        );
     }
 
     #[test]
     fn missing_pointers() {
-        assert_eq!(cmp(json!({"a": 1}), json!({"a": 1}), &["/b"], 0.0).0, Outcome::Uncomparable, "missing in stable");
-        assert_eq!(cmp(json!({"b": 1}), json!({"a": 1}), &["/b"], 0.0).0, Outcome::Mismatch, "missing in shadow");
-        assert_eq!(cmp(json!({"a/b": 1, "m~n": 2}), json!({"a/b": 1, "m~n": 2}), &["/a~1b", "/m~0n"], 0.0).0, Outcome::Match);
+        assert_eq!(
+            cmp(json!({"a": 1}), json!({"a": 1}), &["/b"], 0.0).0,
+            Outcome::Uncomparable,
+            "missing in stable"
+        );
+        assert_eq!(
+            cmp(json!({"b": 1}), json!({"a": 1}), &["/b"], 0.0).0,
+            Outcome::Mismatch,
+            "missing in shadow"
+        );
+        assert_eq!(
+            cmp(
+                json!({"a/b": 1, "m~n": 2}),
+                json!({"a/b": 1, "m~n": 2}),
+                &["/a~1b", "/m~0n"],
+                0.0
+            )
+            .0,
+            Outcome::Match
+        );
     }
 
     fn answer(status: u16, body: &str) -> Answer<'_> {
-        Answer::Response { status, body: body.as_bytes() }
+        Answer::Response {
+            status,
+            body: body.as_bytes(),
+        }
     }
 
     #[test]
@@ -284,9 +430,21 @@ mod tests {
             (answer(200, ok), answer(500, ok), Outcome::ShadowError),
             (answer(200, ok), answer(404, ""), Outcome::ShadowError),
             (answer(200, ok), Answer::TooLarge, Outcome::Uncomparable),
-            (answer(200, ok), answer(200, "not json"), Outcome::Uncomparable),
-            (answer(200, "<html>"), answer(200, ok), Outcome::Uncomparable),
-            (answer(200, r#"{"x":1}"#), answer(200, ok), Outcome::Uncomparable),
+            (
+                answer(200, ok),
+                answer(200, "not json"),
+                Outcome::Uncomparable,
+            ),
+            (
+                answer(200, "<html>"),
+                answer(200, ok),
+                Outcome::Uncomparable,
+            ),
+            (
+                answer(200, r#"{"x":1}"#),
+                answer(200, ok),
+                Outcome::Uncomparable,
+            ),
             (answer(503, ok), answer(200, ok), Outcome::Uncomparable),
             (answer(400, ok), answer(400, ok), Outcome::Uncomparable),
             (Answer::Failed, answer(200, ok), Outcome::Uncomparable),
@@ -295,24 +453,47 @@ mod tests {
         ];
         for (stable, shadow, expected) in cases {
             let judgement = judge(stable, shadow, &p, 0.0);
-            assert_eq!(judgement.outcome, Some(expected), "{stable:?} vs {shadow:?}");
+            assert_eq!(
+                judgement.outcome,
+                Some(expected),
+                "{stable:?} vs {shadow:?}"
+            );
         }
     }
 
     #[test]
     fn judge_keeps_each_tracks_document() {
-        let judgement = judge(answer(200, r#"{"label":"a"}"#), answer(500, r#"{"label":"b"}"#), &ptrs(&["/label"]), 0.0);
+        let judgement = judge(
+            answer(200, r#"{"label":"a"}"#),
+            answer(500, r#"{"label":"b"}"#),
+            &ptrs(&["/label"]),
+            0.0,
+        );
         assert!(judgement.stable.is_some());
-        assert!(judgement.shadow.is_none(), "an error response is no prediction");
+        assert!(
+            judgement.shadow.is_none(),
+            "an error response is no prediction"
+        );
     }
 
     #[test]
     fn predictions_are_the_scalars_below_the_pointers() {
         let doc = json!({"v": "x", "predictions": [{"label": "a", "score": 0.75, "extra": null}, {"label": "b", "score": 1, "ok": true}]});
         let mut seen = Vec::new();
-        for_each_prediction(&doc, &ptrs(&["/predictions", "/missing"]), |p| seen.push(format!("{p:?}")));
+        for_each_prediction(&doc, &ptrs(&["/predictions", "/missing"]), |p| {
+            seen.push(format!("{p:?}"))
+        });
         seen.sort();
-        assert_eq!(seen, vec!["Bool(true)", "Label(\"a\")", "Label(\"b\")", "Number(0.75)", "Number(1.0)"]);
+        assert_eq!(
+            seen,
+            vec![
+                "Bool(true)",
+                "Label(\"a\")",
+                "Label(\"b\")",
+                "Number(0.75)",
+                "Number(1.0)"
+            ]
+        );
     }
 
     #[test]

@@ -56,7 +56,10 @@ mod tests {
     fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for (name, value) in pairs {
-            headers.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+            headers.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
         }
         headers
     }
@@ -113,6 +116,11 @@ mod tests {
     fn a_client_cannot_forge_the_marker_away() {
         let forwarded = map(&[("x-modelship-shadow", "0")]);
         let copy = shadow_headers(&forwarded, &[]);
-        assert_eq!(copy.get_all("x-modelship-shadow").iter().collect::<Vec<_>>(), vec!["1"]);
+        assert_eq!(
+            copy.get_all("x-modelship-shadow")
+                .iter()
+                .collect::<Vec<_>>(),
+            vec!["1"]
+        );
     }
 }

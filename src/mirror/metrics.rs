@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 use super::compare::{Outcome, Prediction};
 
@@ -41,15 +43,22 @@ pub enum DropReason {
     BodyTooLarge,
     /// `--max-in-flight` copies are already in flight.
     InFlightLimit,
+    /// The shadow could not be reached lately and copies are paused (see `breaker`).
+    ShadowUnavailable,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 2] = [DropReason::BodyTooLarge, DropReason::InFlightLimit];
+    pub const ALL: [DropReason; 3] = [
+        DropReason::BodyTooLarge,
+        DropReason::InFlightLimit,
+        DropReason::ShadowUnavailable,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             DropReason::BodyTooLarge => "body_too_large",
             DropReason::InFlightLimit => "in_flight_limit",
+            DropReason::ShadowUnavailable => "shadow_unavailable",
         }
     }
 }
@@ -78,24 +87,32 @@ pub struct Metrics {
     requests: IntCounterVec,
     tracks: [TrackMetrics; 2],
     comparisons: [IntCounter; 4],
-    dropped: [IntCounter; 2],
+    dropped: [IntCounter; 3],
     abs_diff: Histogram,
     in_flight: IntGauge,
 }
 
 /// Request durations span sub-millisecond proxying to multi-second model calls.
 const DURATION_BUCKETS: [f64; 19] = [
-    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0,
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 /// Differences from rounding noise up to a different answer.
-const DIFF_BUCKETS: [f64; 14] = [0.0, 1e-9, 1e-6, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0, 100.0, 1000.0];
+const DIFF_BUCKETS: [f64; 14] = [
+    0.0, 1e-9, 1e-6, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0, 100.0, 1000.0,
+];
 
 impl Metrics {
-    pub fn new(prediction_buckets: &[f64], max_labels: usize) -> Result<Metrics, prometheus::Error> {
+    pub fn new(
+        prediction_buckets: &[f64],
+        max_labels: usize,
+    ) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("modelship_mirror_requests_total", "Upstream requests by track and HTTP status (or error, timeout)."),
+            Opts::new(
+                "modelship_mirror_requests_total",
+                "Upstream requests by track and HTTP status (or error, timeout).",
+            ),
             &["track", "code"],
         )?;
         let durations = HistogramVec::new(
@@ -107,20 +124,32 @@ impl Metrics {
             &["track"],
         )?;
         let comparisons = IntCounterVec::new(
-            Opts::new("modelship_mirror_comparisons_total", "Comparisons of stable's and the shadow's answers by result."),
+            Opts::new(
+                "modelship_mirror_comparisons_total",
+                "Comparisons of stable's and the shadow's answers by result.",
+            ),
             &["result"],
         )?;
         let dropped = IntCounterVec::new(
-            Opts::new("modelship_mirror_dropped_total", "Mirrored copies not sent, by reason."),
+            Opts::new(
+                "modelship_mirror_dropped_total",
+                "Mirrored copies not sent, by reason.",
+            ),
             &["reason"],
         )?;
         let abs_diff = Histogram::with_opts(
-            HistogramOpts::new("modelship_mirror_abs_diff", "Absolute differences between compared numeric predictions.")
-                .buckets(DIFF_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "modelship_mirror_abs_diff",
+                "Absolute differences between compared numeric predictions.",
+            )
+            .buckets(DIFF_BUCKETS.to_vec()),
         )?;
         let prediction_values = HistogramVec::new(
-            HistogramOpts::new("modelship_mirror_prediction_value", "Numeric predictions at the compared pointers, by track.")
-                .buckets(prediction_buckets.to_vec()),
+            HistogramOpts::new(
+                "modelship_mirror_prediction_value",
+                "Numeric predictions at the compared pointers, by track.",
+            )
+            .buckets(prediction_buckets.to_vec()),
             &["track"],
         )?;
         let prediction_labels = IntCounterVec::new(
@@ -171,10 +200,16 @@ impl Metrics {
         let metrics = &self.tracks[track as usize];
         metrics.duration.observe(seconds);
         match code {
-            Code::Status(status) if (STATUS_MIN..STATUS_MIN + STATUS_SLOTS as u16).contains(&status) => metrics.by_status
-                [(status - STATUS_MIN) as usize]
-                .get_or_init(|| self.requests.with_label_values(&[track.label(), &status.to_string()]))
-                .inc(),
+            Code::Status(status)
+                if (STATUS_MIN..STATUS_MIN + STATUS_SLOTS as u16).contains(&status) =>
+            {
+                metrics.by_status[(status - STATUS_MIN) as usize]
+                    .get_or_init(|| {
+                        self.requests
+                            .with_label_values(&[track.label(), &status.to_string()])
+                    })
+                    .inc()
+            }
             Code::Status(_) | Code::Error => metrics.error.inc(),
             Code::Timeout => metrics.timeout.inc(),
         }
@@ -218,12 +253,21 @@ struct LabelCounter {
 impl LabelCounter {
     fn new(vec: IntCounterVec, track: &'static str, max: usize) -> Self {
         let other = vec.with_label_values(&[track, OTHER_LABEL]);
-        LabelCounter { vec, track, max, known: Mutex::new(HashMap::new()), other }
+        LabelCounter {
+            vec,
+            track,
+            max,
+            known: Mutex::new(HashMap::new()),
+            other,
+        }
     }
 
     fn inc(&self, label: &str) {
         // Counting is best effort: a poisoned lock still holds a usable map.
-        let mut known = self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut known = self
+            .known
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(counter) = known.get(label) {
             counter.inc();
         } else if admits(known.len(), self.max, label) {
@@ -248,7 +292,9 @@ mod tests {
 
     fn text(metrics: &Metrics) -> String {
         let mut out = Vec::new();
-        prometheus::TextEncoder::new().encode(&metrics.registry().gather(), &mut out).unwrap();
+        prometheus::TextEncoder::new()
+            .encode(&metrics.registry().gather(), &mut out)
+            .unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -268,10 +314,19 @@ mod tests {
         }
         metrics.prediction(Track::Shadow, Prediction::Label("z"));
         let text = text(&metrics);
-        assert!(text.contains(r#"modelship_mirror_prediction_label_total{label="a",track="stable"} 2"#), "{text}");
-        assert!(text.contains(r#"modelship_mirror_prediction_label_total{label="b",track="stable"} 1"#));
-        assert!(text.contains(r#"modelship_mirror_prediction_label_total{label="__other__",track="stable"} 2"#));
-        assert!(text.contains(r#"modelship_mirror_prediction_label_total{label="z",track="shadow"} 1"#));
+        assert!(
+            text.contains(r#"modelship_mirror_prediction_label_total{label="a",track="stable"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"modelship_mirror_prediction_label_total{label="b",track="stable"} 1"#)
+        );
+        assert!(text.contains(
+            r#"modelship_mirror_prediction_label_total{label="__other__",track="stable"} 2"#
+        ));
+        assert!(
+            text.contains(r#"modelship_mirror_prediction_label_total{label="z",track="shadow"} 1"#)
+        );
         assert!(!text.contains(r#"label="c""#));
     }
 
@@ -279,10 +334,17 @@ mod tests {
     fn series_exist_before_anything_happens() {
         let text = text(&Metrics::new(&[1.0], 8).unwrap());
         for result in ["match", "mismatch", "shadow_error", "uncomparable"] {
-            assert!(text.contains(&format!(r#"modelship_mirror_comparisons_total{{result="{result}"}} 0"#)), "{text}");
+            assert!(
+                text.contains(&format!(
+                    r#"modelship_mirror_comparisons_total{{result="{result}"}} 0"#
+                )),
+                "{text}"
+            );
         }
-        for reason in ["body_too_large", "in_flight_limit"] {
-            assert!(text.contains(&format!(r#"modelship_mirror_dropped_total{{reason="{reason}"}} 0"#)));
+        for reason in ["body_too_large", "in_flight_limit", "shadow_unavailable"] {
+            assert!(text.contains(&format!(
+                r#"modelship_mirror_dropped_total{{reason="{reason}"}} 0"#
+            )));
         }
     }
 
@@ -294,9 +356,16 @@ mod tests {
         metrics.request(Track::Shadow, Code::Timeout, 1.0);
         metrics.request(Track::Shadow, Code::Error, 0.1);
         let text = text(&metrics);
-        assert!(text.contains(r#"modelship_mirror_requests_total{code="200",track="stable"} 2"#), "{text}");
-        assert!(text.contains(r#"modelship_mirror_requests_total{code="timeout",track="shadow"} 1"#));
+        assert!(
+            text.contains(r#"modelship_mirror_requests_total{code="200",track="stable"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"modelship_mirror_requests_total{code="timeout",track="shadow"} 1"#)
+        );
         assert!(text.contains(r#"modelship_mirror_requests_total{code="error",track="shadow"} 1"#));
-        assert!(text.contains(r#"modelship_mirror_request_duration_seconds_count{track="stable"} 2"#));
+        assert!(
+            text.contains(r#"modelship_mirror_request_duration_seconds_count{track="stable"} 2"#)
+        );
     }
 }

@@ -9,7 +9,7 @@
 //! One module per concern: `args` (flags and validation), `sample` (which requests are
 //! mirrored), `headers` (what is forwarded and what the copy loses), `body` (bounded reading,
 //! and the copy of stable's answer taken while it streams), `proxy` (the client path),
-//! `shadow` (the background copy), `compare` (the comparison rules), `metrics`, `server`
+//! `shadow` (the background copy), `breaker` (pausing copies to an unreachable shadow), `compare` (the comparison rules), `metrics`, `server`
 //! (listeners and shutdown).
 use std::future::Future;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 
 mod args;
 mod body;
+mod breaker;
 pub mod compare;
 mod headers;
 mod metrics;
@@ -33,7 +34,10 @@ pub use headers::SHADOW_HEADER;
 use crate::Error;
 
 /// Runs the router until `shutdown` resolves.
-pub async fn run(args: MirrorArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+pub async fn run(
+    args: MirrorArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     let config = args.validate()?;
     let listener = TcpListener::bind(config.listen).await?;
     let metrics_listener = TcpListener::bind(config.metrics_listen).await?;
@@ -64,9 +68,14 @@ pub async fn serve(
     let router = Arc::new(proxy::Router::new(config, metrics.clone()));
     let ready = Arc::new(AtomicBool::new(true));
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
-    let metrics_server = tokio::spawn(server::serve_metrics(metrics_listener, metrics, ready.clone(), async move {
-        let _ = metrics_stopped.await;
-    }));
+    let metrics_server = tokio::spawn(server::serve_metrics(
+        metrics_listener,
+        metrics,
+        ready.clone(),
+        async move {
+            let _ = metrics_stopped.await;
+        },
+    ));
     let shutdown = async move {
         shutdown.await;
         // Not ready from the first moment of shutdown, so endpoints stop sending traffic here.

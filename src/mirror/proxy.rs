@@ -18,6 +18,8 @@ use tokio::sync::{Semaphore, oneshot};
 
 use super::args::{Config, Upstream};
 use super::body::{Captured, ClientBody, Collected, Tap, UpstreamBody, collect_bounded};
+use super::breaker::Breaker;
+use super::compare::Outcome;
 use super::headers::{shadow_headers, strip_hop_by_hop};
 use super::metrics::{Code, DropReason, Metrics, Track};
 use super::sample::{Decision, Sampler};
@@ -31,6 +33,7 @@ pub struct Router {
     stable_client: Client<HttpConnector, UpstreamBody>,
     pub(super) shadow_client: Client<HttpConnector, Full<Bytes>>,
     in_flight: Arc<Semaphore>,
+    pub(super) breaker: Breaker,
 }
 
 fn connector(config: &Config) -> HttpConnector {
@@ -47,16 +50,24 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    Client::builder(TokioExecutor::new()).timer(TokioTimer::new()).pool_timer(TokioTimer::new()).build(connector(config))
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .build(connector(config))
 }
 
 impl Router {
     pub fn new(config: Config, metrics: Arc<Metrics>) -> Self {
-        let sampler = if config.shadow.is_some() { Sampler::new(config.mirror_percent) } else { Sampler::new(0.0) };
+        let sampler = if config.shadow.is_some() {
+            Sampler::new(config.mirror_percent)
+        } else {
+            Sampler::new(0.0)
+        };
         Router {
             stable_client: client(&config),
             shadow_client: client(&config),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            breaker: Breaker::new(config.shadow_failures_before_pause, config.shadow_pause),
             sampler,
             metrics,
             config,
@@ -64,34 +75,48 @@ impl Router {
     }
 
     /// Answers one client request.
-    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Result<Response<ClientBody>, Infallible> {
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> Result<Response<ClientBody>, Infallible> {
         let (mut parts, body) = request.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         // Each upstream gets its own Host, as a client calling it directly would send.
         parts.headers.remove(header::HOST);
 
-        let decision = self.sampler.by_request_id(parts.headers.get(&self.config.request_id_header).map(HeaderValue::as_bytes));
+        let decision = self.sampler.by_request_id(
+            parts
+                .headers
+                .get(&self.config.request_id_header)
+                .map(HeaderValue::as_bytes),
+        );
         let (body, copy) = match decision {
             Decision::Skip => (UpstreamBody::streamed(body), None),
-            Decision::Mirror | Decision::NeedsBody => match collect_bounded(body, self.config.max_body_bytes).await {
-                Ok(Collected::Complete { body, trailers }) => {
-                    let mirror = decision == Decision::Mirror || self.sampled_by_content(&parts, &body);
-                    let copy = mirror.then(|| body.clone());
-                    (UpstreamBody::buffered(body, trailers), copy)
-                }
-                Ok(Collected::TooLarge { prefix, rest }) => {
-                    // Decide on the first `limit` bytes, so the same request is judged the same way.
-                    let head = &prefix[..prefix.len().min(self.config.max_body_bytes)];
-                    if decision == Decision::Mirror || self.sampled_by_content(&parts, head) {
-                        self.metrics.dropped(DropReason::BodyTooLarge);
+            Decision::Mirror | Decision::NeedsBody => {
+                match collect_bounded(body, self.config.max_body_bytes).await {
+                    Ok(Collected::Complete { body, trailers }) => {
+                        let mirror =
+                            decision == Decision::Mirror || self.sampled_by_content(&parts, &body);
+                        let copy = mirror.then(|| body.clone());
+                        (UpstreamBody::buffered(body, trailers), copy)
                     }
-                    (UpstreamBody::chained(prefix, rest), None)
+                    Ok(Collected::TooLarge { prefix, rest }) => {
+                        // Decide on the first `limit` bytes, so the same request is judged the same way.
+                        let head = &prefix[..prefix.len().min(self.config.max_body_bytes)];
+                        if decision == Decision::Mirror || self.sampled_by_content(&parts, head) {
+                            self.metrics.dropped(DropReason::BodyTooLarge);
+                        }
+                        (UpstreamBody::chained(prefix, rest), None)
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, "reading the request body");
+                        return Ok(plain(
+                            StatusCode::BAD_REQUEST,
+                            "could not read the request body\n",
+                        ));
+                    }
                 }
-                Err(error) => {
-                    tracing::debug!(%error, "reading the request body");
-                    return Ok(plain(StatusCode::BAD_REQUEST, "could not read the request body\n"));
-                }
-            },
+            }
         };
 
         let captured = copy.and_then(|copy| self.start_mirror(&parts, copy));
@@ -100,13 +125,24 @@ impl Router {
 
     fn sampled_by_content(&self, parts: &Parts, body: &[u8]) -> bool {
         let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
-        self.sampler.by_content(parts.method.as_str().as_bytes(), path.as_bytes(), body)
+        self.sampler
+            .by_content(parts.method.as_str().as_bytes(), path.as_bytes(), body)
     }
 
     /// Starts the background copy, unless too many are in flight. Returns where the
     /// client path reports stable's answer.
-    fn start_mirror(self: &Arc<Self>, parts: &Parts, body: Bytes) -> Option<oneshot::Sender<Captured>> {
+    fn start_mirror(
+        self: &Arc<Self>,
+        parts: &Parts,
+        body: Bytes,
+    ) -> Option<oneshot::Sender<Captured>> {
         let shadow = self.config.shadow.as_ref()?;
+        if !self.breaker.allows() {
+            // The shadow is down: that is what the comparison says, without trying again.
+            self.metrics.dropped(DropReason::ShadowUnavailable);
+            self.metrics.comparison(Outcome::ShadowError);
+            return None;
+        }
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             self.metrics.dropped(DropReason::InFlightLimit);
             return None;
@@ -127,7 +163,12 @@ impl Router {
         Some(tx)
     }
 
-    async fn forward(&self, mut parts: Parts, body: UpstreamBody, captured: Option<oneshot::Sender<Captured>>) -> Response<ClientBody> {
+    async fn forward(
+        &self,
+        mut parts: Parts,
+        body: UpstreamBody,
+        captured: Option<oneshot::Sender<Captured>>,
+    ) -> Response<ClientBody> {
         parts.uri = match upstream_uri(&self.config.stable, parts.uri.path_and_query()) {
             Ok(uri) => uri,
             Err(error) => {
@@ -136,7 +177,11 @@ impl Router {
             }
         };
         let start = Instant::now();
-        let sent = tokio::time::timeout(self.config.stable_timeout, self.stable_client.request(Request::from_parts(parts, body))).await;
+        let sent = tokio::time::timeout(
+            self.config.stable_timeout,
+            self.stable_client.request(Request::from_parts(parts, body)),
+        )
+        .await;
         let elapsed = start.elapsed().as_secs_f64();
         let failed = |captured: Option<oneshot::Sender<Captured>>, code, status, message| {
             self.metrics.request(Track::Stable, code, elapsed);
@@ -148,19 +193,31 @@ impl Router {
         match sent {
             Ok(Ok(response)) => {
                 let status = response.status();
-                self.metrics.request(Track::Stable, Code::Status(status.as_u16()), elapsed);
+                self.metrics
+                    .request(Track::Stable, Code::Status(status.as_u16()), elapsed);
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                let tap = captured.map(|tx| Tap::new(status.as_u16(), self.config.max_body_bytes, tx));
+                let tap =
+                    captured.map(|tx| Tap::new(status.as_u16(), self.config.max_body_bytes, tx));
                 Response::from_parts(parts, ClientBody::upstream(body, tap))
             }
             Ok(Err(error)) => {
                 tracing::warn!(%error, "stable request failed");
-                failed(captured, Code::Error, StatusCode::BAD_GATEWAY, "stable upstream unavailable\n")
+                failed(
+                    captured,
+                    Code::Error,
+                    StatusCode::BAD_GATEWAY,
+                    "stable upstream unavailable\n",
+                )
             }
             Err(_) => {
                 tracing::warn!(timeout = ?self.config.stable_timeout, "stable request timed out");
-                failed(captured, Code::Timeout, StatusCode::GATEWAY_TIMEOUT, "stable upstream timed out\n")
+                failed(
+                    captured,
+                    Code::Timeout,
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "stable upstream timed out\n",
+                )
             }
         }
     }
@@ -170,20 +227,30 @@ impl Router {
 fn plain(status: StatusCode, message: &'static str) -> Response<ClientBody> {
     let mut response = Response::new(ClientBody::full(Bytes::from_static(message.as_bytes())));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
 /// The upstream URI for a request target: the upstream's scheme and authority, its path
 /// prefix, then the request's path and query.
-pub fn upstream_uri(upstream: &Upstream, target: Option<&PathAndQuery>) -> Result<Uri, hyper::http::Error> {
+pub fn upstream_uri(
+    upstream: &Upstream,
+    target: Option<&PathAndQuery>,
+) -> Result<Uri, hyper::http::Error> {
     let mut parts = uri::Parts::default();
     parts.scheme = Some(upstream.scheme.clone());
     parts.authority = Some(upstream.authority.clone());
     parts.path_and_query = Some(match (upstream.prefix.is_empty(), target) {
         (true, Some(target)) => target.clone(),
         (true, None) => PathAndQuery::from_static("/"),
-        (false, target) => PathAndQuery::try_from(format!("{}{}", upstream.prefix, target.map_or("/", PathAndQuery::as_str)))?,
+        (false, target) => PathAndQuery::try_from(format!(
+            "{}{}",
+            upstream.prefix,
+            target.map_or("/", PathAndQuery::as_str)
+        ))?,
     });
     Ok(Uri::from_parts(parts)?)
 }
@@ -204,8 +271,17 @@ mod tests {
     #[test]
     fn uris_keep_path_and_query() {
         let target = PathAndQuery::from_static("/predict?x=1");
-        assert_eq!(upstream_uri(&upstream("http://s:80"), Some(&target)).unwrap(), "http://s:80/predict?x=1");
-        assert_eq!(upstream_uri(&upstream("http://s:80/"), None).unwrap(), "http://s:80/");
-        assert_eq!(upstream_uri(&upstream("http://s/v1/"), Some(&target)).unwrap(), "http://s/v1/predict?x=1");
+        assert_eq!(
+            upstream_uri(&upstream("http://s:80"), Some(&target)).unwrap(),
+            "http://s:80/predict?x=1"
+        );
+        assert_eq!(
+            upstream_uri(&upstream("http://s:80/"), None).unwrap(),
+            "http://s:80/"
+        );
+        assert_eq!(
+            upstream_uri(&upstream("http://s/v1/"), Some(&target)).unwrap(),
+            "http://s/v1/predict?x=1"
+        );
     }
 }

@@ -25,7 +25,10 @@ impl Sampler {
         let share = (percent / 100.0).clamp(0.0, 1.0);
         // 2^64 as f64; the cast saturates, and 100 % is handled by `all`.
         let threshold = (share * 18_446_744_073_709_551_616.0) as u64;
-        Sampler { threshold, all: share >= 1.0 }
+        Sampler {
+            threshold,
+            all: share >= 1.0,
+        }
     }
 
     pub fn never(&self) -> bool {
@@ -96,8 +99,14 @@ mod tests {
         let b = Sampler::new(30.0);
         for i in 0..1000u32 {
             let id = format!("req-{i}");
-            assert_eq!(a.by_request_id(Some(id.as_bytes())), b.by_request_id(Some(id.as_bytes())));
-            assert_eq!(a.by_content(b"POST", b"/predict", id.as_bytes()), b.by_content(b"POST", b"/predict", id.as_bytes()));
+            assert_eq!(
+                a.by_request_id(Some(id.as_bytes())),
+                b.by_request_id(Some(id.as_bytes()))
+            );
+            assert_eq!(
+                a.by_content(b"POST", b"/predict", id.as_bytes()),
+                b.by_content(b"POST", b"/predict", id.as_bytes())
+            );
         }
     }
 
@@ -107,9 +116,15 @@ mod tests {
             let sampler = Sampler::new(percent);
             let n = 100_000;
             let by_id = (0..n)
-                .filter(|i| sampler.by_request_id(Some(format!("{i}").as_bytes())) == Decision::Mirror)
+                .filter(|i| {
+                    sampler.by_request_id(Some(format!("{i}").as_bytes())) == Decision::Mirror
+                })
                 .count();
-            let by_body = (0..n).filter(|i| sampler.by_content(b"POST", b"/predict", format!("{{\"x\":{i}}}").as_bytes())).count();
+            let by_body = (0..n)
+                .filter(|i| {
+                    sampler.by_content(b"POST", b"/predict", format!("{{\"x\":{i}}}").as_bytes())
+                })
+                .count();
             for count in [by_id, by_body] {
                 let share = count as f64 / n as f64 * 100.0;
                 assert!((share - percent).abs() < 0.6, "{percent}% sampled {share}%");
@@ -136,7 +151,8 @@ mod tests {
         let differ = (0..1000u32)
             .filter(|i| {
                 let body = i.to_string();
-                sampler.by_content(b"POST", b"/a", body.as_bytes()) != sampler.by_content(b"POST", b"/b", body.as_bytes())
+                sampler.by_content(b"POST", b"/a", body.as_bytes())
+                    != sampler.by_content(b"POST", b"/b", body.as_bytes())
             })
             .count();
         assert!(differ > 300, "{differ}");

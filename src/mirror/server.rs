@@ -21,7 +21,12 @@ use super::proxy::Router;
 
 /// Serves clients until `shutdown` resolves, then stops accepting, lets in-flight requests
 /// finish (closing idle keep-alive connections at once) for at most `drain`, and returns.
-pub async fn serve_clients(listener: TcpListener, router: Arc<Router>, shutdown: impl Future<Output = ()>, drain: Duration) {
+pub async fn serve_clients(
+    listener: TcpListener,
+    router: Arc<Router>,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).keep_alive(true);
     // Each connection holds a receiver; `closed()` on the sender resolves when all are gone.
@@ -68,7 +73,10 @@ pub async fn serve_clients(listener: TcpListener, router: Arc<Router>, shutdown:
     let _ = stop.send(());
     tracing::info!("stopped accepting; draining in-flight requests");
     if tokio::time::timeout(drain, stop.closed()).await.is_err() {
-        tracing::warn!(?drain, "in-flight requests still running after the drain timeout");
+        tracing::warn!(
+            ?drain,
+            "in-flight requests still running after the drain timeout"
+        );
     }
 }
 
@@ -90,7 +98,9 @@ pub async fn serve_metrics(
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(Health { metrics, ready });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 async fn render(State(health): State<Health>) -> impl IntoResponse {

@@ -33,10 +33,23 @@ pub async fn mirror(
     let shadow = async {
         let start = Instant::now();
         let call = async {
-            let response = router.shadow_client.request(request).await.map_err(|e| (Code::Error, e.to_string()))?;
+            let response = match router.shadow_client.request(request).await {
+                Ok(response) => {
+                    router.breaker.success();
+                    response
+                }
+                Err(e) => {
+                    if e.is_connect() {
+                        router.breaker.failure();
+                    }
+                    return Err((Code::Error, e.to_string()));
+                }
+            };
             let status = response.status().as_u16();
             match collect_bounded(response.into_body(), config.max_body_bytes).await {
-                Ok(Collected::Complete { body, .. }) => Ok((status, ShadowAnswer::Complete { status, body })),
+                Ok(Collected::Complete { body, .. }) => {
+                    Ok((status, ShadowAnswer::Complete { status, body }))
+                }
                 Ok(Collected::TooLarge { .. }) => Ok((status, ShadowAnswer::TooLarge)),
                 Err(e) => Err((Code::Error, e.to_string())),
             }
@@ -63,12 +76,18 @@ pub async fn mirror(
     let (shadow, stable) = tokio::join!(shadow, stable);
 
     let stable = match &stable {
-        Captured::Complete { status, body } => Answer::Response { status: *status, body },
+        Captured::Complete { status, body } => Answer::Response {
+            status: *status,
+            body,
+        },
         Captured::TooLarge => Answer::TooLarge,
         Captured::Failed => Answer::Failed,
     };
     let shadow = match &shadow {
-        ShadowAnswer::Complete { status, body } => Answer::Response { status: *status, body },
+        ShadowAnswer::Complete { status, body } => Answer::Response {
+            status: *status,
+            body,
+        },
         ShadowAnswer::TooLarge => Answer::TooLarge,
         ShadowAnswer::Failed => Answer::Failed,
     };
@@ -80,10 +99,14 @@ pub async fn mirror(
         metrics.abs_diff(*diff);
     }
     if let Some(document) = &judgement.stable {
-        for_each_prediction(document, &config.pointers, |p| metrics.prediction(Track::Stable, p));
+        for_each_prediction(document, &config.pointers, |p| {
+            metrics.prediction(Track::Stable, p)
+        });
     }
     if let Some(document) = &judgement.shadow {
-        for_each_prediction(document, &config.pointers, |p| metrics.prediction(Track::Shadow, p));
+        for_each_prediction(document, &config.pointers, |p| {
+            metrics.prediction(Track::Shadow, p)
+        });
     }
     metrics.in_flight().dec();
 }
