@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
     printcolumn(name = "Approved", type_ = "string", json_path = ".status.latestApproved.version", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters: Job names are <pipeline>-<run>-<stage> and must fit in 63"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS label (lower-case letters, digits and '-', starting with a letter): the integration stage names a Service after it"),
 )]
 #[x_kube(validation = Rule::new("!has(self.gates) || self.gates.all(g, self.gates.exists_one(h, h.metric == g.metric && h.stage == g.stage))").message("spec.gates must not gate the same metric of the same stage twice"))]
 #[x_kube(validation = Rule::new("!has(self.gates) || self.gates.all(g, g.stage != 'Integration' || has(self.stages.integration))").message("a gate on stage Integration needs spec.stages.integration"))]
@@ -288,22 +289,27 @@ pub enum Approval {
     Automatic,
 }
 
-/// What the pipeline observed and decided.
+/// What the pipeline observed and decided. Everything about a run lives here and in the
+/// run's Jobs, so a restarted operator resumes where the previous one stopped.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelPipelineStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// `Idle`, `Running`, `WaitingApproval`, `Succeeded` or `Failed`: the latest run's state.
+    /// `Idle`, `Running`, `WaitingApproval`, `Succeeded` or `Failed`: the newest run's state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<PipelinePhase>,
 
-    /// The gate verdict of the latest finished run: `Passed` or `Failed`.
+    /// The gate verdict of the newest run that was judged: `Pass` or `Fail`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verdict: Option<String>,
+    pub verdict: Option<Verdict>,
 
-    /// What started the latest run.
+    /// Where the newest run stands, in a sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+
+    /// What started the newest run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_trigger: Option<Trigger>,
 
@@ -315,13 +321,18 @@ pub struct ModelPipelineStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed: Option<RunInputs>,
 
-    /// The inputs of the latest successful run; the same inputs again start nothing.
+    /// The inputs of the newest run that passed its gates; the same inputs again start
+    /// nothing unless the run is requested (`modelship.io/run`) or scheduled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_successful: Option<RunInputs>,
 
     /// The `modelship.io/run` token already acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_run_request: Option<String>,
+
+    /// The schedule and time zone `nextScheduleTime` was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_schedule: Option<String>,
 
     /// The last time the schedule fired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -331,45 +342,46 @@ pub struct ModelPipelineStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_schedule_time: Option<String>,
 
-    /// Counter for run names.
+    /// Runs started so far; the next run is `r<runCount + 1>`.
     #[serde(default)]
     pub run_count: i64,
 
-    /// Runs, newest first, at most `runHistoryLimit`.
+    /// Runs, newest first, at most `runHistoryLimit` (a run that is still running or waiting
+    /// for approval is always kept).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<Run>,
 
-    /// The latest candidate that passed its gates.
+    /// The newest candidate that passed its gates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_candidate: Option<Candidate>,
 
-    /// The latest approved candidate: what a ModelDeployment with `modelFrom` serves.
+    /// The newest approved candidate: what a ModelDeployment with `modelFrom` serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_approved: Option<Candidate>,
 
-    /// The version production serves, as reported by the following ModelDeployment, and the
-    /// metrics it passed with: the baseline of the next run.
+    /// The version production trusts, as the ModelDeployment that follows this pipeline
+    /// reports it, and the metrics it passed its gates with: the baseline of the next run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub production: Option<Candidate>,
+    pub production: Option<ProductionModel>,
 
-    /// `Ready`, `Running`, `Failed`, `WaitingApproval`.
+    /// `Ready`, `Running`, `WaitingApproval`, `Succeeded`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 
-/// Where the latest run stands.
+/// Where the newest run stands.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PipelinePhase {
-    /// No run yet, or nothing to do.
+    /// No run yet.
     Idle,
-    /// A run's Jobs are running.
+    /// A run's stages are running.
     Running,
-    /// A candidate passed and waits for `modelship.io/approve-run`.
+    /// A candidate passed its gates and waits for `modelship.io/approve-run`.
     WaitingApproval,
-    /// The latest run produced an approved candidate.
+    /// The newest run produced an approved candidate.
     Succeeded,
-    /// The latest run failed a stage or a gate, or was rejected.
+    /// The newest run failed a stage or a gate, or its candidate was rejected.
     Failed,
 }
 
@@ -389,7 +401,7 @@ impl PipelinePhase {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "camelCase")]
 pub enum TriggerReason {
-    /// The source revision changed.
+    /// The source revision changed (or the pipeline is new).
     Source,
     /// The data version changed.
     Data,
@@ -408,6 +420,12 @@ impl TriggerReason {
             TriggerReason::Manual => "manual",
         }
     }
+
+    /// Whether the trigger asks for a run even when the inputs are those of the last
+    /// successful run: a request or a retraining cadence is explicit.
+    pub fn forces(self) -> bool {
+        matches!(self, TriggerReason::Manual | TriggerReason::Schedule)
+    }
 }
 
 /// A trigger and what it saw.
@@ -415,7 +433,7 @@ impl TriggerReason {
 #[serde(rename_all = "camelCase")]
 pub struct Trigger {
     pub reason: TriggerReason,
-    /// What changed, for example `revision a1b2c3 -> f4c9a2`.
+    /// What changed, for example `source revision a1b2c3 -> f4c9a2`.
     pub detail: String,
     pub time: String,
 }
@@ -426,7 +444,7 @@ pub struct Trigger {
 pub struct RunInputs {
     pub source_revision: String,
     pub data_version: String,
-    /// Hash of the stage templates, gates and seed.
+    /// Hash of the stages (templates, limits), gates and seed.
     pub template_hash: String,
 }
 
@@ -434,28 +452,42 @@ pub struct RunInputs {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Run {
-    /// Run name, `r<number>`; Jobs are `<pipeline>-<run>-<stage>`.
+    /// Run name, `r<number>`; its Jobs are `<pipeline>-<run>-<stage>`.
     pub name: String,
     pub trigger: Trigger,
     pub inputs: RunInputs,
     pub phase: RunPhase,
-    /// Why the run is where it is.
+    /// Why the run is where it is, in CamelCase: `StageFailed`, `CheckFailed`,
+    /// `InvalidResult`, `GatesFailed`, `Approved`, `Rejected`, `Superseded`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Why the run is where it is, in a sentence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// The stage running or the one that ended the run.
+    /// The stage running, or the one that ended the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
+    /// The candidate version this run builds (`MODELSHIP_CANDIDATE_VERSION`).
+    pub version: String,
+    /// Its semantic version.
+    pub semver: String,
+    /// Where this run's candidate is written (`MODELSHIP_CANDIDATE_URI`).
+    pub artifact: String,
+    /// The production model the run is measured against, as it was when the run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<ProductionModel>,
+    /// The stages of the run, in order, as planned when it started.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<StageStatus>,
+    /// The gates' verdicts, once judged: `Pass` only when every gate passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
     /// Each gate's verdict.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<GateResult>,
-    /// The candidate this run produced.
+    /// The candidate, once the run passed its gates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub candidate: Option<Candidate>,
-    /// The production version the run was measured against.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub baseline_version: Option<String>,
     pub started_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
@@ -464,43 +496,96 @@ pub struct Run {
 /// Where a run stands.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RunPhase {
+    /// Its stages are running.
     Running,
+    /// Its candidate passed and waits for `modelship.io/approve-run` naming the run.
     WaitingApproval,
+    /// Its candidate was approved.
     Succeeded,
+    /// A stage, a result or a gate failed.
     Failed,
+    /// Its candidate was rejected (`modelship.io/reject-run`) or superseded by a newer one
+    /// before approval.
     Rejected,
+}
+
+impl RunPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunPhase::Running => "Running",
+            RunPhase::WaitingApproval => "WaitingApproval",
+            RunPhase::Succeeded => "Succeeded",
+            RunPhase::Failed => "Failed",
+            RunPhase::Rejected => "Rejected",
+        }
+    }
+
+    /// Whether the run has ended (nothing more happens to it).
+    pub fn is_finished(self) -> bool {
+        matches!(self, RunPhase::Succeeded | RunPhase::Failed | RunPhase::Rejected)
+    }
 }
 
 /// One stage's Job and what it reported.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct StageStatus {
+    /// `checks`, `validate`, `train`, `evaluate` or `integration`.
     pub name: String,
+    /// The Job's name.
     pub job: String,
     pub phase: StagePhase,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// Exit code of the stage's container when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// What went wrong, or what the stage is waiting for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// Metrics the stage reported.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metrics: BTreeMap<String, f64>,
-    /// Baseline metrics the stage measured in the same run.
+    /// Metrics of the production model, measured by the stage in the same run.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub baseline_metrics: BTreeMap<String, f64>,
+    /// The artifact the stage reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<ArtifactRef>,
+    /// Digest of the dataset the stage read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_digest: Option<String>,
+    /// Image each container actually ran (its digest where the runtime reports one).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
+    /// Integration only: the address of the candidate served for the test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_url: Option<String>,
 }
 
 /// Where a stage stands.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StagePhase {
+    /// Not started yet.
     Pending,
+    /// Integration only: the candidate's temporary Deployment is starting.
+    Starting,
+    /// Its Job runs.
     Running,
     Succeeded,
     Failed,
+}
+
+/// An artifact a stage reported.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// A gate's verdict for one run.
@@ -509,12 +594,19 @@ pub enum StagePhase {
 pub struct GateResult {
     pub metric: String,
     pub stage: GateStage,
+    /// The candidate's value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,
+    /// The baseline's value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<f64>,
-    /// The bound applied, for example `>= 0.912 (baseline 0.902 + 0.01)`.
+    /// Where the baseline's value comes from: `run` (measured by the stage in this run) or
+    /// `production` (recorded when the production version passed its own gates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_from: Option<String>,
+    /// The bounds applied, for example `>= 0.8; >= 0.892 (baseline 0.902 - 0.01)`.
     pub bound: String,
+    /// `Pass` or `Fail`.
     pub verdict: Verdict,
     pub reason: String,
 }
@@ -523,13 +615,17 @@ pub struct GateResult {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Candidate {
-    /// Full version, `<model>-v<semver>-<date>-<short revision>`.
+    /// Full version, `<model>-v<semver>-<date>-<short revision>`: a label value.
     pub version: String,
     /// The semantic version.
     pub semver: String,
+    /// Where the model is.
     pub artifact: String,
     /// The run that produced it.
     pub run: String,
+    /// When it passed its gates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -544,16 +640,55 @@ pub struct Reproducibility {
     pub source_revision: String,
     pub data_uri: String,
     pub data_version: String,
+    /// The dataset's digest as the train (or validate) stage reported it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_digest: Option<String>,
+    /// The artifact's sha256 as the train stage reported it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_sha256: Option<String>,
     pub seed: i64,
     pub template_hash: String,
-    /// Image digests the stage pods actually ran, `<stage>/<container>` → image ID.
+    /// The production version it was measured against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_version: Option<String>,
+    /// Image each stage's containers actually ran, `<stage>/<container>` → image (digest).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub images: BTreeMap<String, String>,
-    /// The metrics the candidate passed its gates with.
+    /// The evaluation metrics the candidate passed its gates with.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metrics: BTreeMap<String, f64>,
+    /// The integration metrics the candidate passed its gates with.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub integration_metrics: BTreeMap<String, f64>,
+}
+
+/// The model production serves: a run's baseline.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductionModel {
+    pub version: String,
+    pub artifact: String,
+    /// The ModelDeployment that serves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+    /// The run of this pipeline that produced it, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// When the pipeline first saw production trust it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// The evaluation metrics it passed its gates with (empty for a version this pipeline
+    /// did not produce).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
+    /// The integration metrics it passed its gates with.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub integration_metrics: BTreeMap<String, f64>,
+}
+
+impl ModelPipelineStatus {
+    /// The condition of a type, if set.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
 }

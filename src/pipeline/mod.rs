@@ -1,6 +1,16 @@
 //! The ModelPipeline controller.
+pub mod gates;
+pub mod history;
+pub mod jobs;
+pub mod production;
 pub mod reconcile;
+pub mod results;
+pub mod run;
+pub mod schedule;
+pub mod serving;
+pub mod triggers;
 pub mod validate;
+pub mod version;
 #[cfg(test)]
 pub mod testing;
 

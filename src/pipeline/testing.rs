@@ -1,5 +1,12 @@
 //! Fixtures for the pipeline controller's unit tests.
-use crate::api::{ModelPipeline, ModelPipelineSpec};
+use crate::api::{ModelPipeline, ModelPipelineSpec, Run, RunPhase, StagePhase, StageStatus, Trigger, TriggerReason};
+use crate::pipeline::jobs::{job_name, planned_stages};
+use crate::pipeline::triggers::current_inputs;
+use kube::ResourceExt;
+use std::collections::BTreeMap;
+
+/// When the fixtures' runs start.
+pub const T0: &str = "2026-11-26T10:00:00Z";
 
 fn stage(image: &str) -> serde_json::Value {
     serde_json::json!({"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": image}]}}})
@@ -21,4 +28,45 @@ pub fn sample() -> ModelPipeline {
     p.metadata.generation = Some(1);
     p.metadata.resource_version = Some("200".into());
     p
+}
+
+/// A run of `p` that has just started, every stage pending.
+pub fn run(p: &ModelPipeline, name: &str) -> Run {
+    let pipeline = p.name_any();
+    Run {
+        name: name.into(),
+        trigger: Trigger { reason: TriggerReason::Source, detail: "new pipeline".into(), time: T0.into() },
+        inputs: current_inputs(&p.spec, "2026-11-26".into()),
+        phase: RunPhase::Running,
+        reason: None,
+        message: None,
+        stage: None,
+        version: "fraud-v1.0.0-2026-11-26-f4c9a2".into(),
+        semver: "1.0.0".into(),
+        artifact: "s3://models/fraud/fraud-v1.0.0-2026-11-26-f4c9a2/".into(),
+        baseline: None,
+        stages: planned_stages(&p.spec)
+            .into_iter()
+            .map(|s| StageStatus {
+                name: s.as_str().into(),
+                job: job_name(&pipeline, name, s),
+                phase: StagePhase::Pending,
+                started_at: None,
+                finished_at: None,
+                exit_code: None,
+                message: None,
+                metrics: BTreeMap::new(),
+                baseline_metrics: BTreeMap::new(),
+                artifact: None,
+                dataset_digest: None,
+                images: BTreeMap::new(),
+                service_url: None,
+            })
+            .collect(),
+        verdict: None,
+        gates: Vec::new(),
+        candidate: None,
+        started_at: T0.into(),
+        finished_at: None,
+    }
 }
