@@ -1,21 +1,46 @@
-//! One reconciliation of a ModelPipeline.
+//! One reconciliation of a ModelPipeline: the I/O around the pure decisions.
+//!
+//! Order matters: the decision is written to status first (with the object's resourceVersion
+//! as a precondition), then the Jobs and serving objects are made to match it. A conflicting
+//! write stops the round before anything is created, and a restarted operator finds every
+//! decision in status and every Job under its deterministic name.
+use super::jobs::{self, LABEL_PIPELINE, LABEL_RUN, LABEL_STAGE, Stage};
+use super::production;
+use super::run::{self, Decision, JobState, JobView, PodOutcome, World};
+use super::schedule::Schedule;
+use super::serving::{self, serving_name};
+use super::triggers::{self, Annotations};
 use super::validate::validate;
-use crate::api::{ModelPipeline, ModelPipelineStatus, PipelinePhase};
+use crate::api::{ModelDeployment, ModelPipeline, ModelPipelineStatus, RunPhase, StagePhase};
+use crate::apply::{apply_if_changed, delete_if_exists};
 use crate::conditions::{Status, set};
 use crate::context::Shared;
 use crate::{Error, Result};
-use kube::api::{Api, Patch, PatchParams};
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub const CONTROLLER: &str = "pipeline";
 
-/// What the pipeline controller's reconciliations share.
+/// What the pipeline controller's reconciliations share: the client and the caches of
+/// everything a decision reads.
 pub struct Context {
     pub shared: Shared,
+    pub jobs: Store<Job>,
+    pub pods: Store<Pod>,
+    pub deployments: Store<Deployment>,
+    pub services: Store<Service>,
+    pub configmaps: Store<ConfigMap>,
+    pub model_deployments: Store<ModelDeployment>,
 }
 
 pub fn key(p: &ModelPipeline) -> String {
@@ -23,55 +48,353 @@ pub fn key(p: &ModelPipeline) -> String {
 }
 
 /// Reconciles one ModelPipeline.
-#[tracing::instrument(skip_all, fields(controller = CONTROLLER, namespace = %p.namespace().unwrap_or_default(), name = %p.name_any()))]
+#[tracing::instrument(skip_all, fields(controller = CONTROLLER, namespace = %p.namespace().unwrap_or_default(), name = %p.name_any(), phase))]
 pub async fn reconcile(p: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.shared.metrics.reconcile_started(CONTROLLER);
+    let key = key(&p);
     if p.meta().deletion_timestamp.is_some() {
-        ctx.shared.forget(&key(&p));
+        // Owner references garbage-collect the Jobs and serving objects.
+        ctx.shared.forget(&key);
         return Ok(Action::await_change());
     }
-    let now = jiff::Timestamp::now();
+    if ctx.shared.cache_is_stale(&key, p.meta().resource_version.as_deref()) {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+    let now = Timestamp::now();
     let current = p.status.clone().unwrap_or_default();
-    let mut next = current.clone();
-    next.observed_generation = p.meta().generation;
-    let generation = p.meta().generation;
-    let verdict = validate(&p);
-    match &verdict {
-        Ok(()) => {
-            next.phase.get_or_insert(PipelinePhase::Idle);
-            set(&mut next.conditions, "Ready", Status::True, "Accepted", "the pipeline is valid", generation, now);
-        }
-        Err(message) => {
-            set(&mut next.conditions, "Ready", Status::False, "InvalidSpec", message.clone(), generation, now);
-        }
+    tracing::Span::current().record("phase", current.phase.map(|ph| ph.as_str()).unwrap_or("New"));
+
+    let schedule = match validate(&p).and_then(|()| Schedule::from_spec(&p.spec.triggers)) {
+        Ok(s) => s,
+        Err(message) => return invalid(&p, &ctx, &current, &message, now).await,
+    };
+    let ns = p.namespace().unwrap_or_default();
+    let mds = ctx.model_deployments.state();
+    let annotations = Annotations::from_map(p.annotations());
+    let configmap = p
+        .spec
+        .data
+        .version_from
+        .as_ref()
+        .and_then(|f| ctx.configmaps.get(&ObjectRef::new(&f.config_map_key_ref.name).within(&ns)));
+    let inputs = triggers::data_version(&p.spec.data, configmap.as_deref()).map(|v| triggers::current_inputs(&p.spec, v));
+    let jobs = observe_jobs(&p, &ctx, &current, now);
+    let serving = observe_serving(&p, &ctx, &current);
+    let w = World {
+        now,
+        pipeline: &p,
+        annotations: &annotations,
+        inputs,
+        schedule: schedule.as_ref(),
+        jobs: &jobs,
+        serving: &serving,
+        integration: serving::target(&p, &mds).map(|t| t.service_port),
+        production: production::observe(&p, &mds, &current, now),
+    };
+    let decision = run::decide(&w);
+    let mut rv = write_status(&p, &ctx, p.meta().resource_version.clone(), &current, &decision.status).await?;
+    let mut status = decision.status.clone();
+    report(&p, &ctx, &decision).await;
+
+    // Children follow the status that was just written.
+    let refused = apply_children(&p, &ctx, &status, &mds).await?;
+    for (run_name, stage, what, why) in refused {
+        let d = run::rejected(&p, &status, &run_name, stage, &what, &why, Timestamp::now());
+        rv = write_status(&p, &ctx, rv, &status, &d.status).await?;
+        status = d.status.clone();
+        report(&p, &ctx, &d).await;
     }
-    if next != current {
-        write_status(&p, &ctx, &next).await?;
-        if let Err(message) = &verdict {
-            ctx.shared.event(p.as_ref(), true, "InvalidSpec", "Validate", message.clone()).await;
-        }
-    }
-    ctx.shared.backoff.reset(&key(&p));
-    Ok(match verdict {
-        Ok(()) => Action::requeue(ctx.shared.settings.resync),
-        Err(_) => Action::await_change(),
-    })
+    cleanup(&p, &ctx, &status).await?;
+
+    ctx.shared.backoff.reset(&key);
+    let wake = decision.wake.unwrap_or(ctx.shared.settings.resync).min(ctx.shared.settings.resync);
+    Ok(Action::requeue(wake.max(Duration::from_millis(100))))
 }
 
-async fn write_status(p: &ModelPipeline, ctx: &Context, next: &ModelPipelineStatus) -> Result<()> {
+fn owned_by<K: Resource>(child: &K, p: &ModelPipeline) -> bool {
+    let uid = p.meta().uid.as_deref();
+    child.meta().owner_references.as_ref().is_some_and(|refs| refs.iter().any(|r| Some(r.uid.as_str()) == uid))
+}
+
+fn condition_true(job: &Job, type_: &str) -> Option<k8s_openapi::api::batch::v1::JobCondition> {
+    job.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_ && c.status == "True").cloned()
+}
+
+/// What each Job of a running stage is doing, and what its decisive pod left behind.
+fn observe_jobs(p: &ModelPipeline, ctx: &Context, status: &ModelPipelineStatus, now: Timestamp) -> BTreeMap<String, JobView> {
+    let ns = p.namespace().unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for r in status.runs.iter().filter(|r| r.phase == RunPhase::Running) {
+        for st in r.stages.iter().filter(|s| s.phase == StagePhase::Running) {
+            let view = match ctx.jobs.get(&ObjectRef::new(&st.job).within(&ns)) {
+                None => JobView { state: JobState::Missing, pod: None },
+                Some(job) if !owned_by(job.as_ref(), p) => JobView { state: JobState::Foreign, pod: None },
+                Some(job) => job_view(ctx, &job, now),
+            };
+            out.insert(st.job.clone(), view);
+        }
+    }
+    out
+}
+
+fn job_view(ctx: &Context, job: &Job, now: Timestamp) -> JobView {
+    let uid = job.meta().uid.clone().unwrap_or_default();
+    let ns = job.namespace().unwrap_or_default();
+    let pods: Vec<Arc<Pod>> = ctx
+        .pods
+        .state()
+        .into_iter()
+        .filter(|pod| pod.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|pod| pod.owner_references().iter().any(|o| o.uid == uid))
+        .collect();
+    if let Some(done) = condition_true(job, "Complete") {
+        let completed_at = job.status.as_ref().and_then(|s| s.completion_time.as_ref()).map(|t| t.0).or(done.last_transition_time.map(|t| t.0));
+        let pod = latest(&pods, "Succeeded").map(|pod| outcome(&pod));
+        return JobView { state: JobState::Succeeded { completed_at: completed_at.or(Some(now)) }, pod };
+    }
+    if let Some(failed) = condition_true(job, "Failed") {
+        let state = JobState::Failed {
+            reason: failed.reason.unwrap_or_else(|| "Failed".into()),
+            message: failed.message.unwrap_or_default(),
+            failed_at: failed.last_transition_time.map(|t| t.0),
+        };
+        let pod = latest(&pods, "Failed").map(|pod| outcome(&pod));
+        return JobView { state, pod };
+    }
+    JobView { state: JobState::Active, pod: None }
+}
+
+/// The pod in `phase` whose stage container finished last.
+fn latest(pods: &[Arc<Pod>], phase: &str) -> Option<Arc<Pod>> {
+    pods.iter()
+        .filter(|pod| pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some(phase))
+        .max_by_key(|pod| {
+            let terminated = main_status(pod).and_then(|c| c.state.as_ref()?.terminated.clone());
+            terminated.and_then(|t| t.finished_at).map(|t| t.0)
+        })
+        .cloned()
+}
+
+fn main_status(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {
+    let name = pod.spec.as_ref()?.containers.first()?.name.as_str();
+    pod.status.as_ref()?.container_statuses.as_ref()?.iter().find(|c| c.name == name)
+}
+
+/// The stage container's exit code and termination message, and the images every
+/// container ran (the digest when the runtime reports one).
+fn outcome(pod: &Pod) -> PodOutcome {
+    let terminated = main_status(pod).and_then(|c| c.state.as_ref()?.terminated.clone());
+    let statuses = pod.status.as_ref();
+    let all = statuses
+        .and_then(|s| s.init_container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .chain(statuses.and_then(|s| s.container_statuses.as_ref()).into_iter().flatten());
+    let images = all
+        .map(|c| {
+            let image = if c.image_id.is_empty() { c.image.clone() } else { c.image_id.clone() };
+            (c.name.clone(), image)
+        })
+        .collect();
+    PodOutcome { exit_code: terminated.as_ref().map(|t| t.exit_code), message: terminated.and_then(|t| t.message), images }
+}
+
+/// Whether each running run's temporary serving Deployment is available.
+fn observe_serving(p: &ModelPipeline, ctx: &Context, status: &ModelPipelineStatus) -> BTreeMap<String, bool> {
+    let ns = p.namespace().unwrap_or_default();
+    status
+        .runs
+        .iter()
+        .filter(|r| r.phase == RunPhase::Running)
+        .map(|r| serving_name(&p.name_any(), &r.name))
+        .filter_map(|name| {
+            let d = ctx.deployments.get(&ObjectRef::new(&name).within(&ns)).filter(|d| owned_by(d.as_ref(), p))?;
+            Some((name, serving::available(&d)))
+        })
+        .collect()
+}
+
+/// Creates the Jobs of running stages and the serving objects of a starting or running
+/// integration stage. Returns what the API server refused: (run, stage, object, reason).
+async fn apply_children(
+    p: &ModelPipeline,
+    ctx: &Context,
+    status: &ModelPipelineStatus,
+    mds: &[Arc<ModelDeployment>],
+) -> Result<Vec<(String, Stage, String, String)>> {
+    let ns = p.namespace().unwrap_or_default();
+    let client = ctx.shared.client.clone();
+    let jobs_api: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let mut refused = Vec::new();
+    for r in status.runs.iter().filter(|r| r.phase == RunPhase::Running) {
+        for st in &r.stages {
+            let Some(stage) = Stage::parse(&st.name) else { continue };
+            if stage == Stage::Integration && matches!(st.phase, StagePhase::Starting | StagePhase::Running) {
+                if let Err(why) = apply_serving(p, ctx, r, mds).await {
+                    match why {
+                        Error::Rejected(why) => refused.push((r.name.clone(), stage, format!("the serving objects {}", serving_name(&p.name_any(), &r.name)), why)),
+                        other => return Err(other),
+                    }
+                    continue;
+                }
+            }
+            if st.phase != StagePhase::Running || ctx.jobs.get(&ObjectRef::new(&st.job).within(&ns)).is_some() {
+                continue;
+            }
+            let job = match jobs::desired_job(p, r, stage, st.service_url.as_deref()) {
+                Ok(job) => job,
+                Err(why) => {
+                    refused.push((r.name.clone(), stage, format!("Job {}", st.job), why));
+                    continue;
+                }
+            };
+            // Create, never update: a Job's template is immutable, and an existing Job of
+            // this name is the one a previous round (or operator) created.
+            let params = PostParams { field_manager: Some(crate::apply::FIELD_MANAGER.into()), ..PostParams::default() };
+            match jobs_api.create(&params, &job).await {
+                Ok(_) => tracing::info!(job = %st.job, run = %r.name, "created the stage's Job"),
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => match Error::from(e) {
+                    Error::Rejected(why) => refused.push((r.name.clone(), stage, format!("Job {}", st.job), why)),
+                    other => return Err(other),
+                },
+            }
+        }
+    }
+    Ok(refused)
+}
+
+async fn apply_serving(p: &ModelPipeline, ctx: &Context, r: &crate::api::Run, mds: &[Arc<ModelDeployment>]) -> Result<()> {
+    let ns = p.namespace().unwrap_or_default();
+    let name = serving_name(&p.name_any(), &r.name);
+    let target = match serving::target(p, mds) {
+        Ok(t) => t,
+        // The ModelDeployment went away after the stage started: keep what exists; the
+        // stage times out if nothing serves the candidate.
+        Err(why) => {
+            tracing::warn!(run = %r.name, %why, "cannot build the integration serving objects");
+            return Ok(());
+        }
+    };
+    let artifact = run::effective_artifact(r);
+    let deployment = serving::desired_deployment(p, &r.name, &r.version, &artifact, &target);
+    let service = serving::desired_service(p, &r.name, &target);
+    let live_d = ctx.deployments.get(&ObjectRef::new(&name).within(&ns));
+    let live_s = ctx.services.get(&ObjectRef::new(&name).within(&ns));
+    let client = ctx.shared.client.clone();
+    apply_if_changed(&Api::<Deployment>::namespaced(client.clone(), &ns), &deployment, live_d.as_deref()).await?;
+    apply_if_changed(&Api::<Service>::namespaced(client, &ns), &service, live_s.as_deref()).await?;
+    Ok(())
+}
+
+/// Deletes what status no longer needs: the Jobs of runs that left the history, and the
+/// serving objects of integration stages that ended.
+async fn cleanup(p: &ModelPipeline, ctx: &Context, status: &ModelPipelineStatus) -> Result<()> {
+    let ns = p.namespace().unwrap_or_default();
+    let name = p.name_any();
+    let mine = |labels: &BTreeMap<String, String>| labels.get(LABEL_PIPELINE) == Some(&name);
+    let client = ctx.shared.client.clone();
+
+    let jobs: Vec<Arc<Job>> = ctx
+        .jobs
+        .state()
+        .into_iter()
+        .filter(|j| j.namespace().as_deref() == Some(ns.as_str()) && mine(j.labels()) && owned_by(j.as_ref(), p))
+        .collect();
+    let runs_with_jobs: BTreeSet<String> = jobs.iter().filter_map(|j| j.labels().get(LABEL_RUN).cloned()).collect();
+    let unwanted = super::history::unwanted(runs_with_jobs.iter().map(String::as_str), &status.runs);
+    let jobs_api: Api<Job> = Api::namespaced(client.clone(), &ns);
+    for job in jobs.iter().filter(|j| j.labels().get(LABEL_RUN).is_some_and(|r| unwanted.contains(r))) {
+        if delete_if_exists(&jobs_api, &job.name_any()).await? {
+            tracing::info!(job = %job.name_any(), "deleted the Job of a run that left the history");
+        }
+    }
+
+    let serving_wanted: BTreeSet<String> = status
+        .runs
+        .iter()
+        .filter(|r| r.phase == RunPhase::Running)
+        .filter(|r| r.stages.iter().any(|s| s.name == Stage::Integration.as_str() && matches!(s.phase, StagePhase::Starting | StagePhase::Running)))
+        .map(|r| serving_name(&name, &r.name))
+        .collect();
+    let deployments_api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    for d in ctx.deployments.state() {
+        if d.namespace().as_deref() == Some(ns.as_str()) && mine(d.labels()) && owned_by(d.as_ref(), p) && !serving_wanted.contains(&d.name_any()) {
+            delete_if_exists(&deployments_api, &d.name_any()).await?;
+        }
+    }
+    let services_api: Api<Service> = Api::namespaced(client, &ns);
+    for s in ctx.services.state() {
+        if s.namespace().as_deref() == Some(ns.as_str()) && mine(s.labels()) && owned_by(s.as_ref(), p) && !serving_wanted.contains(&s.name_any()) {
+            delete_if_exists(&services_api, &s.name_any()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Events and metrics of a decision.
+async fn report(p: &ModelPipeline, ctx: &Context, d: &Decision) {
+    let m = &ctx.shared.metrics;
+    for reason in &d.started {
+        m.runs_started.with_label_values(&[reason.as_str()]).inc();
+    }
+    for result in &d.finished {
+        m.runs_finished.with_label_values(&[*result]).inc();
+    }
+    for (stage, result, secs) in &d.stage_durations {
+        m.stage_duration.with_label_values(&[*stage, *result]).observe(*secs);
+    }
+    for verdict in &d.gate_verdicts {
+        m.gate_verdicts.with_label_values(&[&verdict.to_string()]).inc();
+    }
+    for note in &d.notes {
+        tracing::info!(reason = note.reason, message = %note.message, "decision");
+        ctx.shared.event(p, note.warning, note.reason, "Reconcile", note.message.clone()).await;
+    }
+}
+
+/// Writes the status when it changed, with `resource_version` as a precondition so a
+/// decision taken on a stale copy is refused (409) and retried on fresh data. Returns the
+/// resourceVersion after the write.
+async fn write_status(
+    p: &ModelPipeline,
+    ctx: &Context,
+    resource_version: Option<String>,
+    current: &ModelPipelineStatus,
+    next: &ModelPipelineStatus,
+) -> Result<Option<String>> {
+    if current == next {
+        return Ok(resource_version);
+    }
     let api: Api<ModelPipeline> = Api::namespaced(ctx.shared.client.clone(), &p.namespace().unwrap_or_default());
     let patch = json!({
         "apiVersion": "modelship.io/v1alpha1",
         "kind": "ModelPipeline",
-        "metadata": {"name": p.name_any(), "resourceVersion": p.meta().resource_version},
+        "metadata": {"name": p.name_any(), "resourceVersion": resource_version},
         "status": next,
     });
     let written = api.patch_status(&p.name_any(), &PatchParams::apply(crate::apply::FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-    ctx.shared.wrote(&key(p), written.meta().resource_version.as_deref());
-    Ok(())
+    let rv = written.meta().resource_version.clone();
+    ctx.shared.wrote(&key(p), rv.as_deref());
+    Ok(rv)
 }
 
-/// Decides how a failed reconciliation is retried.
+/// The spec cannot be acted on: say why, and wait for it to change.
+async fn invalid(p: &ModelPipeline, ctx: &Context, current: &ModelPipelineStatus, message: &str, now: Timestamp) -> Result<Action> {
+    let mut next = current.clone();
+    next.observed_generation = p.meta().generation;
+    set(&mut next.conditions, "Ready", Status::False, "InvalidSpec", message, p.meta().generation, now);
+    write_status(p, ctx, p.meta().resource_version.clone(), current, &next).await?;
+    if &next != current {
+        tracing::warn!(message, "spec cannot be acted on; waiting for a change");
+        ctx.shared.event(p, true, "InvalidSpec", "Validate", message.to_string()).await;
+    }
+    ctx.shared.backoff.reset(&key(p));
+    Ok(Action::await_change())
+}
+
+/// Decides how a failed reconciliation is retried: never for what only a spec change can
+/// fix, at once for a conflict, with exponential backoff per object otherwise.
 pub fn error_policy(p: Arc<ModelPipeline>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.shared.metrics.reconcile_failed(CONTROLLER, error);
     if error.is_permanent() {
@@ -83,4 +406,9 @@ pub fn error_policy(p: Arc<ModelPipeline>, error: &Error, ctx: Arc<Context>) -> 
     let delay = ctx.shared.backoff.next_delay(&key(&p));
     tracing::warn!(%error, namespace = %p.namespace().unwrap_or_default(), name = %p.name_any(), retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+/// The label selector of the stage pods the controller reads results from.
+pub fn stage_pod_selector() -> String {
+    format!("{LABEL_PIPELINE},{LABEL_STAGE}")
 }
