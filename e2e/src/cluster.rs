@@ -63,6 +63,7 @@ pub struct TestNamespace {
 
 /// Creates a namespace named `<prefix>-<random suffix>` and waits until its `default`
 /// ServiceAccount exists (ServiceAccount admission rejects pods until then).
+/// `prefix` is a DNS label: lowercase letters, digits and `-`, at most 57 characters.
 pub async fn test_namespace(client: &Client, prefix: &str) -> TestNamespace {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace = serde_json::from_value(json!({
