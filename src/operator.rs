@@ -143,6 +143,8 @@ async fn lead(args: &RunArgs, client: Client, identity: &str, metrics: Metrics, 
         }
     }
     tracing::info!("acquired the leader lease; starting the controllers");
+    // Not ready until the controllers have listed everything, from the moment we lead.
+    expect_parts(&readiness);
     metrics.leader.set(1);
 
     let lost = CancellationToken::new();
@@ -175,7 +177,13 @@ async fn lead(args: &RunArgs, client: Client, identity: &str, metrics: Metrics, 
     Ok(())
 }
 
+fn expect_parts(readiness: &Readiness) {
+    readiness.expect("modeldeployments");
+    readiness.expect("modelpipelines");
+}
+
 async fn controllers(args: &RunArgs, client: Client, identity: &str, metrics: Metrics, readiness: Readiness, stop: CancellationToken) {
+    expect_parts(&readiness);
     let scope = Scope { namespace: args.namespace.clone() };
     let settings = Settings {
         router_image: args.router_image.clone(),
