@@ -1,0 +1,389 @@
+#!/usr/bin/env python3
+"""Loopback benchmark of `modelship mirror` against the model server directly and nginx's
+`mirror` module, with one load generator (vegeta) for every target.
+
+Each run measures, for every scenario (healthy shadow, shadow 10x slower, shadow down):
+  - latency (p50, p99) at a fixed request rate (open loop: vegeta sends at the rate
+    whatever the answers do),
+  - the highest sustained throughput (closed loop: a fixed number of workers, each sending
+    its next request when the previous one is answered),
+  - peak RSS (VmHWM) of the router and of nginx.
+Figures are medians over the runs; ratios are taken within each run, then their median.
+
+Run through bench/run.sh, which builds the binaries and installs vegeta and nginx.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+BODY = b'{"instances":[[1.5,2.0,3.0]]}'
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status < 500:
+                    return
+        except Exception:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{url} did not answer within {timeout}s")
+        time.sleep(0.05)
+
+
+def http(method, url, body=None):
+    request = urllib.request.Request(url, data=body, method=method, headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as r:
+        return r.read()
+
+
+def vm_hwm_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def set_realtime(pids, priority):
+    """SCHED_FIFO at `priority` for every thread of `pids` and their children; 0 restores
+    the normal policy."""
+    policy = ["-f", str(priority)] if priority else ["-o", "0"]
+    for pid in pids:
+        for p in [pid] + children(pid):
+            subprocess.run(["chrt", "-a"] + policy[:1] + ["-p", policy[1], str(p)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+
+class Proc:
+    """A background process pinned to `cpus`, with its output in `log`."""
+
+    def __init__(self, name, argv, cpus, log_dir, env=None):
+        self.name = name
+        self.log = open(os.path.join(log_dir, f"{name}.log"), "ab")
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.popen = subprocess.Popen(["taskset", "-c", cpus] + argv, stdout=self.log, stderr=subprocess.STDOUT, env=full_env)
+
+    @property
+    def pid(self):
+        return self.popen.pid
+
+    def peak_rss_mib(self):
+        """Peak RSS of the process and its children (nginx's workers), in MiB."""
+        return (vm_hwm_kib(self.pid) + sum(vm_hwm_kib(c) for c in children(self.pid))) / 1024
+
+    def stop(self):
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self.log.close()
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.out = args.out
+        os.makedirs(self.out, exist_ok=True)
+        self.logs = tempfile.mkdtemp(prefix="logs-", dir=self.out)
+        self.body_file = os.path.join(self.out, "body.json")
+        with open(self.body_file, "wb") as f:
+            f.write(BODY)
+        self.procs = []
+
+    def start(self, name, argv, cpus, env=None, ready=None):
+        proc = Proc(name, argv, cpus, self.logs, env)
+        self.procs.append(proc)
+        if ready:
+            wait_http(ready)
+        return proc
+
+    def model_server(self, name, port):
+        return self.start(
+            name,
+            [self.args.model_server, "--listen", f"127.0.0.1:{port}", "--model-uri", self.args.model,
+             "--model-version", name, "--log", "warn"],
+            self.args.upstream_cpus,
+            env={"TOKIO_WORKER_THREADS": str(self.args.upstream_threads)},
+            ready=f"http://127.0.0.1:{port}/healthz",
+        )
+
+    def router(self, port, metrics_port, stable, shadow):
+        return self.start(
+            "router",
+            [self.args.modelship, "--log", "warn", "mirror", "--listen", f"127.0.0.1:{port}",
+             "--metrics-listen", f"127.0.0.1:{metrics_port}", "--stable", f"http://127.0.0.1:{stable}",
+             "--shadow", f"http://127.0.0.1:{shadow}", "--mirror-percent", "100",
+             "--compare-pointer", "/predictions", "--shadow-timeout", "5s", "--connect-timeout", "1s"],
+            self.args.proxy_cpus,
+            env={"TOKIO_WORKER_THREADS": str(self.args.proxy_threads)},
+            ready=f"http://127.0.0.1:{metrics_port}/readyz",
+        )
+
+    def nginx(self, port, stable, shadow):
+        prefix = tempfile.mkdtemp(prefix="nginx-", dir=self.out)
+        conf = os.path.join(prefix, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(NGINX_CONF.format(prefix=prefix, port=port, stable=stable, shadow=shadow,
+                                      workers=self.args.proxy_threads))
+        proc = self.start("nginx", [self.args.nginx, "-p", prefix, "-c", conf, "-e", os.path.join(prefix, "error.log")],
+                          self.args.proxy_cpus)
+        wait_http(f"http://127.0.0.1:{port}/__health")
+        return proc
+
+    def attack(self, port, rate, duration, workers=None, realtime=0):
+        """One vegeta attack; returns its JSON report. With `realtime`, vegeta runs SCHED_FIFO."""
+        target = f"POST http://127.0.0.1:{port}/predict\nContent-Type: application/json\n@{self.body_file}\n"
+        argv = [self.args.vegeta, "attack", "-duration", f"{duration}s", "-timeout", "10s", "-keepalive=true",
+                "-http2=false", "-max-body", "0"]
+        if rate:
+            argv += ["-rate", f"{rate}/1s", "-workers", "16"]
+        else:
+            argv += ["-rate", "0", "-workers", str(workers), "-max-workers", str(workers)]
+        rt = ["chrt", "-f", str(realtime)] if realtime else []
+        attack = subprocess.Popen(rt + ["taskset", "-c", self.args.generator_cpus] + argv, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        report = subprocess.Popen([self.args.vegeta, "report", "-type=json"], stdin=attack.stdout,
+                                  stdout=subprocess.PIPE)
+        attack.stdin.write(target.encode())
+        attack.stdin.close()
+        attack.stdout.close()
+        out, _ = report.communicate()
+        attack.wait()
+        data = json.loads(out)
+        lat = data["latencies"]
+        return {
+            "p50_ms": lat["50th"] / 1e6,
+            "p99_ms": lat["99th"] / 1e6,
+            "throughput": data["throughput"],
+            "success": data["success"],
+            "codes": data.get("status_codes", {}),
+        }
+
+    def measure(self, port, label):
+        a = self.args
+        pids = [p.pid for p in self.procs if p.popen.poll() is None]
+        self.attack(port, a.rate, 1)  # warm-up: connections, caches
+        # Latency at a low, fixed load: with real-time priority, so that unrelated work on
+        # the machine does not preempt the processes under test (see docs/benchmarks.md).
+        set_realtime(pids, a.rt_priority)
+        try:
+            fixed = self.attack(port, a.rate, a.duration, realtime=a.rt_priority)
+        finally:
+            set_realtime(pids, 0)
+        # Saturation: normal priority, so the machine's other work is never starved.
+        peak = self.attack(port, 0, a.duration, workers=a.max_workers)
+        if fixed["success"] < 1.0 or peak["success"] < 1.0:
+            print(f"  warning: {label}: success {fixed['success']:.4f} at the fixed rate, "
+                  f"{peak['success']:.4f} at the peak; codes {fixed['codes']} {peak['codes']}", file=sys.stderr)
+        return {"p50_ms": fixed["p50_ms"], "p99_ms": fixed["p99_ms"], "max_rps": peak["throughput"]}
+
+    def run_once(self, index):
+        ports = {k: free_port() for k in ("stable", "shadow", "router", "metrics", "nginx")}
+        stable = self.model_server("stable", ports["stable"])
+        shadow = self.model_server("shadow", ports["shadow"])
+        router = self.router(ports["router"], ports["metrics"], ports["stable"], ports["shadow"])
+        nginx = self.nginx(ports["nginx"], ports["stable"], ports["shadow"])
+        result = {}
+        try:
+            print(f"run {index}: healthy shadow", file=sys.stderr)
+            result["direct"] = self.measure(ports["stable"], "direct")
+            result["router"] = self.measure(ports["router"], "router")
+            result["nginx"] = self.measure(ports["nginx"], "nginx")
+
+            # 10x slower than stable as measured directly in this run (the timer rounds up to 1 ms).
+            slow_ms = 10 * result["direct"]["p50_ms"]
+            http("PUT", f"http://127.0.0.1:{ports['shadow']}/admin/knobs", json.dumps({"latency_ms": slow_ms}).encode())
+            print(f"run {index}: shadow slowed by {slow_ms:.3f} ms", file=sys.stderr)
+            result["router_slow"] = self.measure(ports["router"], "router, slow shadow")
+            result["nginx_slow"] = self.measure(ports["nginx"], "nginx, slow shadow")
+
+            shadow.stop()
+            print(f"run {index}: shadow down", file=sys.stderr)
+            result["router_down"] = self.measure(ports["router"], "router, shadow down")
+            result["nginx_down"] = self.measure(ports["nginx"], "nginx, shadow down")
+
+            result["router_rss_mib"] = router.peak_rss_mib()
+            result["nginx_rss_mib"] = nginx.peak_rss_mib()
+            metrics = urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=5).read().decode()
+            result["router_comparisons"] = {
+                line.split('"')[1]: float(line.split()[-1])
+                for line in metrics.splitlines() if line.startswith("modelship_mirror_comparisons_total{")
+            }
+            result["router_dropped"] = {
+                line.split('"')[1]: float(line.split()[-1])
+                for line in metrics.splitlines() if line.startswith("modelship_mirror_dropped_total{")
+            }
+        finally:
+            for proc in (nginx, router, shadow, stable):
+                proc.stop()
+            self.procs.clear()
+        return result
+
+
+NGINX_CONF = """
+worker_processes {workers};
+daemon off;
+master_process on;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 8192; multi_accept on; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    keepalive_requests 1000000;
+    upstream stable {{ server 127.0.0.1:{stable}; keepalive 256; }}
+    upstream shadow {{ server 127.0.0.1:{shadow}; keepalive 256; }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location = /__health {{ return 200 "ok\\n"; }}
+        location / {{
+            mirror /__mirror;
+            mirror_request_body on;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://stable;
+        }}
+        # The copy, as the router sends it: no credentials, marked, its own timeouts.
+        location = /__mirror {{
+            internal;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Authorization "";
+            proxy_set_header Cookie "";
+            proxy_set_header X-Modelship-Shadow 1;
+            proxy_connect_timeout 1s;
+            proxy_send_timeout 5s;
+            proxy_read_timeout 5s;
+            proxy_pass http://shadow$request_uri;
+        }}
+    }}
+}}
+"""
+
+
+def median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def summarize(runs):
+    def m(key, field):
+        return median([r[key][field] for r in runs])
+
+    def ratio(a, b, field):
+        return median([r[a][field] / r[b][field] for r in runs])
+
+    lines = []
+    add = lines.append
+    add(f"median of {len(runs)} runs")
+    add("")
+    add("| scenario | target | p50 ms | p99 ms | max req/s |")
+    add("|---|---|---:|---:|---:|")
+    for key, scenario, target in [
+        ("direct", "healthy", "direct"), ("router", "healthy", "modelship mirror"), ("nginx", "healthy", "nginx mirror"),
+        ("router_slow", "shadow 10x slower", "modelship mirror"), ("nginx_slow", "shadow 10x slower", "nginx mirror"),
+        ("router_down", "shadow down", "modelship mirror"), ("nginx_down", "shadow down", "nginx mirror"),
+    ]:
+        add(f"| {scenario} | {target} | {m(key, 'p50_ms'):.3f} | {m(key, 'p99_ms'):.3f} | {m(key, 'max_rps'):.0f} |")
+    add("")
+    router_p99_over_direct = median([r["router"]["p99_ms"] - r["direct"]["p99_ms"] for r in runs])
+    tput_vs_nginx = ratio("router", "nginx", "max_rps")
+    slow_p99 = ratio("router_slow", "router", "p99_ms")
+    down_p99 = ratio("router_down", "router", "p99_ms")
+    add("| ratio (median of per-run ratios) | value | goal |")
+    add("|---|---:|---|")
+    add(f"| router p99 - direct p99 (ms) | {router_p99_over_direct:+.3f} | <= +1 ms: {'met' if router_p99_over_direct <= 1 else 'MISSED'} |")
+    add(f"| router p99 / direct p99 | {ratio('router', 'direct', 'p99_ms'):.2f} | |")
+    add(f"| router p99 / nginx p99 | {ratio('router', 'nginx', 'p99_ms'):.2f} | |")
+    add(f"| router max req/s / direct | {ratio('router', 'direct', 'max_rps'):.2f} | |")
+    add(f"| router max req/s / nginx | {tput_vs_nginx:.2f} | >= 2: {'met' if tput_vs_nginx >= 2 else 'MISSED'} |")
+    add(f"| router p99, slow shadow / healthy | {slow_p99:.2f} | <= 1.10: {'met' if slow_p99 <= 1.1 else 'MISSED'} |")
+    add(f"| router p99, shadow down / healthy | {down_p99:.2f} | <= 1.10: {'met' if down_p99 <= 1.1 else 'MISSED'} |")
+    add(f"| nginx p99, slow shadow / healthy | {ratio('nginx_slow', 'nginx', 'p99_ms'):.2f} | |")
+    add(f"| nginx max req/s, slow shadow / healthy | {ratio('nginx_slow', 'nginx', 'max_rps'):.2f} | |")
+    add(f"| router max req/s, slow shadow / healthy | {ratio('router_slow', 'router', 'max_rps'):.2f} | |")
+    add("")
+    add(f"peak RSS: router {median([r['router_rss_mib'] for r in runs]):.1f} MiB, "
+        f"nginx (master + workers) {median([r['nginx_rss_mib'] for r in runs]):.1f} MiB")
+    comparisons = runs[-1].get("router_comparisons", {})
+    dropped = runs[-1].get("router_dropped", {})
+    add(f"router comparisons in the last run: {comparisons}; copies dropped: {dropped}")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--modelship", required=True)
+    parser.add_argument("--model-server", required=True)
+    parser.add_argument("--model", required=True, help="model JSON file")
+    parser.add_argument("--vegeta", default=shutil.which("vegeta") or "vegeta")
+    parser.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--rate", type=int, default=1000, help="fixed request rate for latency, per second")
+    parser.add_argument("--duration", type=int, default=8, help="seconds per measurement")
+    parser.add_argument("--max-workers", type=int, default=64, help="vegeta workers for the throughput measurement")
+    parser.add_argument("--generator-cpus", default="0", help="taskset CPU list of vegeta")
+    parser.add_argument("--proxy-cpus", default="1", help="taskset CPU list of the router and nginx")
+    parser.add_argument("--upstream-cpus", default="0", help="taskset CPU list of the model servers")
+    parser.add_argument("--proxy-threads", type=int, default=1, help="router worker threads = nginx worker processes")
+    parser.add_argument("--upstream-threads", type=int, default=1, help="worker threads of each model server")
+    parser.add_argument("--rt-priority", type=int, default=10 if os.geteuid() == 0 else 0,
+                        help="SCHED_FIFO priority during the fixed-rate measurements (0: off; needs root)")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".out"))
+    args = parser.parse_args()
+
+    bench = Bench(args)
+    runs = []
+    try:
+        for i in range(1, args.runs + 1):
+            runs.append(bench.run_once(i))
+            with open(os.path.join(args.out, "runs.json"), "w") as f:
+                json.dump(runs, f, indent=1)
+    finally:
+        for proc in bench.procs:
+            proc.stop()
+    print(f"loopback, rate {args.rate}/s for latency, {args.max_workers} closed-loop workers for throughput, "
+          f"{args.duration}s per measurement; vegeta on CPU {args.generator_cpus}, proxy on CPU {args.proxy_cpus} "
+          f"with {args.proxy_threads} thread(s)/worker(s), model servers on CPU {args.upstream_cpus}; "
+          f"fixed-rate runs at SCHED_FIFO {args.rt_priority or 'off'}")
+    print(summarize(runs))
+
+
+if __name__ == "__main__":
+    main()
