@@ -26,7 +26,6 @@ use std::collections::BTreeMap;
     validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters: Job names are <pipeline>-<run>-<stage> and must fit in 63"),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS label (lower-case letters, digits and '-', starting with a letter): the integration stage names a Service after it"),
 )]
-#[x_kube(validation = Rule::new("!has(self.gates) || self.gates.all(g, self.gates.exists_one(h, h.metric == g.metric && h.stage == g.stage))").message("spec.gates must not gate the same metric of the same stage twice"))]
 #[x_kube(validation = Rule::new("!has(self.gates) || self.gates.all(g, g.stage != 'Integration' || has(self.stages.integration))").message("a gate on stage Integration needs spec.stages.integration"))]
 #[serde(rename_all = "camelCase")]
 pub struct ModelPipelineSpec {
@@ -46,9 +45,10 @@ pub struct ModelPipelineSpec {
     /// The Jobs of a run, in order: checks, validate, train, evaluate, integration.
     pub stages: StagesSpec,
 
-    /// Metric gates on the evaluation (and integration) results.
+    /// Metric gates on the evaluation (and integration) results. One gate per metric and
+    /// stage (a list keyed by `metric` and `stage`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["metric", "stage"]))]
     pub gates: Vec<Gate>,
 
     /// `Manual` waits for `modelship.io/approve-run` (or `reject-run`) naming the run;
@@ -247,7 +247,7 @@ pub enum GateStage {
 #[x_kube(validation = Rule::new("[has(self.maxRegression), has(self.maxRegressionPercent), has(self.minImprovement), has(self.minImprovementPercent)].filter(x, x).size() <= 1").message("set at most one of maxRegression, maxRegressionPercent, minImprovement and minImprovementPercent"))]
 pub struct Gate {
     /// Metric name as the stage reports it, for example `f1` or `p99_latency_ms`.
-    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_.:-]{0,62}$"))]
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_.:-]{0,62}$"), length(min = 1, max = 63))]
     pub metric: String,
     /// Which stage reports it.
     #[serde(default)]
