@@ -229,14 +229,15 @@ async fn apply_children(
     for r in status.runs.iter().filter(|r| r.phase == RunPhase::Running) {
         for st in &r.stages {
             let Some(stage) = Stage::parse(&st.name) else { continue };
-            if stage == Stage::Integration && matches!(st.phase, StagePhase::Starting | StagePhase::Running) {
-                if let Err(why) = apply_serving(p, ctx, r, mds).await {
-                    match why {
-                        Error::Rejected(why) => refused.push((r.name.clone(), stage, format!("the serving objects {}", serving_name(&p.name_any(), &r.name)), why)),
-                        other => return Err(other),
-                    }
-                    continue;
+            if stage == Stage::Integration
+                && matches!(st.phase, StagePhase::Starting | StagePhase::Running)
+                && let Err(why) = apply_serving(p, ctx, r, mds).await
+            {
+                match why {
+                    Error::Rejected(why) => refused.push((r.name.clone(), stage, format!("the serving objects {}", serving_name(&p.name_any(), &r.name)), why)),
+                    other => return Err(other),
                 }
+                continue;
             }
             if st.phase != StagePhase::Running || ctx.jobs.get(&ObjectRef::new(&st.job).within(&ns)).is_some() {
                 continue;
