@@ -9,6 +9,7 @@
 //! - [`Process`]: a local process (the operator, the router, a model server) that logs
 //!   to `e2e/.run/` and is killed when dropped.
 //! - [`prom`]: register scrape targets, query Prometheus, stop and start it.
+//! - [`http_client`]: a `reqwest::Client` that works in the workspace build.
 //!
 //! The cluster is never optional: when it is not up, [`client`] panics and says how
 //! to start it. See `e2e/README.md`.
@@ -83,6 +84,28 @@ pub fn pinned_version(name: &str) -> String {
         .find(|(key, _)| key.trim() == name)
         .map(|(_, value)| value.trim().to_string())
         .unwrap_or_else(|| panic!("{name} is not set in {}", path.display()))
+}
+
+/// Installs ring as the process's rustls crypto provider, unless one is installed already.
+///
+/// In the workspace build, `reqwest` has rustls without a default provider (feature
+/// unification with the operator's crate), so `reqwest::Client::new()` panics ("No rustls
+/// crypto provider is configured") until a provider is installed. [`http_client`] calls this.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// A `reqwest::Client` for tests (talking to local processes, Prometheus, ...).
+///
+/// Use this rather than `reqwest::Client::new()`, which panics in the workspace build (see
+/// [`install_crypto_provider`]). Make one per test: a client's pooled connections belong to
+/// the tokio runtime of the test that made them.
+pub fn http_client() -> reqwest::Client {
+    install_crypto_provider();
+    reqwest::Client::new()
 }
 
 /// The name of the running test (libtest names each test's thread after it), for file names.

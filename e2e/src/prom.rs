@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Once;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -27,18 +26,6 @@ pub fn url() -> String {
 
 fn targets_dir() -> PathBuf {
     repo_root().join("e2e/.prometheus/targets")
-}
-
-/// An HTTP client for Prometheus's API. A new one per call: each `#[tokio::test]` has a
-/// runtime of its own, and a pooled connection must not outlive the runtime it was made in.
-fn http() -> reqwest::Client {
-    static PROVIDER: Once = Once::new();
-    PROVIDER.call_once(|| {
-        // reqwest may be built with rustls and no default crypto provider (feature
-        // unification with the workspace): install ring's unless one is installed already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-    reqwest::Client::new()
 }
 
 /// A scrape target registered with [`register_target`]; dropping it unregisters it.
@@ -128,7 +115,7 @@ fn parse_value(s: &str) -> anyhow::Result<f64> {
 /// Runs an instant PromQL query over the HTTP API (`/api/v1/query`) and returns each
 /// series' labels and value. A scalar result comes back as one sample without labels.
 pub async fn query(promql: &str) -> anyhow::Result<Vec<(BTreeMap<String, String>, f64)>> {
-    let response = http()
+    let response = crate::http_client()
         .get(format!("{}/api/v1/query", url()))
         .query(&[("query", promql)])
         .timeout(Duration::from_secs(10))
@@ -166,7 +153,7 @@ pub async fn wait_until_scraped(target: &Target, timeout: Duration) -> BTreeMap<
 
 /// True when Prometheus answers `/-/ready`.
 pub async fn is_ready() -> bool {
-    let response = http()
+    let response = crate::http_client()
         .get(format!("{}/-/ready", url()))
         .timeout(Duration::from_secs(2))
         .send()
