@@ -323,11 +323,10 @@ mod tests {
     use super::*;
     use http_body_util::{Full, StreamBody};
 
-    fn chunks(
-        parts: &[&'static str],
-    ) -> StreamBody<
-        futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::convert::Infallible>>>,
-    > {
+    type Frames = std::vec::IntoIter<Result<Frame<Bytes>, std::convert::Infallible>>;
+
+    /// A body that arrives in the given chunks.
+    fn chunks(parts: &[&'static str]) -> StreamBody<futures::stream::Iter<Frames>> {
         let frames: Vec<_> = parts
             .iter()
             .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes()))))
