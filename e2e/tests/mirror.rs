@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use modelship_e2e::{Process, binary, free_port, prom, repo_root, wait_for};
+use modelship_e2e::{Process, binary, free_port, http_client, prom, repo_root, wait_for};
 use serde_json::Value;
 
 /// Requests sent while both tracks are up.
@@ -155,7 +155,7 @@ async fn comparisons_in_prometheus_match_the_injected_disagreement_and_a_dead_sh
         .env("TOKIO_WORKER_THREADS", "2");
     let _router = Process::spawn("router", router);
 
-    let client = reqwest::Client::new();
+    let client = http_client();
     healthy(&client, format!("http://127.0.0.1:{stable_port}/healthz")).await;
     healthy(&client, format!("http://127.0.0.1:{shadow_port}/healthz")).await;
     healthy(&client, format!("http://127.0.0.1:{metrics_port}/readyz")).await;
