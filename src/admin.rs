@@ -32,6 +32,20 @@ impl Readiness {
     }
 }
 
+/// Resolves once a reflector store has its first full list. `Store::wait_until_ready` wakes
+/// only its latest waiter, and the controller itself waits on its own store, so poll.
+pub async fn until_ready<K>(store: &kube::runtime::reflector::Store<K>)
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        if let Ok(Ok(())) = tokio::time::timeout(std::time::Duration::from_millis(100), store.wait_until_ready()).await {
+            return;
+        }
+    }
+}
+
 #[derive(Clone)]
 struct AdminState {
     metrics: Metrics,

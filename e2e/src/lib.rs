@@ -10,11 +10,17 @@
 //!   to `e2e/.run/` and is killed when dropped.
 //! - [`prom`]: register scrape targets, query Prometheus, stop and start it.
 //! - [`http_client`]: a `reqwest::Client` that works in the workspace build.
+//! - [`operator`]: the chart installed for its RBAC and `modelship run` as a local process
+//!   under the chart's ServiceAccount.
+//! - [`pods`]: local processes standing for a ModelDeployment's pods (model servers and
+//!   the router), following its Deployments and scraped by Prometheus.
 //!
 //! The cluster is never optional: when it is not up, [`client`] panics and says how
 //! to start it. See `e2e/README.md`.
 
 mod cluster;
+pub mod operator;
+pub mod pods;
 mod process;
 pub mod prom;
 mod wait;

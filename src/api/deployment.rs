@@ -370,8 +370,8 @@ pub struct AnalysisSpec {
     /// from the router's metrics). Empty with another provider: no analysis, which is
     /// reported in status.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("self.all(m, self.exists_one(n, n.name == m.name))").message("spec.analysis.metrics names must be unique"))]
+    // Names are the list's keys, so the API server rejects a repeated name.
+    #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub metrics: Vec<AnalysisMetric>,
 }
 

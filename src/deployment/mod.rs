@@ -10,7 +10,7 @@ mod mock_tests;
 #[cfg(test)]
 pub mod testing;
 
-use crate::admin::Readiness;
+use crate::admin::{Readiness, until_ready};
 use crate::api::{ModelDeployment, ModelPipeline};
 use crate::context::Shared;
 use crate::scope::Scope;
@@ -59,13 +59,11 @@ pub async fn run(
     let ready = readiness.clone();
     tokio::spawn(async move {
         let (m, d, s, p) = stores;
-        if m.wait_until_ready().await.is_ok()
-            && d.wait_until_ready().await.is_ok()
-            && s.wait_until_ready().await.is_ok()
-            && p.wait_until_ready().await.is_ok()
-        {
-            ready.set_ready("modeldeployments");
-        }
+        until_ready(&m).await;
+        until_ready(&d).await;
+        until_ready(&s).await;
+        until_ready(&p).await;
+        ready.set_ready("modeldeployments");
     });
 
     let ctx = Arc::new(reconcile::Context { shared, deployments, services, pipelines, prometheus });

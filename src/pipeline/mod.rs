@@ -68,16 +68,14 @@ pub async fn run(
     let ready = readiness.clone();
     tokio::spawn(async move {
         let (p, j, po, d, s, c, m) = stores;
-        if p.wait_until_ready().await.is_ok()
-            && j.wait_until_ready().await.is_ok()
-            && po.wait_until_ready().await.is_ok()
-            && d.wait_until_ready().await.is_ok()
-            && s.wait_until_ready().await.is_ok()
-            && c.wait_until_ready().await.is_ok()
-            && m.wait_until_ready().await.is_ok()
-        {
-            ready.set_ready("modelpipelines");
-        }
+        crate::admin::until_ready(&p).await;
+        crate::admin::until_ready(&j).await;
+        crate::admin::until_ready(&po).await;
+        crate::admin::until_ready(&d).await;
+        crate::admin::until_ready(&s).await;
+        crate::admin::until_ready(&c).await;
+        crate::admin::until_ready(&m).await;
+        ready.set_ready("modelpipelines");
     });
 
     let ctx = Arc::new(reconcile::Context { shared, jobs, pods, deployments, services, configmaps, model_deployments });
