@@ -524,6 +524,7 @@ async fn a_schedule_fires_a_run() {
     let mut s = spec("f4c9a2e17b", 0.91, "Automatic");
     // Every five seconds (six fields: seconds first), in a time zone of its own.
     s["triggers"] = json!({"schedule": "*/5 * * * * *", "timeZone": "Europe/Paris"});
+    s["runHistoryLimit"] = json!(2);
     env.create_pipeline("fraud", s).await;
     let status = wait_for("a run started by the schedule", TIMEOUT, || async {
         let status = env.status("fraud").await;
@@ -541,6 +542,17 @@ async fn a_schedule_fires_a_run() {
     if let Some(r1) = run_of(&status, "r1") {
         assert_eq!(r1["trigger"]["reason"], "source");
     }
+
+    // Runs keep coming; those beyond runHistoryLimit leave status and their Jobs are deleted.
+    wait_for("r1 to leave the history with its Jobs", TIMEOUT, || async {
+        let status = env.status("fraud").await;
+        let listed = run_of(&status, "r1").is_some();
+        Ok((!listed && env.job_names("modelship.io/run=r1").await.is_empty()).then_some(()))
+    })
+    .await;
+    let status = env.status("fraud").await;
+    assert!(status["runs"].as_array().unwrap().len() <= 2, "{status}");
+    assert!(!env.job_names("modelship.io/pipeline=fraud").await.is_empty(), "the Jobs of the runs listed are kept");
     env.delete().await;
 }
 
