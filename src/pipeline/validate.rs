@@ -16,14 +16,7 @@ pub fn validate(p: &ModelPipeline) -> Result<(), String> {
             t.parse().map_err(|e| format!("spec.stages.{name}.template is not a pod template: {e}"))?;
         }
     }
-    if let Some(schedule) = &spec.triggers.schedule {
-        croner::parser::CronParser::new()
-            .parse(schedule)
-            .map_err(|e| format!("spec.triggers.schedule {schedule:?} is not a cron expression: {e}"))?;
-    }
-    if let Some(tz) = &spec.triggers.time_zone {
-        jiff::tz::TimeZone::get(tz).map_err(|e| format!("spec.triggers.timeZone {tz:?} is not a known IANA time zone: {e}"))?;
-    }
+    super::schedule::Schedule::from_spec(&spec.triggers)?;
     semver::Version::parse(&spec.model.initial_version)
         .map_err(|e| format!("spec.model.initialVersion {:?}: {e}", spec.model.initial_version))?;
     Ok(())
@@ -47,5 +40,12 @@ mod tests {
         p.spec.triggers.schedule = Some("0 3 * * 1".into());
         p.spec.triggers.time_zone = Some("Mars/Olympus".into());
         assert!(validate(&p).unwrap_err().contains("Mars/Olympus"));
+    }
+
+    #[test]
+    fn a_template_that_is_not_a_pod_template_is_named() {
+        let mut p = sample();
+        p.spec.stages.evaluate.template.0["spec"]["containers"] = serde_json::json!("main");
+        assert!(validate(&p).unwrap_err().starts_with("spec.stages.evaluate.template is not a pod template"));
     }
 }
