@@ -362,8 +362,9 @@ async fn roll(
         s.pods.insert(role, Pod { spec, version, port, process, _target: target })
     };
     if let Some(old) = old {
-        // The new pod registered the same target file: keep it.
-        retire(old, true).await;
+        // The new pod registered the same target file: keep it. The old one drains in the
+        // background, as a terminating pod does.
+        tokio::spawn(retire(old, true));
     }
 }
 
@@ -385,7 +386,104 @@ async fn retire(pod: Pod, replaced: bool) {
         drop(_target);
     }
     let _ = tokio::task::spawn_blocking(move || {
-        process.terminate(Duration::from_secs(5));
+        process.terminate(Duration::from_secs(15));
     })
     .await;
+}
+
+/// What client traffic saw.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub sent: u64,
+    pub ok: u64,
+    /// Answers per `model_version`.
+    pub versions: BTreeMap<String, u64>,
+    /// The first failures (status or transport error), for the assertion message.
+    pub failures: Vec<String>,
+    pub failed: u64,
+}
+
+/// Steady client traffic against a ModelDeployment; stopped when dropped.
+pub struct Traffic {
+    stats: Arc<Mutex<Stats>>,
+    task: JoinHandle<()>,
+}
+
+impl Traffic {
+    /// What was seen so far.
+    pub fn stats(&self) -> Stats {
+        self.stats.lock().unwrap().clone()
+    }
+
+    /// Forgets what was seen so far.
+    pub fn reset(&self) {
+        *self.stats.lock().unwrap() = Stats::default();
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl LocalPods {
+    /// Sends `per_second` prediction requests per second to the client address, each with its
+    /// own `x-request-id` and features, and records every answer.
+    pub fn drive(&self, per_second: u32) -> Traffic {
+        let url = format!("{}/predict", self.client_url());
+        let stats: Arc<Mutex<Stats>> = Arc::default();
+        let seen = stats.clone();
+        let task = tokio::spawn(async move {
+            let http = crate::http_client();
+            let mut tick = tokio::time::interval(Duration::from_secs(1) / per_second.max(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            for n in 0u64.. {
+                tick.tick().await;
+                let (http, url, seen) = (http.clone(), url.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let x = n as f64;
+                    let body = serde_json::json!({"instances": [[(x * 0.37) % 10.0, (x * 1.3) % 7.0 - 3.0, (x * 0.11) % 4.0]]});
+                    let answer = http
+                        .post(&url)
+                        .header("x-request-id", format!("req-{n}"))
+                        .json(&body)
+                        .timeout(Duration::from_secs(5))
+                        .send()
+                        .await;
+                    let outcome = match answer {
+                        Ok(r) if r.status().is_success() => match r.json::<serde_json::Value>().await {
+                            Ok(v) => Ok(v["model_version"].as_str().unwrap_or_default().to_string()),
+                            Err(e) => Err(format!("unreadable answer: {e}")),
+                        },
+                        Ok(r) => Err(format!("status {}", r.status())),
+                        Err(e) => {
+                            let mut chain = e.to_string();
+                            let mut source = std::error::Error::source(&e);
+                            while let Some(s) = source {
+                                chain.push_str(&format!(": {s}"));
+                                source = s.source();
+                            }
+                            Err(chain)
+                        }
+                    };
+                    let mut s = seen.lock().unwrap();
+                    s.sent += 1;
+                    match outcome {
+                        Ok(version) => {
+                            s.ok += 1;
+                            *s.versions.entry(version).or_default() += 1;
+                        }
+                        Err(e) => {
+                            s.failed += 1;
+                            if s.failures.len() < 10 {
+                                s.failures.push(e);
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Traffic { stats, task }
+    }
 }

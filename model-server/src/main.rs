@@ -54,6 +54,10 @@ struct Args {
     /// Log filter, in `RUST_LOG` syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
+    /// Milliseconds to keep serving after SIGTERM, closing each connection after its answer,
+    /// so callers move to the next replica before this one stops accepting.
+    #[arg(long, env = "MODEL_SERVER_SHUTDOWN_DELAY_MS", default_value_t = 2000)]
+    shutdown_delay_ms: u64,
 }
 
 struct Metrics {
@@ -285,8 +289,24 @@ async fn run(args: Args) -> Result<(), String> {
         ?knobs,
         "model server started"
     );
+    let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let close_after_answer = closing.clone();
+    let router = router.layer(axum::middleware::map_response(move |mut response: Response| {
+        let closing = close_after_answer.clone();
+        async move {
+            if closing.load(Ordering::Relaxed) {
+                response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            }
+            response
+        }
+    }));
+    let delay = Duration::from_millis(args.shutdown_delay_ms);
     axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            closing.store(true, Ordering::Relaxed);
+            tokio::time::sleep(delay).await;
+        })
         .await
         .map_err(|e| e.to_string())
 }

@@ -43,8 +43,9 @@ pub fn latency_p99() -> AnalysisMetric {
         min_samples: Some(20),
         min: None,
         max: None,
-        // At most 25 % slower than stable, plus 10 ms.
-        relative_to_stable: Some(RelativeBound { max_increase_percent: Some(25.0), max_decrease_percent: None, slack: 0.010 }),
+        // At most 50 % slower than stable, plus 25 ms: a p99 over a short window is noisy, and
+        // a false rejection costs a retrain; a real regression is usually far larger.
+        relative_to_stable: Some(RelativeBound { max_increase_percent: Some(50.0), max_decrease_percent: None, slack: 0.025 }),
         failure_limit: 1,
         consecutive_error_limit: 4,
         dry_run: false,

@@ -116,6 +116,12 @@ pub struct MirrorArgs {
     /// How long shutdown waits for in-flight client requests before exiting.
     #[arg(long, env = "MODELSHIP_MIRROR_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// How long the router keeps serving after a shutdown signal, unready and answering with
+    /// `Connection: close`, so that Service endpoints and clients' pooled connections move to
+    /// other replicas before it stops accepting.
+    #[arg(long, env = "MODELSHIP_MIRROR_SHUTDOWN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
 }
 
 /// An upstream base URL split into the parts each request needs.
@@ -149,6 +155,7 @@ pub struct Config {
     pub max_labels: usize,
     pub prediction_buckets: Vec<f64>,
     pub shutdown_timeout: Duration,
+    pub shutdown_delay: Duration,
 }
 
 impl MirrorArgs {
@@ -255,6 +262,7 @@ impl MirrorArgs {
             max_labels: self.max_labels,
             prediction_buckets: buckets,
             shutdown_timeout: self.shutdown_timeout,
+            shutdown_delay: self.shutdown_delay,
         })
     }
 }

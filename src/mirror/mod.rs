@@ -65,6 +65,8 @@ pub async fn serve(
         "mirroring router started"
     );
     let drain = config.shutdown_timeout;
+    let delay = config.shutdown_delay;
+    let closing = Arc::new(AtomicBool::new(false));
     let router = Arc::new(proxy::Router::new(config, metrics.clone()));
     let ready = Arc::new(AtomicBool::new(true));
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -76,13 +78,18 @@ pub async fn serve(
             let _ = metrics_stopped.await;
         },
     ));
+    let close_connections = closing.clone();
     let shutdown = async move {
         shutdown.await;
-        // Not ready from the first moment of shutdown, so endpoints stop sending traffic here.
+        // Not ready from the first moment of shutdown, so endpoints stop sending traffic here;
+        // keep serving meanwhile, closing each connection after its answer so clients reconnect
+        // elsewhere instead of racing a closed socket.
         ready.store(false, Ordering::Relaxed);
-        tracing::info!("shutting down");
+        close_connections.store(true, Ordering::Relaxed);
+        tracing::info!(?delay, "shutting down: unready, closing connections after each answer");
+        tokio::time::sleep(delay).await;
     };
-    server::serve_clients(listener, router, shutdown, drain).await;
+    server::serve_clients(listener, router, shutdown, drain, closing).await;
     let _ = stop_metrics.send(());
     match metrics_server.await {
         Ok(result) => result?,

@@ -26,6 +26,7 @@ pub async fn serve_clients(
     router: Arc<Router>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
+    closing: Arc<AtomicBool>,
 ) {
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).keep_alive(true);
@@ -50,10 +51,20 @@ pub async fn serve_clients(
             tracing::debug!(%error, "setting TCP_NODELAY");
         }
         let router = router.clone();
+        let closing = closing.clone();
         let mut stopping = stopping.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| router.clone().handle(request));
+            let service = service_fn(move |request| {
+                let (router, closing) = (router.clone(), closing.clone());
+                async move {
+                    let mut response = router.handle(request).await?;
+                    if closing.load(Ordering::Relaxed) {
+                        response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+                    }
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            });
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             let result = tokio::select! {

@@ -1,0 +1,202 @@
+//! A ModelDeployment's life against the real control plane and the real Prometheus, with local
+//! processes standing for its pods: shadowing, comparison of answers, analysis, promotion,
+//! watching after promotion, rollback, rejection and manual approval.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{INTERVAL_SECS, NAME, SCRAPE_SECS, TIMEOUT, World};
+use k8s_openapi::api::core::v1::Service;
+use kube::api::Api;
+use modelship::api::{DeploymentPhase, Outcome, Verdict};
+use modelship_e2e::pods::Role;
+use modelship_e2e::{prom, wait_for};
+use serde_json::json;
+
+#[tokio::test]
+async fn a_good_candidate_is_shadowed_then_promoted_and_baked() {
+    let world = World::stable("promote", json!({}), &[]).await;
+    let traffic = world.pods.drive(40);
+    // Same weights under a new version: it agrees with production everywhere.
+    world.set_model("churn-v2", "churn-v1.json").await;
+    let status = world.wait_phase(DeploymentPhase::Shadowing).await;
+    assert_eq!(status.candidate.as_ref().unwrap().version, "churn-v2");
+    assert!(status.analysis.as_ref().and_then(|a| a.started_at.as_ref()).is_some());
+
+    // The shadow objects exist, labelled as the shadow track.
+    let shadow = wait_for("the shadow Deployment", TIMEOUT, || async { Ok(world.deployments.get_opt("churn-shadow").await?) }).await;
+    let labels = shadow.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+    assert_eq!((labels["modelship.io/track"].as_str(), labels["modelship.io/version"].as_str()), ("shadow", "churn-v2"));
+    let services: Api<Service> = world.ns.api();
+    assert!(services.get("churn-shadow").await.is_ok());
+    world.pods.wait_for_version(Role::Shadow, Some("churn-v2"), TIMEOUT).await;
+
+    // Promoted on evidence, then watched, then stable.
+    world.wait_phase(DeploymentPhase::Baking).await;
+    assert_eq!(world.stable_deployment_version().await.as_deref(), Some("churn-v2"));
+    let status = world.wait_phase(DeploymentPhase::Stable).await;
+    assert_eq!(status.stable.as_ref().unwrap().version, "churn-v2");
+    assert_eq!(status.history[0].outcome, Outcome::Promoted);
+    assert!(world.deployments.get_opt("churn-shadow").await.unwrap().is_none(), "the shadow is removed");
+    world.pods.wait_for_version(Role::Stable, Some("churn-v2"), TIMEOUT).await;
+
+    // Every decision is explained: the metrics the shadow passed with, and the events.
+    let promoted = &status.history[0].metrics;
+    for name in ["error-rate", "latency-p99"] {
+        let m = promoted.iter().find(|m| m.name == name).unwrap_or_else(|| panic!("{name} in {promoted:?}"));
+        assert_eq!(m.verdict, Some(Verdict::Pass), "{m:?}");
+        assert!(m.value.is_some() && m.samples.unwrap_or(0.0) >= 20.0, "{m:?}");
+    }
+    for r in ["Deployed", "ShadowStarted", "Promoting", "Promoted", "Baked"] {
+        world.wait_event(r).await;
+    }
+    let metrics = world.operator.metrics().await;
+    assert!(metrics.contains("modelship_deployment_transitions_total{decision=\"promoted\"} 1"), "{metrics}");
+    assert!(metrics.contains("modelship_analysis_value{deployment=\"churn\",metric=\"error-rate\""), "{metrics}");
+    assert!(metrics.contains("modelship_deployment_phase_duration_seconds_count{phase=\"Shadowing\"} 1"), "{metrics}");
+
+    let stats = traffic.stats();
+    assert_eq!(stats.failed, 0, "clients saw failures: {:?}", stats.failures);
+    world.ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_candidate_with_five_percent_errors_is_rejected_and_production_never_changes() {
+    let world = World::stable("reject", json!({}), &[("churn-v2", &[("MODEL_SERVER_ERROR_RATE", "0.05")])]).await;
+    let stable_before = world.deployments.get("churn-stable").await.unwrap();
+    let traffic = world.pods.drive(50);
+    world.set_model("churn-v2", "churn-v1.json").await;
+    world.wait_phase(DeploymentPhase::Shadowing).await;
+    let status = world.wait_phase(DeploymentPhase::Rejected).await;
+    assert_eq!(status.history[0].outcome, Outcome::Rejected);
+    assert_eq!(status.history[0].reason, "AnalysisFailed");
+    assert!(status.history[0].message.contains("error-rate"), "{}", status.history[0].message);
+    let err = status.history[0].metrics.iter().find(|m| m.name == "error-rate").unwrap();
+    assert_eq!(err.verdict, Some(Verdict::Fail), "{err:?}");
+    assert!(err.value.unwrap() > err.max.unwrap(), "{err:?}");
+    world.wait_event("AnalysisFailed").await;
+
+    // Production never saw the candidate: the stable Deployment was not even written to.
+    let stable_after = world.deployments.get("churn-stable").await.unwrap();
+    assert_eq!(stable_after.metadata.generation, stable_before.metadata.generation);
+    assert_eq!(world.stable_deployment_version().await.as_deref(), Some("churn-v1"));
+    wait_for("the shadow to be removed", TIMEOUT, || async { Ok(world.deployments.get_opt("churn-shadow").await?.is_none().then_some(())) }).await;
+    // Rejected is sticky: nothing flaps while the spec still asks for the candidate.
+    let later = world.never(&[DeploymentPhase::Shadowing, DeploymentPhase::Promoting], Duration::from_secs(5)).await;
+    assert_eq!(later.phase, Some(DeploymentPhase::Rejected));
+    let stats = traffic.stats();
+    assert_eq!(stats.failed, 0, "clients saw the candidate's errors: {:?}", stats.failures);
+    assert_eq!(stats.versions.keys().collect::<Vec<_>>(), vec!["churn-v1"], "only stable answered clients");
+    let degraded = later.condition("Degraded").unwrap();
+    assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "CandidateRejected"));
+    world.ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_candidate_that_degrades_after_promotion_is_rolled_back_by_itself() {
+    // A long bake, so the degradation happens while the new version is still watched.
+    let world = World::stable("rollback", json!({"analysis": {"bakeTime": "10m"}}), &[]).await;
+    let _traffic = world.pods.drive(50);
+    world.set_model("churn-v2", "churn-v1.json").await;
+    world.wait_phase(DeploymentPhase::Baking).await;
+    world.pods.wait_for_version(Role::Stable, Some("churn-v2"), TIMEOUT).await;
+
+    // Production starts failing on one request in two.
+    world.pods.set_knobs(Role::Stable, json!({"error_rate": 0.5})).await;
+    let onset = Instant::now();
+    wait_for("the stable Deployment to return to churn-v1", TIMEOUT, || async {
+        Ok((world.stable_deployment_version().await.as_deref() == Some("churn-v1")).then_some(()))
+    })
+    .await;
+    let took = onset.elapsed().as_secs_f64();
+    let goal = 2.0 * INTERVAL_SECS + SCRAPE_SECS + 5.0;
+    println!("rollback: {took:.1} s from the onset of degradation to the stable Deployment's rollback (goal: at most {goal:.0} s = 2 analysis intervals + 1 scrape interval + 5 s)");
+
+    let status = world.wait_phase(DeploymentPhase::RolledBack).await;
+    assert_eq!(status.stable.as_ref().unwrap().version, "churn-v1");
+    assert_eq!(status.history[0].outcome, Outcome::RolledBack);
+    assert!(status.history[0].message.contains("error-rate"), "{}", status.history[0].message);
+    world.wait_event("RolledBack").await;
+    world.pods.wait_for_version(Role::Stable, Some("churn-v1"), TIMEOUT).await;
+    assert!(world.operator.metrics().await.contains("modelship_deployment_transitions_total{decision=\"rolled_back\"} 1"));
+    // Sticky: the spec still names churn-v2, and production stays on churn-v1.
+    world.never(&[DeploymentPhase::Shadowing, DeploymentPhase::Promoting, DeploymentPhase::Baking], Duration::from_secs(5)).await;
+    assert_eq!(world.stable_deployment_version().await.as_deref(), Some("churn-v1"));
+    assert!(took <= goal, "rollback took {took:.1} s, more than the goal of {goal:.0} s");
+    world.ns.delete().await;
+}
+
+#[tokio::test]
+async fn manual_promotion_waits_for_an_approval_that_names_the_candidate() {
+    let world = World::stable("manual", json!({"shadow": {"promotion": "Manual"}}), &[]).await;
+    let _traffic = world.pods.drive(40);
+    world.set_model("churn-v2", "churn-v1.json").await;
+    let waiting = wait_for("the candidate to pass and wait for approval", TIMEOUT, || async {
+        Ok(world.status().await.message.filter(|m| m.contains("waits for approval")))
+    })
+    .await;
+    assert!(waiting.contains("modelship.io/approve=churn-v2"), "{waiting}");
+    let progressing = world.status().await.condition("Progressing").cloned().unwrap();
+    assert_eq!(progressing.reason, "AwaitingApproval");
+
+    // Nothing happens without the annotation, nor with one that names another version.
+    world.never(&[DeploymentPhase::Promoting, DeploymentPhase::Baking], Duration::from_secs(4)).await;
+    world.annotate("modelship.io/approve", "churn-v9").await;
+    world.never(&[DeploymentPhase::Promoting, DeploymentPhase::Baking], Duration::from_secs(4)).await;
+    assert_eq!(world.stable_deployment_version().await.as_deref(), Some("churn-v1"));
+
+    world.annotate("modelship.io/approve", "churn-v2").await;
+    world.wait_phase(DeploymentPhase::Baking).await;
+    assert_eq!(world.stable_deployment_version().await.as_deref(), Some("churn-v2"));
+    world.ns.delete().await;
+}
+
+#[tokio::test]
+async fn shadow_answers_are_compared_and_a_dead_candidate_never_reaches_clients() {
+    // The candidate alters 20 % of its answers; it is allowed to, so it stays in shadow long
+    // enough to be measured.
+    let world = World::stable(
+        "compare",
+        json!({"shadow": {"minDuration": "10m", "compare": {"minAgreement": 0.5}}}),
+        &[("churn-v2", &[("MODEL_SERVER_ALTER_SHARE", "0.2")])],
+    )
+    .await;
+    let traffic = world.pods.drive(50);
+    world.set_model("churn-v2", "churn-v1.json").await;
+    world.wait_phase(DeploymentPhase::Shadowing).await;
+    world.pods.wait_for_version(Role::Shadow, Some("churn-v2"), TIMEOUT).await;
+
+    let ns = world.ns.name().to_string();
+    let share = wait_for("400 comparisons in Prometheus", TIMEOUT, || async {
+        let q = |result: &str| format!(r#"sum(modelship_mirror_comparisons_total{{namespace="{ns}",deployment="{NAME}",result="{result}"}})"#);
+        let value = |rows: Vec<(std::collections::BTreeMap<String, String>, f64)>| rows.first().map(|r| r.1).unwrap_or(0.0);
+        let mismatch = value(prom::query(&q("mismatch")).await?);
+        let matched = value(prom::query(&q("match")).await?);
+        Ok((mismatch + matched >= 400.0).then(|| mismatch / (mismatch + matched)))
+    })
+    .await;
+    println!("disagreement measured in Prometheus: {:.1} % (the candidate alters 20 %)", share * 100.0);
+    assert!((share - 0.2).abs() < 0.05, "disagreement {share}");
+    // The analysis sees it too.
+    let agreement = wait_for("the agreement measurement", TIMEOUT, || async {
+        Ok(world.status().await.analysis.and_then(|a| a.metrics.into_iter().find(|m| m.name == "agreement")).and_then(|m| m.value))
+    })
+    .await;
+    assert!((agreement - 0.8).abs() < 0.06, "agreement {agreement}");
+
+    // The candidate dies: clients keep getting production's answers, and the router counts it.
+    let before = traffic.stats();
+    world.pods.crash(Role::Shadow);
+    let errors_before = shadow_errors(&ns).await;
+    wait_for("shadow errors to be counted", TIMEOUT, || async { Ok((shadow_errors(&ns).await > errors_before + 50.0).then_some(())) }).await;
+    let after = traffic.stats();
+    assert!(after.ok > before.ok + 50, "traffic kept flowing");
+    assert_eq!(after.failed, 0, "a dead shadow changed what clients got: {:?}", after.failures);
+    assert_eq!(after.versions.keys().collect::<Vec<_>>(), vec!["churn-v1"], "clients only ever got production's answers");
+    world.ns.delete().await;
+}
+
+async fn shadow_errors(ns: &str) -> f64 {
+    let q = format!(r#"sum(modelship_mirror_comparisons_total{{namespace="{ns}",deployment="{NAME}",result="shadow_error"}})"#);
+    prom::query(&q).await.ok().and_then(|r| r.first().map(|x| x.1)).unwrap_or(0.0)
+}
