@@ -147,21 +147,29 @@ fn job_view(ctx: &Context, job: &Job, now: Timestamp) -> JobView {
         .filter(|pod| pod.namespace().as_deref() == Some(ns.as_str()))
         .filter(|pod| pod.owner_references().iter().any(|o| o.uid == uid))
         .collect();
+    let state = job_state(job, now);
+    let pod = match &state {
+        JobState::Succeeded { .. } => latest(&pods, "Succeeded").map(|pod| outcome(&pod)),
+        JobState::Failed { .. } => latest(&pods, "Failed").map(|pod| outcome(&pod)),
+        _ => None,
+    };
+    JobView { state, pod }
+}
+
+/// What a Job's conditions say.
+fn job_state(job: &Job, now: Timestamp) -> JobState {
     if let Some(done) = condition_true(job, "Complete") {
         let completed_at = job.status.as_ref().and_then(|s| s.completion_time.as_ref()).map(|t| t.0).or(done.last_transition_time.map(|t| t.0));
-        let pod = latest(&pods, "Succeeded").map(|pod| outcome(&pod));
-        return JobView { state: JobState::Succeeded { completed_at: completed_at.or(Some(now)) }, pod };
+        return JobState::Succeeded { completed_at: completed_at.or(Some(now)) };
     }
     if let Some(failed) = condition_true(job, "Failed") {
-        let state = JobState::Failed {
+        return JobState::Failed {
             reason: failed.reason.unwrap_or_else(|| "Failed".into()),
             message: failed.message.unwrap_or_default(),
             failed_at: failed.last_transition_time.map(|t| t.0),
         };
-        let pod = latest(&pods, "Failed").map(|pod| outcome(&pod));
-        return JobView { state, pod };
     }
-    JobView { state: JobState::Active, pod: None }
+    JobState::Active
 }
 
 /// The pod in `phase` whose stage container finished last.
@@ -412,4 +420,77 @@ pub fn error_policy(p: Arc<ModelPipeline>, error: &Error, ctx: Arc<Context>) -> 
 /// The label selector of the stage pods the controller reads results from.
 pub fn stage_pod_selector() -> String {
     format!("{LABEL_PIPELINE},{LABEL_STAGE}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(phase: &str, finished: &str, exit_code: i32, message: Option<&str>) -> Arc<Pod> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": format!("p-{finished}")},
+                "spec": {"containers": [{"name": "main", "image": "train:1"}, {"name": "side", "image": "side:1"}]},
+                "status": {
+                    "phase": phase,
+                    "initContainerStatuses": [{"name": "fetch", "image": "fetch:1", "imageID": "", "ready": true, "restartCount": 0}],
+                    "containerStatuses": [
+                        {"name": "side", "image": "side:1", "imageID": "", "ready": false, "restartCount": 0,
+                         "state": {"terminated": {"exitCode": 0, "finishedAt": finished}}},
+                        {"name": "main", "image": "train:1", "imageID": "registry.example/train@sha256:abc", "ready": false, "restartCount": 0,
+                         "state": {"terminated": {"exitCode": exit_code, "message": message, "finishedAt": finished}}}
+                    ]
+                }
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_first_containers_result_and_every_image_are_read() {
+        let o = outcome(&pod("Succeeded", "2026-11-26T10:00:00Z", 0, Some("{}")));
+        assert_eq!((o.exit_code, o.message.as_deref()), (Some(0), Some("{}")));
+        assert_eq!(o.images["main"], "registry.example/train@sha256:abc", "the digest the runtime reports");
+        assert_eq!(o.images["side"], "side:1", "the image reference when no digest is reported");
+        assert_eq!(o.images["fetch"], "fetch:1");
+    }
+
+    #[test]
+    fn the_pod_that_finished_last_in_the_phase_decides() {
+        let pods = vec![
+            pod("Failed", "2026-11-26T10:00:00Z", 1, Some("first")),
+            pod("Failed", "2026-11-26T10:05:00Z", 1, Some("second")),
+            pod("Succeeded", "2026-11-26T10:10:00Z", 0, Some("ok")),
+        ];
+        assert_eq!(latest(&pods, "Failed").map(|p| outcome(&p).message), Some(Some("second".into())));
+        assert_eq!(latest(&pods, "Succeeded").map(|p| outcome(&p).message), Some(Some("ok".into())));
+        assert!(latest(&pods, "Running").is_none());
+    }
+
+    fn job(conditions: serde_json::Value, completion: Option<&str>) -> Job {
+        serde_json::from_value(json!({"metadata": {"name": "j"}, "status": {"conditions": conditions, "completionTime": completion}})).unwrap()
+    }
+
+    #[test]
+    fn job_conditions_give_its_state() {
+        let now: Timestamp = "2026-11-26T12:00:00Z".parse().unwrap();
+        assert_eq!(job_state(&job(json!([]), None), now), JobState::Active);
+        let done = job(json!([{"type": "Complete", "status": "True"}]), Some("2026-11-26T11:00:00Z"));
+        assert_eq!(job_state(&done, now), JobState::Succeeded { completed_at: Some("2026-11-26T11:00:00Z".parse().unwrap()) });
+        let failed = job(
+            json!([{"type": "Failed", "status": "True", "reason": "PodFailurePolicy", "message": "Container main for pod x failed with exit code 3", "lastTransitionTime": "2026-11-26T11:30:00Z"}]),
+            None,
+        );
+        assert_eq!(
+            job_state(&failed, now),
+            JobState::Failed {
+                reason: "PodFailurePolicy".into(),
+                message: "Container main for pod x failed with exit code 3".into(),
+                failed_at: Some("2026-11-26T11:30:00Z".parse().unwrap()),
+            }
+        );
+        let not_yet = job(json!([{"type": "Failed", "status": "False"}]), None);
+        assert_eq!(job_state(&not_yet, now), JobState::Active);
+    }
 }
