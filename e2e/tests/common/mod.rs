@@ -48,6 +48,23 @@ pub fn model_deployment(version: &str, file: &str, overrides: Value) -> ModelDep
     ModelDeployment::new(NAME, serde_json::from_value(spec).expect("a valid spec"))
 }
 
+/// `spec.analysis.metrics` with only the default error-rate and agreement metrics, for tests
+/// about something other than latency: a p99 over a 10 s window on a busy 2-core machine is
+/// noise, and the latency default is shown by the tests that use every default.
+pub fn without_latency() -> Value {
+    use modelship::analysis::defaults;
+    json!({"analysis": {"metrics": [defaults::error_rate(), defaults::agreement(0.9)]}})
+}
+
+/// Merges several overrides into one.
+pub fn overrides(parts: &[Value]) -> Value {
+    let mut out = json!({});
+    for p in parts {
+        merge(&mut out, p);
+    }
+    out
+}
+
 /// Everything one test needs.
 pub struct World {
     pub client: Client,
