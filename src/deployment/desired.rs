@@ -240,8 +240,18 @@ pub fn router_deployment(md: &ModelDeployment, cfg: &ChildConfig, mirror: bool) 
         period_seconds: Some(5),
         ..Probe::default()
     };
+    // The runtime sizes its worker pool to the node's cores; a router limited to fewer CPUs
+    // should run as many threads as it may use.
+    let threads = router
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|l| l.get("cpu"))
+        .and_then(|q| cpu_cores(&q.0))
+        .map(|cores| EnvVar { name: "TOKIO_WORKER_THREADS".into(), value: Some(cores.to_string()), value_from: None });
     let container = Container {
         name: "router".into(),
+        env: threads.map(|t| vec![t]),
         image: Some(router.image.clone().unwrap_or_else(|| cfg.router_image.clone())),
         args: Some(router_args(md, mirror)),
         ports: Some(vec![
@@ -280,6 +290,15 @@ pub fn router_deployment(md: &ModelDeployment, cfg: &ChildConfig, mirror: bool) 
         }),
         status: None,
     }
+}
+
+/// Whole cores of a CPU quantity (`2`, `1500m` → 2), at least one.
+fn cpu_cores(q: &str) -> Option<u32> {
+    let cores = match q.strip_suffix('m') {
+        Some(milli) => milli.parse::<f64>().ok()? / 1000.0,
+        None => q.parse::<f64>().ok()?,
+    };
+    Some((cores.ceil() as u32).max(1))
 }
 
 /// Shadow replicas: as the spec says, or the stable replicas scaled by the mirrored share,
@@ -367,6 +386,19 @@ mod tests {
         assert!(args.iter().any(|a| a == "--shadow=http://fraud-shadow.models.svc:80"));
         assert!(args.iter().any(|a| a == "--compare-pointer=/predictions"));
         assert!(args.iter().any(|a| a == "--mirror-percent=100"));
+    }
+
+    #[test]
+    fn router_threads_follow_its_cpu_limit() {
+        let mut md = sample();
+        let cfg = ChildConfig { router_image: "img".into() };
+        let env = |md: &ModelDeployment| router_deployment(md, &cfg, false).spec.unwrap().template.spec.unwrap().containers[0].env.clone();
+        assert_eq!(env(&md), None);
+        md.spec.traffic.router.resources = Some(serde_json::from_value(serde_json::json!({"limits": {"cpu": "1500m"}})).unwrap());
+        let env = env(&md).unwrap();
+        assert_eq!((env[0].name.as_str(), env[0].value.as_deref()), ("TOKIO_WORKER_THREADS", Some("2")));
+        assert_eq!(cpu_cores("250m"), Some(1));
+        assert_eq!(cpu_cores("4"), Some(4));
     }
 
     #[test]

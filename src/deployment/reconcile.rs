@@ -173,8 +173,16 @@ async fn step(
         ctx.shared.event(md, t.warning, t.reason, "Reconcile", t.message.clone()).await;
     }
     ctx.shared.backoff.reset(&key(md));
-    Ok(next_wakeup(&next, v, ctx.shared.settings.resync, now))
+    let wakeup = next_wakeup(&next, v, ctx.shared.settings.resync, now);
+    // A provider whose CRDs are missing may be installed any moment: look again soon.
+    if observed.traffic.is_err() {
+        return Ok(Action::requeue(TRAFFIC_RECHECK.min(ctx.shared.settings.resync)));
+    }
+    Ok(wakeup)
 }
+
+/// How soon a ModelDeployment whose traffic provider is not set up is looked at again.
+const TRAFFIC_RECHECK: Duration = Duration::from_secs(10);
 
 /// The version the spec asks for: fixed, or the pipeline's latest approved candidate.
 fn resolve_desired(md: &ModelDeployment, pipelines: &Store<ModelPipeline>, current: &ModelDeploymentStatus) -> Result<VersionRef, String> {
