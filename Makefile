@@ -1,7 +1,12 @@
 # modelship: build and test.
 #
+#   make demo          start the local cluster and Prometheus (or reuse running ones), install
+#                      the CRDs and the operator's RBAC, run the operator, and walk a model
+#                      through shadowing, promotion and an automatic rollback
 #   make test          start the local cluster and Prometheus (or reuse running ones),
 #                      build the workspace binaries, run every test (unit and end-to-end)
+#   make crds          regenerate crds/ (and the chart's copy) from the Rust types
+#   make manifests     regenerate config/manifests/modelship.yaml from the chart
 #   make build-cluster build the pinned control plane, kubectl and helm (cached)
 #   make cluster-up / cluster-down / prometheus-up / prometheus-down
 #
@@ -11,13 +16,31 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: test build build-cluster cluster-up cluster-down prometheus-up prometheus-down
+.PHONY: demo test build crds manifests build-cluster cluster-up cluster-down prometheus-up prometheus-down
+
+demo: cluster-up prometheus-up build
+	$(CARGO) run -q -p modelship-e2e --bin demo
 
 test: cluster-up prometheus-up build
 	$(CARGO) test --workspace
 
 build:
 	$(CARGO) build --workspace --bins
+
+crds:
+	$(CARGO) run -q --bin modelship -- crd > crds/modelship.yaml.tmp
+	mv crds/modelship.yaml.tmp crds/modelship.yaml
+	cp crds/modelship.yaml charts/modelship/crds/modelship.yaml
+
+MANIFESTS_HEADER := \
+  '\# Plain manifests for clusters without Helm, rendered from charts/modelship with its default' \
+  '\# values (`make manifests`). Create the namespace first:' \
+  '\#   kubectl create namespace modelship-system' \
+  '\#   kubectl apply --server-side -f config/manifests/modelship.yaml'
+
+manifests: cluster-up
+	{ printf '%s\n' $(MANIFESTS_HEADER); e2e/.cluster/bin/helm template modelship charts/modelship --namespace modelship-system --include-crds; } > config/manifests/modelship.yaml.tmp
+	mv config/manifests/modelship.yaml.tmp config/manifests/modelship.yaml
 
 build-cluster:
 	e2e/cluster/build

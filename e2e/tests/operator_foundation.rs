@@ -137,11 +137,10 @@ async fn children_are_restored_rescaled_and_garbage_collected() {
             .filter(|r| *r == 3))
     })
     .await;
-    let md = wait_for("observedGeneration to catch up", TIMEOUT, || async {
-        Ok(mds.get("churn").await.ok().filter(|m| m.status.as_ref().and_then(|s| s.observed_generation) == m.metadata.generation))
+    wait_for("observedGeneration to catch up and Ready", TIMEOUT, || async {
+        Ok(mds.get("churn").await.ok().filter(|m| m.status.as_ref().and_then(|s| s.observed_generation) == m.metadata.generation && is_ready(m)))
     })
     .await;
-    assert!(is_ready(&md));
 
     // Deleting the ModelDeployment garbage-collects every child.
     mds.delete("churn", &DeleteParams::default()).await.unwrap();

@@ -1,0 +1,81 @@
+//! The Helm chart: it lints, its plain-manifest rendering is committed, every ClusterRole rule
+//! says why it exists, and the ServiceAccount it creates can do what the operator needs and
+//! nothing more.
+use modelship_e2e::{helm, kubectl, operator, repo_root};
+
+async fn run(mut cmd: tokio::process::Command) -> String {
+    let out = cmd.output().await.expect("running a command");
+    assert!(out.status.success(), "{cmd:?} failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn the_chart_lints_and_renders_the_committed_plain_manifests() {
+    let chart = repo_root().join("charts/modelship");
+    let mut lint = helm();
+    lint.args(["lint", "--strict"]).arg(&chart).args(["--set", "serviceMonitor.enabled=true", "--set", "modelPodMonitor.enabled=true"]);
+    run(lint).await;
+    let mut template = helm();
+    template.args(["template", "modelship"]).arg(&chart).args(["--namespace", "modelship-system", "--include-crds"]);
+    let rendered = run(template).await;
+    let committed = std::fs::read_to_string(repo_root().join("config/manifests/modelship.yaml")).expect("config/manifests/modelship.yaml");
+    let body: String = committed.lines().skip_while(|l| l.starts_with('#')).map(|l| format!("{l}\n")).collect();
+    assert!(body == rendered, "config/manifests/modelship.yaml is out of date with the chart: run `make manifests` and commit it");
+}
+
+#[tokio::test]
+async fn every_cluster_role_rule_carries_a_comment() {
+    let text = std::fs::read_to_string(repo_root().join("charts/modelship/templates/clusterrole.yaml")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let rules: Vec<usize> = lines.iter().enumerate().filter(|(_, l)| l.trim_start().starts_with("- apiGroups:")).map(|(i, _)| i).collect();
+    assert!(rules.len() >= 8, "{} rules", rules.len());
+    for i in rules {
+        assert!(lines[i - 1].trim_start().starts_with('#'), "the rule at line {} has no comment saying why", i + 1);
+    }
+}
+
+#[tokio::test]
+async fn the_operator_service_account_gets_what_it_uses_and_no_more() {
+    operator::install().await;
+    let sa = format!("system:serviceaccount:{}:{}", operator::RELEASE_NAMESPACE, operator::SERVICE_ACCOUNT);
+    let can = |verb: &'static str, resource: &'static str, ns: &'static str| {
+        let sa = sa.clone();
+        async move {
+            let mut cmd = kubectl();
+            match resource.split_once('/') {
+                Some((resource, sub)) => cmd.args(["auth", "can-i", verb, resource, "--subresource", sub]),
+                None => cmd.args(["auth", "can-i", verb, resource]),
+            };
+            let out = cmd.args(["--as", &sa, "-n", ns]).output().await.unwrap();
+            String::from_utf8_lossy(&out.stdout).trim() == "yes"
+        }
+    };
+    for (verb, resource) in [
+        ("watch", "modeldeployments.modelship.io"),
+        ("patch", "modeldeployments.modelship.io/status"),
+        ("patch", "modelpipelines.modelship.io/status"),
+        ("create", "deployments.apps"),
+        ("delete", "services"),
+        ("create", "jobs.batch"),
+        ("list", "pods"),
+        ("watch", "configmaps"),
+        ("create", "events.events.k8s.io"),
+        ("patch", "httproutes.gateway.networking.k8s.io"),
+        ("patch", "virtualservices.networking.istio.io"),
+    ] {
+        assert!(can(verb, resource, "default").await, "the operator needs to {verb} {resource}");
+    }
+    for (verb, resource) in [
+        ("update", "modeldeployments.modelship.io"),
+        ("patch", "modelpipelines.modelship.io"),
+        ("get", "secrets"),
+        ("create", "pods"),
+        ("create", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("create", "leases.coordination.k8s.io"),
+        ("escalate", "clusterroles.rbac.authorization.k8s.io"),
+    ] {
+        assert!(!can(verb, resource, "default").await, "the operator must not {verb} {resource}");
+    }
+    // Leases only in its own namespace, for leader election.
+    assert!(can("patch", "leases.coordination.k8s.io", "modelship-system").await);
+}
