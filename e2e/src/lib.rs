@@ -64,12 +64,11 @@ pub fn free_port() -> u16 {
 ///
 /// Panics when the binary is missing.
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("path of the test executable");
-    // <target>/<profile>/deps/<test>-<hash>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test executable lives in <target>/<profile>/deps");
+    let exe = std::env::current_exe().expect("path of the running executable");
+    // Tests run from <target>/<profile>/deps/<test>-<hash>; binaries (the demo) from
+    // <target>/<profile>/<name>.
+    let dir = exe.parent().expect("the executable lives in a directory");
+    let profile_dir = if dir.file_name().is_some_and(|n| n == "deps") { dir.parent().unwrap_or(dir) } else { dir };
     let path = profile_dir.join(name);
     assert!(
         path.is_file(),

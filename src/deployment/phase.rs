@@ -87,6 +87,29 @@ pub struct Transition {
     pub decision: Option<&'static str>,
     /// The phase left and the time spent in it.
     pub left: Option<(DeploymentPhase, Duration)>,
+    /// The version the decision is about.
+    pub version: String,
+}
+
+impl Transition {
+    /// The event's action: a verb and the version, so that each version's events stay apart
+    /// (the recorder folds events with the same reason and action into one series).
+    pub fn action(&self) -> String {
+        let verb = match self.reason {
+            "Deployed" => "Deploy",
+            "ShadowStarted" => "Shadow",
+            "Superseded" => "Supersede",
+            "Promoting" | "Promoted" => "Promote",
+            "Baked" => "Bake",
+            "AwaitingApproval" => "AwaitApproval",
+            "AnalysisFailed" => "Reject",
+            "Aborted" => "Abort",
+            "Retried" => "Retry",
+            "RolledBack" | "RolloutFailed" => "RollBack",
+            _ => "Reconcile",
+        };
+        format!("{verb} {}", self.version)
+    }
 }
 
 /// The new status and the transitions that led to it.
@@ -145,7 +168,8 @@ impl<'a> Step<'a> {
 
     fn event(&mut self, warning: bool, reason: &'static str, message: String, decision: Option<&'static str>) {
         let left = self.left_duration();
-        self.transitions.push(Transition { warning, reason, message, decision, left });
+        let version = self.status.candidate.as_ref().or(self.status.stable.as_ref()).map(|v| v.version.clone()).unwrap_or_default();
+        self.transitions.push(Transition { warning, reason, message, decision, left, version });
     }
 
     fn record(&mut self, version: &VersionRef, outcome: Outcome, reason: &str, message: &str) {

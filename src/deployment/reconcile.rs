@@ -170,7 +170,7 @@ async fn step(
             ctx.shared.metrics.phase_duration.with_label_values(&[phase.as_str()]).observe(took.as_secs_f64());
         }
         tracing::info!(reason = t.reason, message = %t.message, "decision");
-        ctx.shared.event(md, t.warning, t.reason, "Reconcile", t.message.clone()).await;
+        ctx.shared.event(md, t.warning, t.reason, &t.action(), t.message.clone()).await;
     }
     ctx.shared.backoff.reset(&key(md));
     let wakeup = next_wakeup(&next, v, ctx.shared.settings.resync, now);

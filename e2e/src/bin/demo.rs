@@ -84,7 +84,7 @@ async fn main() {
         "model": {"version": "churn-v1.0.0", "artifact": model_uri("churn-v1.json")},
         "replicas": 2,
         "template": {"spec": {"containers": [{"name": "server", "image": "model-server:demo", "ports": [{"containerPort": 8080}]}]}},
-        "shadow": {"minDuration": "15s", "minRequests": 200, "compare": {"pointers": ["/predictions"], "minAgreement": 0.8}},
+        "shadow": {"minDuration": "15s", "minRequests": 200, "compare": {"pointers": ["/predictions"], "tolerance": 0.05, "minAgreement": 0.8}},
         "analysis": {"interval": "2s", "window": "10s", "bakeTime": "20s"},
     });
     step(start, "Deploying churn-v1.0.0 (a ModelDeployment; the first version goes straight to stable)");
