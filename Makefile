@@ -16,13 +16,13 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: demo test build crds manifests build-cluster cluster-up cluster-down prometheus-up prometheus-down
+.PHONY: demo test build crds manifests provider-crds build-cluster cluster-up cluster-down prometheus-up prometheus-down
 
 demo: cluster-up prometheus-up build
 	$(CARGO) run -q -p modelship-e2e --bin demo
 
-test: cluster-up prometheus-up build
-	$(CARGO) test --workspace
+test: cluster-up prometheus-up provider-crds build
+	$(CARGO) test --workspace --no-fail-fast
 
 build:
 	$(CARGO) build --workspace --bins
@@ -38,9 +38,13 @@ MANIFESTS_HEADER := \
   '\#   kubectl create namespace modelship-system' \
   '\#   kubectl apply --server-side -f config/manifests/modelship.yaml'
 
-manifests: cluster-up
+manifests: crds cluster-up
 	{ printf '%s\n' $(MANIFESTS_HEADER); e2e/.cluster/bin/helm template modelship charts/modelship --namespace modelship-system --include-crds; } > config/manifests/modelship.yaml.tmp
 	mv config/manifests/modelship.yaml.tmp config/manifests/modelship.yaml
+
+# The Gateway API and Istio CRDs the traffic-provider tests install, from pinned Go modules.
+provider-crds:
+	e2e/providers/crds >/dev/null
 
 build-cluster:
 	e2e/cluster/build

@@ -136,7 +136,8 @@ async fn step(
         }
     }
 
-    // Conditions from what the children were last seen doing.
+    // Conditions from what the children were last seen doing. The provider's route is set up
+    // before the status is written, because whether it could be is part of the status.
     let shadowing = next.phase == Some(DeploymentPhase::Shadowing);
     let traffic_state = match traffic::provider_kind(md.spec.traffic.provider) {
         None => Ok("the built-in router carries traffic and compares the shadow's answers with production's".to_string()),
@@ -154,6 +155,13 @@ async fn step(
     next.observed_generation = md.meta().generation;
     set_conditions(&mut next, &observed, md.meta().generation, now);
     write_status(md, ctx, current, &next).await?;
+    // Traffic that cannot be set up is announced when it starts, or when its reason changes.
+    if let Err((reason, message)) = &observed.traffic {
+        let before = current.condition(super::status::TRAFFIC_CONFIGURED);
+        if before.is_none_or(|c| c.status != "False" || c.reason != *reason) {
+            ctx.shared.event(md, true, reason, "ConfigureTraffic", message.clone()).await;
+        }
+    }
 
     // Children follow the status that was just written.
     apply_children(md, ctx, v, &next).await?;
@@ -173,12 +181,12 @@ async fn step(
         ctx.shared.event(md, t.warning, t.reason, &t.action(), t.message.clone()).await;
     }
     ctx.shared.backoff.reset(&key(md));
-    let wakeup = next_wakeup(&next, v, ctx.shared.settings.resync, now);
+    let mut wakeup = next_wakeup(&next, v, ctx.shared.settings.resync, now);
     // A provider whose CRDs are missing may be installed any moment: look again soon.
     if observed.traffic.is_err() {
-        return Ok(Action::requeue(TRAFFIC_RECHECK.min(ctx.shared.settings.resync)));
+        wakeup = wakeup.min(TRAFFIC_RECHECK);
     }
-    Ok(wakeup)
+    Ok(Action::requeue(wakeup))
 }
 
 /// How soon a ModelDeployment whose traffic provider is not set up is looked at again.
@@ -321,7 +329,7 @@ fn export(ctx: &Context, md: &ModelDeployment, analysis: &AnalysisStatus) {
 
 /// When to look again: at the next measurement while analysing, soon while promoting, and
 /// at the resync period otherwise (watches wake it up earlier).
-fn next_wakeup(status: &ModelDeploymentStatus, v: &Validated, resync: Duration, now: Timestamp) -> Action {
+fn next_wakeup(status: &ModelDeploymentStatus, v: &Validated, resync: Duration, now: Timestamp) -> Duration {
     match status.phase {
         Some(DeploymentPhase::Shadowing) | Some(DeploymentPhase::Baking) => {
             let last = status.analysis.as_ref().and_then(|a| a.last_measured_at.as_deref()).and_then(|s| s.parse::<Timestamp>().ok());
@@ -329,10 +337,10 @@ fn next_wakeup(status: &ModelDeploymentStatus, v: &Validated, resync: Duration, 
                 Some(t) => v.interval.saturating_sub(Duration::try_from(now.duration_since(t)).unwrap_or_default()),
                 None => Duration::ZERO,
             };
-            Action::requeue(wait.max(Duration::from_millis(500)))
+            wait.max(Duration::from_millis(500))
         }
-        Some(DeploymentPhase::Promoting) => Action::requeue(Duration::from_secs(5)),
-        _ => Action::requeue(resync),
+        Some(DeploymentPhase::Promoting) => Duration::from_secs(5),
+        _ => resync,
     }
 }
 

@@ -136,29 +136,36 @@ pub async fn ensure(client: &Client, md: &ModelDeployment, shadowing: bool) -> R
     };
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &md.namespace().unwrap_or_default(), &ar);
     let name = md.name_any();
+    let desired = with_spec_hash(desired);
     let live = match api.get_opt(&name).await? {
         Some(obj) => Some(serde_json::to_value(&obj)?),
         None => None,
     };
-    let applied = match live {
-        Some(live) if is_subset(&desired, &live) => live,
-        _ => {
-            let params = PatchParams::apply(FIELD_MANAGER).force();
-            serde_json::to_value(api.patch(&name, &params, &Patch::Apply(&desired)).await?)?
+    // Unchanged means: the same spec as last applied (the hash, so a field the operator stopped
+    // setting is removed too) and nobody edited what it sets.
+    let unchanged = live.as_ref().is_some_and(|l| is_subset(&desired, l));
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let refused = if unchanged {
+        None
+    } else {
+        match api.patch(&name, &params, &Patch::Apply(&desired)).await {
+            // Server-side apply refuses a field the installed CRD does not declare.
+            Err(kube::Error::Api(s)) if s.message.contains("field not declared in schema") => Some(s.message),
+            Err(e) => return Err(e.into()),
+            // A schema that prunes instead drops the field silently.
+            Ok(applied) => (!is_subset(&desired["spec"], &serde_json::to_value(applied)?["spec"])).then(|| "the server dropped part of the spec".to_string()),
         }
     };
-    // A CRD too old for a field prunes it silently; say so rather than mirror the wrong share.
-    if !is_subset(&desired["spec"], &applied["spec"]) {
-        let fallback = match provider {
+    if let Some(detail) = refused {
+        let fallback = with_spec_hash(match provider {
             TrafficProvider::GatewayApi => http_route(md, false),
             _ => virtual_service(md, false),
-        };
-        let params = PatchParams::apply(FIELD_MANAGER).force();
+        });
         api.patch(&name, &params, &Patch::Apply(&fallback)).await?;
         return Ok(Err((
             "SettingNotSupported".into(),
             format!(
-                "the installed {} CRD dropped part of the mirroring settings (mirrorPercent {} needs a newer CRD); mirroring is off until it is upgraded or the setting changed",
+                "the installed {} CRD cannot hold the mirroring settings (mirrorPercent {} needs a newer CRD: {detail}); mirroring is off until it is upgraded or the setting changed",
                 gvk.kind, md.spec.shadow.mirror_percent
             ),
         )));
@@ -171,6 +178,18 @@ pub async fn ensure(client: &Client, md: &ModelDeployment, shadowing: bool) -> R
         if shadowing { format!(" and mirrors {}% to the shadow", md.spec.shadow.mirror_percent) } else { String::new() }
     )))
 }
+
+/// Records a hash of the spec in an annotation, so a later spec without some field is seen as
+/// a change even though what it still sets is all there.
+fn with_spec_hash(mut obj: Value) -> Value {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(obj["spec"].to_string().as_bytes());
+    obj["metadata"]["annotations"] = json!({SPEC_HASH: hex::encode(&digest[..8])});
+    obj
+}
+
+/// Annotation holding the hash of the spec last applied.
+pub const SPEC_HASH: &str = "modelship.io/spec-hash";
 
 fn not_installed(gvk: &GroupVersionKind) -> TrafficError {
     (
@@ -222,6 +241,18 @@ mod tests {
         md.spec.shadow.mirror_percent = 12.5;
         let f = &http_route(&md, true)["spec"]["rules"][0]["filters"][0]["requestMirror"]["fraction"];
         assert_eq!((f["numerator"].as_i64(), f["denominator"].as_i64()), (Some(12500), Some(100000)));
+    }
+
+    #[test]
+    fn a_spec_without_the_mirror_has_another_hash() {
+        let mut md = sample();
+        md.spec.traffic.provider = TrafficProvider::Istio;
+        let with = with_spec_hash(virtual_service(&md, true));
+        let without = with_spec_hash(virtual_service(&md, false));
+        // What the plain spec still sets is all in the mirrored one: only the hash tells them apart.
+        assert!(is_subset(&without["spec"], &with["spec"]));
+        assert!(!is_subset(&without, &with));
+        assert_eq!(with_spec_hash(virtual_service(&md, true)), with, "the hash is stable");
     }
 
     #[test]
