@@ -22,7 +22,7 @@ demo: cluster-up prometheus-up build
 	$(CARGO) run -q -p modelship-e2e --bin demo
 
 test: cluster-up prometheus-up provider-crds build
-	$(CARGO) test --workspace --no-fail-fast
+	$(CARGO) test --workspace --no-fail-fast -- --show-output
 
 build:
 	$(CARGO) build --workspace --bins
