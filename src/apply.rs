@@ -64,6 +64,23 @@ where
     Ok(true)
 }
 
+/// Writes `status` by server-side apply, on condition that the object is still at
+/// `resource_version`: a decision taken on a stale copy is refused with 409 and retried on
+/// fresh data.
+pub async fn apply_status<K, S>(api: &Api<K>, name: &str, resource_version: Option<&str>, status: &S) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    S: Serialize,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": {"name": name, "resourceVersion": resource_version},
+        "status": status,
+    });
+    api.patch_status(name, &apply_params(), &Patch::Apply(&patch)).await
+}
+
 /// Deletes an object in the background; a missing object is not an error.
 pub async fn delete_if_exists<K>(api: &Api<K>, name: &str) -> Result<bool, kube::Error>
 where

@@ -70,6 +70,22 @@ impl Shared {
         self.written.lock().unwrap_or_else(|p| p.into_inner()).get(key).is_some_and(|w| seen < *w)
     }
 
+    /// How a failed reconciliation is retried: never for what only a spec change can fix, at
+    /// once for a conflict, with exponential backoff per object otherwise.
+    pub fn retry(&self, controller: &'static str, key: &str, error: &crate::Error) -> kube::runtime::controller::Action {
+        use kube::runtime::controller::Action;
+        self.metrics.reconcile_failed(controller, error);
+        if error.is_permanent() {
+            return Action::await_change();
+        }
+        if error.is_conflict() {
+            return Action::requeue(Duration::from_millis(100));
+        }
+        let delay = self.backoff.next_delay(key);
+        tracing::warn!(%error, controller, object = key, retry_in = ?delay, "reconcile failed");
+        Action::requeue(delay)
+    }
+
     pub fn forget(&self, key: &str) {
         self.written.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
         self.backoff.reset(key);

@@ -207,6 +207,7 @@ impl Drop for LocalPods {
 
 /// What a Deployment asks to run: the spec string that identifies it, the version, and the
 /// command.
+#[allow(clippy::too_many_arguments)]
 fn desired(
     role: Role,
     d: &Deployment,

@@ -116,9 +116,9 @@ fn overall(metrics: &[AnalysisMetric], statuses: &[MetricStatus], phase: Analysi
         .filter(|m| !m.dry_run && applies(m, phase))
         .map(|m| statuses.iter().find(|s| s.name == m.name).and_then(|s| s.verdict))
         .collect();
-    if judged.iter().any(|v| *v == Some(Verdict::Fail)) {
+    if judged.contains(&Some(Verdict::Fail)) {
         Verdict::Fail
-    } else if judged.iter().any(|v| *v == Some(Verdict::Error)) {
+    } else if judged.contains(&Some(Verdict::Error)) {
         Verdict::Error
     } else if !judged.is_empty() && judged.iter().all(|v| *v == Some(Verdict::Pass)) {
         Verdict::Pass

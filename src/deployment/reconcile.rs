@@ -14,17 +14,16 @@ use crate::api::{
     AnalysisPhase, AnalysisStatus, DeploymentPhase, MetricStatus, ModelDeployment, ModelDeploymentStatus, ModelPipeline,
     VersionRef,
 };
-use crate::apply::{apply_if_changed, delete_if_exists};
+use crate::apply::{apply_if_changed, apply_status, delete_if_exists};
 use crate::context::Shared;
 use crate::{Error, Result};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -130,10 +129,11 @@ async fn step(
     // Without a shadow there is no recorded production value to bake against: measure the
     // outgoing stable version once, while it still serves.
     let entering_promotion = next.phase == Some(DeploymentPhase::Promoting) && current.phase != Some(DeploymentPhase::Promoting);
-    if entering_promotion && next.analysis.as_ref().is_none_or(|a| a.metrics.iter().all(|m| m.stable_value.is_none())) {
-        if let (Ok(source), Some(previous)) = (ctx.prometheus.get(&prometheus_url), next.previous.clone()) {
-            next.analysis = Some(capture_baseline(md, v, &source, &metrics, &previous, now).await);
-        }
+    if entering_promotion
+        && next.analysis.as_ref().is_none_or(|a| a.metrics.iter().all(|m| m.stable_value.is_none()))
+        && let (Ok(source), Some(previous)) = (ctx.prometheus.get(&prometheus_url), next.previous.clone())
+    {
+        next.analysis = Some(capture_baseline(md, v, &source, &metrics, &previous, now).await);
     }
 
     // Conditions from what the children were last seen doing. The provider's route is set up
@@ -381,13 +381,7 @@ async fn write_status(md: &ModelDeployment, ctx: &Context, current: &ModelDeploy
         return Ok(());
     }
     let api: Api<ModelDeployment> = Api::namespaced(ctx.shared.client.clone(), &md.namespace().unwrap_or_default());
-    let patch = json!({
-        "apiVersion": "modelship.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": md.name_any(), "resourceVersion": md.meta().resource_version},
-        "status": next,
-    });
-    let written = api.patch_status(&md.name_any(), &PatchParams::apply(crate::apply::FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    let written = apply_status(&api, &md.name_any(), md.meta().resource_version.as_deref(), next).await?;
     ctx.shared.wrote(&key(md), written.meta().resource_version.as_deref());
     Ok(())
 }
@@ -419,17 +413,7 @@ async fn waiting(md: &ModelDeployment, ctx: &Context, current: &ModelDeploymentS
     Ok(Action::requeue(ctx.shared.settings.resync))
 }
 
-/// Decides how a failed reconciliation is retried: never for what only a spec change can
-/// fix, at once for a conflict, with exponential backoff per object otherwise.
+/// Decides how a failed reconciliation is retried (see `Shared::retry`).
 pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.shared.metrics.reconcile_failed(CONTROLLER, error);
-    if error.is_permanent() {
-        return Action::await_change();
-    }
-    if error.is_conflict() {
-        return Action::requeue(Duration::from_millis(100));
-    }
-    let delay = ctx.shared.backoff.next_delay(&key(&md));
-    tracing::warn!(%error, namespace = %md.namespace().unwrap_or_default(), name = %md.name_any(), retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
+    ctx.shared.retry(CONTROLLER, &key(&md), error)
 }

@@ -20,11 +20,10 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -376,13 +375,7 @@ async fn write_status(
         return Ok(resource_version);
     }
     let api: Api<ModelPipeline> = Api::namespaced(ctx.shared.client.clone(), &p.namespace().unwrap_or_default());
-    let patch = json!({
-        "apiVersion": "modelship.io/v1alpha1",
-        "kind": "ModelPipeline",
-        "metadata": {"name": p.name_any(), "resourceVersion": resource_version},
-        "status": next,
-    });
-    let written = api.patch_status(&p.name_any(), &PatchParams::apply(crate::apply::FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    let written = crate::apply::apply_status(&api, &p.name_any(), resource_version.as_deref(), next).await?;
     let rv = written.meta().resource_version.clone();
     ctx.shared.wrote(&key(p), rv.as_deref());
     Ok(rv)
@@ -402,19 +395,9 @@ async fn invalid(p: &ModelPipeline, ctx: &Context, current: &ModelPipelineStatus
     Ok(Action::await_change())
 }
 
-/// Decides how a failed reconciliation is retried: never for what only a spec change can
-/// fix, at once for a conflict, with exponential backoff per object otherwise.
+/// Decides how a failed reconciliation is retried (see `Shared::retry`).
 pub fn error_policy(p: Arc<ModelPipeline>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.shared.metrics.reconcile_failed(CONTROLLER, error);
-    if error.is_permanent() {
-        return Action::await_change();
-    }
-    if error.is_conflict() {
-        return Action::requeue(Duration::from_millis(100));
-    }
-    let delay = ctx.shared.backoff.next_delay(&key(&p));
-    tracing::warn!(%error, namespace = %p.namespace().unwrap_or_default(), name = %p.name_any(), retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
+    ctx.shared.retry(CONTROLLER, &key(&p), error)
 }
 
 /// The label selector of the stage pods the controller reads results from.
