@@ -9,6 +9,11 @@ use hyper::HeaderMap;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::oneshot;
 
+use super::upstream::PooledBody;
+
+/// Stable's response body as the router reads it.
+pub type StableBody = PooledBody<UpstreamBody>;
+
 /// A body read up to a limit.
 pub enum Collected<B> {
     /// The whole body.
@@ -175,7 +180,9 @@ pub struct Tap {
     status: u16,
     limit: usize,
     len: usize,
-    chunks: Vec<Bytes>,
+    /// The first chunk, and the others if there are more (most answers are one chunk).
+    first: Option<Bytes>,
+    more: Vec<Bytes>,
     overflow: bool,
     done: bool,
     tx: Option<oneshot::Sender<Captured>>,
@@ -187,7 +194,8 @@ impl Tap {
             status,
             limit,
             len: 0,
-            chunks: Vec::new(),
+            first: None,
+            more: Vec::new(),
             overflow: false,
             done: false,
             tx: Some(tx),
@@ -201,10 +209,13 @@ impl Tap {
         self.len += data.len();
         if self.len > self.limit {
             self.overflow = true;
-            self.chunks = Vec::new();
-        } else {
+            self.first = None;
+            self.more = Vec::new();
+        } else if self.first.is_none() {
             // A refcounted clone, not a copy.
-            self.chunks.push(data.clone());
+            self.first = Some(data.clone());
+        } else {
+            self.more.push(data.clone());
         }
     }
 
@@ -216,14 +227,14 @@ impl Tap {
         } else if self.overflow {
             Captured::TooLarge
         } else {
-            let body = match self.chunks.len() {
-                0 => Bytes::new(),
-                1 => self.chunks.pop().unwrap_or_default(),
-                _ => {
-                    let mut all = BytesMut::with_capacity(self.len);
-                    self.chunks.iter().for_each(|c| all.extend_from_slice(c));
-                    all.freeze()
-                }
+            let first = self.first.take().unwrap_or_default();
+            let body = if self.more.is_empty() {
+                first
+            } else {
+                let mut all = BytesMut::with_capacity(self.len);
+                all.extend_from_slice(&first);
+                self.more.iter().for_each(|c| all.extend_from_slice(c));
+                all.freeze()
             };
             Captured::Complete {
                 status: self.status,
@@ -236,7 +247,7 @@ impl Tap {
 }
 
 enum Inner {
-    Upstream(Incoming),
+    Upstream(StableBody),
     Full(Option<Bytes>),
 }
 
@@ -247,7 +258,7 @@ pub struct ClientBody {
 }
 
 impl ClientBody {
-    pub fn upstream(body: Incoming, tap: Option<Tap>) -> Self {
+    pub fn upstream(body: StableBody, tap: Option<Tap>) -> Self {
         ClientBody {
             inner: Inner::Upstream(body),
             tap,

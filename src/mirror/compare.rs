@@ -63,6 +63,74 @@ pub struct Judgement {
     pub shadow: Option<Value>,
 }
 
+/// Where a JSON pointer leads in a document.
+pub trait Locate {
+    fn locate<'a>(&self, document: &'a Value) -> Option<&'a Value>;
+}
+
+/// A pointer as a string: resolved by serde_json, which unescapes its tokens on every call.
+impl Locate for String {
+    fn locate<'a>(&self, document: &'a Value) -> Option<&'a Value> {
+        document.pointer(self)
+    }
+}
+
+/// A JSON pointer (RFC 6901) parsed once, resolved as `Value::pointer` resolves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pointer {
+    /// `None` for a string that is not a pointer (it resolves to nothing).
+    tokens: Option<Vec<Token>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Token {
+    key: String,
+    /// The token as an array index, if it is one (no sign, no leading zero).
+    index: Option<usize>,
+}
+
+impl Pointer {
+    pub fn parse(pointer: &str) -> Pointer {
+        if pointer.is_empty() {
+            return Pointer {
+                tokens: Some(Vec::new()),
+            };
+        }
+        if !pointer.starts_with('/') {
+            return Pointer { tokens: None };
+        }
+        let tokens = pointer
+            .split('/')
+            .skip(1)
+            .map(|raw| {
+                let key = raw.replace("~1", "/").replace("~0", "~");
+                let index = if key.starts_with('+') || (key.starts_with('0') && key.len() != 1) {
+                    None
+                } else {
+                    key.parse().ok()
+                };
+                Token { key, index }
+            })
+            .collect();
+        Pointer {
+            tokens: Some(tokens),
+        }
+    }
+}
+
+impl Locate for Pointer {
+    fn locate<'a>(&self, document: &'a Value) -> Option<&'a Value> {
+        self.tokens
+            .as_ref()?
+            .iter()
+            .try_fold(document, |target, token| match target {
+                Value::Object(map) => map.get(&token.key),
+                Value::Array(list) => token.index.and_then(|i| list.get(i)),
+                _ => None,
+            })
+    }
+}
+
 fn parse_ok(answer: Answer<'_>) -> Option<Value> {
     match answer {
         Answer::Response { status, body } if is_success(status) => {
@@ -80,7 +148,7 @@ fn is_success(status: u16) -> bool {
 pub fn judge(
     stable: Answer<'_>,
     shadow: Answer<'_>,
-    pointers: &[String],
+    pointers: &[impl Locate],
     tolerance: f64,
 ) -> Judgement {
     let mut judgement = Judgement {
@@ -109,16 +177,16 @@ pub fn judge(
 pub fn compare_documents(
     stable: &Value,
     shadow: &Value,
-    pointers: &[String],
+    pointers: &[impl Locate],
     tolerance: f64,
     diffs: &mut Vec<f64>,
 ) -> Outcome {
     let mut agree = true;
     for pointer in pointers {
-        let Some(expected) = stable.pointer(pointer) else {
+        let Some(expected) = pointer.locate(stable) else {
             return Outcome::Uncomparable;
         };
-        match shadow.pointer(pointer) {
+        match pointer.locate(shadow) {
             Some(actual) => agree &= values_agree(expected, actual, tolerance, diffs),
             None => agree = false,
         }
@@ -187,12 +255,12 @@ const MAX_PREDICTIONS: usize = 4096;
 /// and keys are skipped), depth-first, at most `MAX_PREDICTIONS` of them.
 pub fn for_each_prediction<'a>(
     document: &'a Value,
-    pointers: &[String],
+    pointers: &[impl Locate],
     mut f: impl FnMut(Prediction<'a>),
 ) {
     let mut budget = MAX_PREDICTIONS;
     for pointer in pointers {
-        if let Some(value) = document.pointer(pointer) {
+        if let Some(value) = pointer.locate(document) {
             walk(value, 0, &mut budget, &mut f);
         }
     }
@@ -385,6 +453,47 @@ mod tests {
             .0,
             Outcome::Mismatch
         );
+    }
+
+    #[test]
+    fn parsed_pointers_resolve_as_serde_json_does() {
+        let doc = json!({
+            "a": {"b": [10, 20, {"c": true}]},
+            "a/b": 1, "m~n": 2, "": 3, "01": 4, "+1": 5, "x": {"": {"": 6}},
+            "list": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+        });
+        for pointer in [
+            "",
+            "/",
+            "/a",
+            "/a/b",
+            "/a/b/0",
+            "/a/b/2/c",
+            "/a/b/3",
+            "/a/b/-",
+            "/a/b/01",
+            "/a/b/+1",
+            "/a~1b",
+            "/m~0n",
+            "/m~n",
+            "/~01",
+            "/01",
+            "/+1",
+            "/x//",
+            "/x/",
+            "/list/10",
+            "/list/010",
+            "/a/b/0/z",
+            "no-slash",
+            "/missing/deeper",
+            "/a~2b",
+        ] {
+            assert_eq!(
+                Pointer::parse(pointer).locate(&doc),
+                doc.pointer(pointer),
+                "{pointer:?}"
+            );
+        }
     }
 
     #[test]

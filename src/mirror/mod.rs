@@ -10,7 +10,7 @@
 //! mirrored), `headers` (what is forwarded and what the copy loses), `body` (bounded reading,
 //! and the copy of stable's answer taken while it streams), `proxy` (the client path),
 //! `shadow` (the background copy), `breaker` (pausing copies to an unreachable shadow), `compare` (the comparison rules), `metrics`, `server`
-//! (listeners and shutdown).
+//! (listeners and shutdown), `upstream` (the pooled HTTP/1.1 client for each track).
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +27,7 @@ mod proxy;
 mod sample;
 mod server;
 mod shadow;
+mod upstream;
 
 pub use args::{Config, MirrorArgs};
 pub use headers::SHADOW_HEADER;

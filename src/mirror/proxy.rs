@@ -11,49 +11,30 @@ use hyper::header::{self, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::http::uri::{self, PathAndQuery};
 use hyper::{Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{Semaphore, oneshot};
 
 use super::args::{Config, Upstream};
 use super::body::{Captured, ClientBody, Collected, Tap, UpstreamBody, collect_bounded};
 use super::breaker::Breaker;
-use super::compare::Outcome;
+use super::compare::{Outcome, Pointer};
 use super::headers::{shadow_headers, strip_hop_by_hop};
 use super::metrics::{Code, DropReason, Metrics, Track};
 use super::sample::{Decision, Sampler};
 use super::shadow;
+use super::upstream;
 
 /// Everything a request needs, shared by all connections.
 pub struct Router {
     pub(super) config: Config,
     pub(super) metrics: Arc<Metrics>,
     sampler: Sampler,
-    stable_client: Client<HttpConnector, UpstreamBody>,
-    pub(super) shadow_client: Client<HttpConnector, Full<Bytes>>,
+    stable_client: upstream::Client<UpstreamBody>,
+    /// Present when there is a shadow.
+    pub(super) shadow_client: Option<upstream::Client<Full<Bytes>>>,
     in_flight: Arc<Semaphore>,
     pub(super) breaker: Breaker,
-}
-
-fn connector(config: &Config) -> HttpConnector {
-    let mut connector = HttpConnector::new();
-    // Small JSON requests and answers: never wait for Nagle.
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(config.connect_timeout));
-    connector
-}
-
-fn client<B>(config: &Config) -> Client<HttpConnector, B>
-where
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .build(connector(config))
+    /// `config.pointers`, parsed once.
+    pub(super) pointers: Vec<Pointer>,
 }
 
 impl Router {
@@ -64,8 +45,14 @@ impl Router {
             Sampler::new(0.0)
         };
         Router {
-            stable_client: client(&config),
-            shadow_client: client(&config),
+            stable_client: upstream::Client::new(
+                config.stable.authority.clone(),
+                config.connect_timeout,
+            ),
+            shadow_client: config.shadow.as_ref().map(|shadow| {
+                upstream::Client::new(shadow.authority.clone(), config.connect_timeout)
+            }),
+            pointers: config.pointers.iter().map(|p| Pointer::parse(p)).collect(),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             breaker: Breaker::new(config.shadow_failures_before_pause, config.shadow_pause),
             sampler,

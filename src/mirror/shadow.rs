@@ -33,16 +33,20 @@ pub async fn mirror(
     let shadow = async {
         let start = Instant::now();
         let call = async {
-            let response = match router.shadow_client.request(request).await {
+            let Some(client) = router.shadow_client.as_ref() else {
+                return Err(Code::Error);
+            };
+            let response = match client.request(request).await {
                 Ok(response) => {
                     router.breaker.success();
                     response
                 }
-                Err(e) => {
-                    if e.is_connect() {
+                Err(error) => {
+                    if error.is_connect() {
                         router.breaker.failure();
                     }
-                    return Err((Code::Error, e.to_string()));
+                    tracing::debug!(%error, "shadow request failed");
+                    return Err(Code::Error);
                 }
             };
             let status = response.status().as_u16();
@@ -51,15 +55,15 @@ pub async fn mirror(
                     Ok((status, ShadowAnswer::Complete { status, body }))
                 }
                 Ok(Collected::TooLarge { .. }) => Ok((status, ShadowAnswer::TooLarge)),
-                Err(e) => Err((Code::Error, e.to_string())),
+                Err(error) => {
+                    tracing::debug!(%error, "reading the shadow's answer");
+                    Err(Code::Error)
+                }
             }
         };
         let (code, answer) = match tokio::time::timeout(config.shadow_timeout, call).await {
             Ok(Ok((status, answer))) => (Code::Status(status), answer),
-            Ok(Err((code, error))) => {
-                tracing::debug!(%error, "shadow request failed");
-                (code, ShadowAnswer::Failed)
-            }
+            Ok(Err(code)) => (code, ShadowAnswer::Failed),
             Err(_) => (Code::Timeout, ShadowAnswer::Failed),
         };
         metrics.request(Track::Shadow, code, start.elapsed().as_secs_f64());
@@ -91,7 +95,7 @@ pub async fn mirror(
         ShadowAnswer::TooLarge => Answer::TooLarge,
         ShadowAnswer::Failed => Answer::Failed,
     };
-    let judgement = judge(stable, shadow, &config.pointers, config.tolerance);
+    let judgement = judge(stable, shadow, &router.pointers, config.tolerance);
     if let Some(outcome) = judgement.outcome {
         metrics.comparison(outcome);
     }
@@ -99,12 +103,12 @@ pub async fn mirror(
         metrics.abs_diff(*diff);
     }
     if let Some(document) = &judgement.stable {
-        for_each_prediction(document, &config.pointers, |p| {
+        for_each_prediction(document, &router.pointers, |p| {
             metrics.prediction(Track::Stable, p)
         });
     }
     if let Some(document) = &judgement.shadow {
-        for_each_prediction(document, &config.pointers, |p| {
+        for_each_prediction(document, &router.pointers, |p| {
             metrics.prediction(Track::Shadow, p)
         });
     }
