@@ -28,7 +28,8 @@ async fn a_good_candidate_is_shadowed_then_promoted_and_baked() {
     let labels = shadow.spec.unwrap().template.metadata.unwrap().labels.unwrap();
     assert_eq!((labels["modelship.io/track"].as_str(), labels["modelship.io/version"].as_str()), ("shadow", "churn-v2"));
     let services: Api<Service> = world.ns.api();
-    assert!(services.get("churn-shadow").await.is_ok());
+    // Applied right after the Deployment, in the same reconcile.
+    wait_for("the shadow Service", TIMEOUT, || async { Ok(services.get_opt("churn-shadow").await?) }).await;
     world.pods.wait_for_version(Role::Shadow, Some("churn-v2"), TIMEOUT).await;
 
     // Promoted on evidence, then watched, then stable.

@@ -56,6 +56,80 @@ fn print_analysis(status: &ModelDeploymentStatus) {
     }
 }
 
+/// A stage whose pod (KWOK runs none) ends with `message` as its termination message, as the
+/// stage's own code would report its results.
+fn stage(name: &str, message: serde_json::Value) -> serde_json::Value {
+    json!({"template": {
+        "metadata": {"annotations": {"kwok.modelship.io/message": message.to_string()}},
+        "spec": {"containers": [{"name": name, "image": format!("registry.example.com/churn-{name}:2.3.0")}]},
+    }})
+}
+
+fn pipeline_spec(revision: &str, f1: f64) -> serde_json::Value {
+    json!({
+        "model": {"name": "churn", "initialVersion": "1.0.0", "bump": "Minor", "artifactBase": "s3://models/churn"},
+        "source": {"repository": "https://git.example.com/retention/churn.git", "revision": revision},
+        "data": {"uri": "s3://datasets/churn/customers", "version": "2026-11-26"},
+        "stages": {
+            "validate": stage("validate", json!({"schemaVersion": 1, "metrics": {"null_share": 0.001, "drift_share": 0.04}, "datasetDigest": "sha256:9f2c41d0"})),
+            "train": stage("train", json!({"schemaVersion": 1, "metrics": {"loss": 0.21},
+                "artifact": {"sha256": "3b8e0c6d1f2a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4"}, "datasetDigest": "sha256:9f2c41d0"})),
+            "evaluate": stage("evaluate", json!({"schemaVersion": 1, "metrics": {"f1": f1, "auc": 0.93}})),
+        },
+        "gates": [
+            {"metric": "f1", "direction": "HigherIsBetter", "min": 0.8, "maxRegression": 0.01},
+            {"metric": "auc", "direction": "HigherIsBetter", "min": 0.85},
+        ],
+        "approval": "Automatic",
+    })
+}
+
+/// The CI half: commits become gated, versioned candidates that a ModelDeployment follows.
+async fn pipeline_act(start: Instant, client: &kube::Client) {
+    use modelship::api::{ModelPipeline, ModelPipelineSpec};
+    let pipelines: Api<ModelPipeline> = Api::namespaced(client.clone(), NS);
+    let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), NS);
+    step(start, "A commit arrives: the ModelPipeline `churn` validates the data, trains, evaluates and gates a candidate");
+    let spec: ModelPipelineSpec = serde_json::from_value(pipeline_spec("4f1c9a2e7b", 0.91)).expect("a valid pipeline");
+    pipelines.create(&PostParams::default(), &ModelPipeline::new("churn", spec)).await.expect("creating the ModelPipeline");
+    let first = wait_for("an approved candidate", TIMEOUT, || async {
+        Ok(pipelines.get("churn").await?.status.and_then(|s| s.latest_approved))
+    })
+    .await;
+    show(&["get", "jobs", "-n", NS, "-l", "modelship.io/pipeline=churn"]).await;
+    show(&["get", "modelpipeline", "churn", "-n", NS, "-o", "jsonpath={range .status.runs[0].gates[*]}{.metric}{'\\t'}{.verdict}{'\\t'}{.reason}{'\\n'}{end}"]).await;
+    println!("    candidate {} at {}, approved automatically", first.version, first.artifact);
+
+    step(start, "A ModelDeployment follows the pipeline: it serves the approved candidate");
+    let follower: ModelDeployment = serde_json::from_value(json!({
+        "apiVersion": "modelship.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "churn-ci"},
+        "spec": {
+            "modelFrom": {"pipeline": "churn"},
+            "template": {"spec": {"containers": [{"name": "server", "image": "model-server:demo", "ports": [{"containerPort": 8080}]}]}},
+        },
+    }))
+    .expect("a ModelDeployment");
+    mds.create(&PostParams::default(), &follower).await.expect("creating the follower");
+    wait_for("churn-ci to serve the candidate", TIMEOUT, || async {
+        Ok(mds.get("churn-ci").await?.status.and_then(|s| s.stable).filter(|s| s.version == first.version))
+    })
+    .await;
+
+    step(start, "The next commit: a new run, a new candidate, and the follower shadows it against production");
+    let patch = json!({"spec": {"source": {"revision": "9d0e3b7c21"}}});
+    pipelines.patch("churn", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("a new revision");
+    let second = wait_for("the second candidate", TIMEOUT, || async {
+        Ok(pipelines.get("churn").await?.status.and_then(|s| s.latest_approved).filter(|c| c.version != first.version))
+    })
+    .await;
+    wait_for("churn-ci to shadow the second candidate", TIMEOUT, || async {
+        Ok(mds.get("churn-ci").await?.status.filter(|s| s.phase == Some(DeploymentPhase::Shadowing)).and_then(|s| s.candidate).filter(|c| c.version == second.version))
+    })
+    .await;
+    show(&["get", "modelship", "-n", NS]).await;
+    println!("    from here churn-ci is judged like churn above: shadow analysis, promotion, bake, rollback");
+}
+
 #[tokio::main]
 async fn main() {
     let start = Instant::now();
@@ -143,6 +217,9 @@ async fn main() {
     }
     drop(traffic);
     drop(pods);
+
+    pipeline_act(start, &client).await;
+
     drop(operator);
     step(start, "Done");
     println!("    The cluster keeps running: KUBECONFIG={} e2e/.cluster/bin/kubectl get modelship -A", modelship_e2e::kubeconfig_path().display());
