@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
 """Loopback benchmark of `modelship mirror` against the model server directly and nginx's
-`mirror` module, with one load generator (vegeta) for every target.
+`mirror` module, with one load generator (bench/loadgen) for every target.
 
 Each run measures, for every scenario (healthy shadow, shadow 10x slower, shadow down):
-  - latency (p50, p99) at a fixed request rate (open loop: vegeta sends at the rate
+  - latency (p50, p99) at a fixed request rate (open loop: the generator sends at the rate
     whatever the answers do),
-  - the highest sustained throughput (closed loop: a fixed number of workers, each sending
-    its next request when the previous one is answered),
+  - the highest sustained throughput (closed loop: a fixed number of connections, each
+    sending its next request when the previous one is answered), with the proxy's CPU time
+    per request and how busy each CPU was,
   - peak RSS (VmHWM) of the router and of nginx.
 Figures are medians over the runs; ratios are taken within each run, then their median.
 
-Run through bench/run.sh, which builds the binaries and installs vegeta and nginx.
+Run through bench/run.sh, which builds the binaries and the generator and installs nginx.
 """
 import argparse
 import json
@@ -63,6 +64,31 @@ def vm_hwm_kib(pid):
     except OSError:
         pass
     return 0
+
+
+def cpu_ticks(pid):
+    """User and system CPU time of a process, in clock ticks."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except OSError:
+        return 0
+
+
+def cpus_busy():
+    """Busy clock ticks of each CPU (user, nice, system, irq, softirq, steal)."""
+    busy = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                name, *v = line.split()
+                v = [int(x) for x in v]
+                busy[int(name[3:])] = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+    return busy
+
+
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def children(pid):
@@ -163,39 +189,26 @@ class Bench:
         wait_http(f"http://127.0.0.1:{port}/__health")
         return proc
 
-    def attack(self, port, rate, duration, workers=None, realtime=0):
-        """One vegeta attack; returns its JSON report. With `realtime`, vegeta runs SCHED_FIFO."""
-        target = f"POST http://127.0.0.1:{port}/predict\nContent-Type: application/json\n@{self.body_file}\n"
-        argv = [self.args.vegeta, "attack", "-duration", f"{duration}s", "-timeout", "10s", "-keepalive=true",
-                "-http2=false", "-max-body", "0"]
+    def attack(self, port, rate, duration, connections=None, realtime=0):
+        """One measurement by the load generator, after a warm-up of the same load that is not
+        counted; returns its JSON report. With `realtime`, the generator runs SCHED_FIFO."""
+        a = self.args
+        argv = [a.loadgen, "--url", f"http://127.0.0.1:{port}/predict", "--body-file", self.body_file,
+                "--header", "Content-Type: application/json", "--duration", str(duration),
+                "--warmup", str(a.warmup), "--timeout", "10"]
         if rate:
-            argv += ["-rate", f"{rate}/1s", "-workers", "16"]
+            argv += ["--rate", str(rate)]
         else:
-            argv += ["-rate", "0", "-workers", str(workers), "-max-workers", str(workers)]
+            argv += ["--rate", "0", "--connections", str(connections)]
         rt = ["chrt", "-f", str(realtime)] if realtime else []
-        attack = subprocess.Popen(rt + ["taskset", "-c", self.args.generator_cpus] + argv, stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        report = subprocess.Popen([self.args.vegeta, "report", "-type=json"], stdin=attack.stdout,
-                                  stdout=subprocess.PIPE)
-        attack.stdin.write(target.encode())
-        attack.stdin.close()
-        attack.stdout.close()
-        out, _ = report.communicate()
-        attack.wait()
-        data = json.loads(out)
-        lat = data["latencies"]
-        return {
-            "p50_ms": lat["50th"] / 1e6,
-            "p99_ms": lat["99th"] / 1e6,
-            "throughput": data["throughput"],
-            "success": data["success"],
-            "codes": data.get("status_codes", {}),
-        }
+        out = subprocess.run(rt + ["taskset", "-c", a.generator_cpus] + argv, stdout=subprocess.PIPE, check=True).stdout
+        return json.loads(out)
 
-    def measure(self, port, label):
+    def measure(self, port, label, proxy=None):
+        """Latency at the fixed rate, then throughput; `proxy` is the process whose CPU time
+        per request is measured at saturation."""
         a = self.args
         pids = [p.pid for p in self.procs if p.popen.poll() is None]
-        self.attack(port, a.rate, 1)  # warm-up: connections, caches
         # Latency at a low, fixed load: with real-time priority, so that unrelated work on
         # the machine does not preempt the processes under test (see docs/benchmarks.md).
         set_realtime(pids, a.rt_priority)
@@ -204,11 +217,28 @@ class Bench:
         finally:
             set_realtime(pids, 0)
         # Saturation: normal priority, so the machine's other work is never starved.
-        peak = self.attack(port, 0, a.duration, workers=a.max_workers)
-        if fixed["success"] < 1.0 or peak["success"] < 1.0:
-            print(f"  warning: {label}: success {fixed['success']:.4f} at the fixed rate, "
-                  f"{peak['success']:.4f} at the peak; codes {fixed['codes']} {peak['codes']}", file=sys.stderr)
-        return {"p50_ms": fixed["p50_ms"], "p99_ms": fixed["p99_ms"], "max_rps": peak["throughput"]}
+        proxy_pids = [proxy.pid] + children(proxy.pid) if proxy else []
+        before_cpu, before_busy = sum(cpu_ticks(p) for p in proxy_pids), cpus_busy()
+        started = time.monotonic()
+        peak = self.attack(port, 0, a.duration, connections=a.connections)
+        wall = time.monotonic() - started
+        after_cpu, after_busy = sum(cpu_ticks(p) for p in proxy_pids), cpus_busy()
+        for name, r in (("fixed rate", fixed), ("peak", peak)):
+            if r["success"] < 1.0:
+                print(f"  warning: {label}: success {r['success']:.4f} at the {name}; codes {r['codes']}, "
+                      f"errors {r['errors']}", file=sys.stderr)
+        result = {"p50_ms": fixed["p50_ms"], "p99_ms": fixed["p99_ms"], "p999_ms": fixed["p999_ms"],
+                  "max_rps": peak["throughput"], "lag_p99_ms": fixed["lag_p99_ms"],
+                  # Busy share of each CPU over the whole attack (warm-up included).
+                  "cpu_busy": {str(c): round((after_busy[c] - before_busy[c]) / TICK / wall, 3) for c in after_busy}}
+        if proxy:
+            # Over warm-up and measurement, at the same load: CPU time over requests answered.
+            answered = peak["throughput"] * (a.duration + a.warmup)
+            result["proxy_us_per_request"] = (after_cpu - before_cpu) / TICK / answered * 1e6
+        print(f"  {label}: p50 {result['p50_ms']:.3f} ms, p99 {result['p99_ms']:.3f} ms, "
+              f"{result['max_rps']:.0f} req/s, CPUs busy {result['cpu_busy']}"
+              + (f", proxy {result['proxy_us_per_request']:.1f} us/request" if proxy else ""), file=sys.stderr)
+        return result
 
     def run_once(self, index):
         ports = {k: free_port() for k in ("stable", "shadow", "router", "metrics", "nginx")}
@@ -220,20 +250,20 @@ class Bench:
         try:
             print(f"run {index}: healthy shadow", file=sys.stderr)
             result["direct"] = self.measure(ports["stable"], "direct")
-            result["router"] = self.measure(ports["router"], "router")
-            result["nginx"] = self.measure(ports["nginx"], "nginx")
+            result["router"] = self.measure(ports["router"], "router", router)
+            result["nginx"] = self.measure(ports["nginx"], "nginx", nginx)
 
             # 10x slower than stable as measured directly in this run (the timer rounds up to 1 ms).
             slow_ms = 10 * result["direct"]["p50_ms"]
             http("PUT", f"http://127.0.0.1:{ports['shadow']}/admin/knobs", json.dumps({"latency_ms": slow_ms}).encode())
             print(f"run {index}: shadow slowed by {slow_ms:.3f} ms", file=sys.stderr)
-            result["router_slow"] = self.measure(ports["router"], "router, slow shadow")
-            result["nginx_slow"] = self.measure(ports["nginx"], "nginx, slow shadow")
+            result["router_slow"] = self.measure(ports["router"], "router, slow shadow", router)
+            result["nginx_slow"] = self.measure(ports["nginx"], "nginx, slow shadow", nginx)
 
             shadow.stop()
             print(f"run {index}: shadow down", file=sys.stderr)
-            result["router_down"] = self.measure(ports["router"], "router, shadow down")
-            result["nginx_down"] = self.measure(ports["nginx"], "nginx, shadow down")
+            result["router_down"] = self.measure(ports["router"], "router, shadow down", router)
+            result["nginx_down"] = self.measure(ports["nginx"], "nginx, shadow down", nginx)
 
             result["router_rss_mib"] = router.peak_rss_mib()
             result["nginx_rss_mib"] = nginx.peak_rss_mib()
@@ -268,8 +298,12 @@ http {{
     uwsgi_temp_path {prefix}/uwsgi;
     scgi_temp_path {prefix}/scgi;
     keepalive_requests 1000000;
-    upstream stable {{ server 127.0.0.1:{stable}; keepalive 256; }}
-    upstream shadow {{ server 127.0.0.1:{shadow}; keepalive 256; }}
+    # A failed copy is counted by the router, not logged; nginx does not log it either.
+    error_log {prefix}/error.log crit;
+    # Upstream connections are kept as long as the router keeps its own (nginx's defaults
+    # would close each one after 1000 requests or 60 s idle).
+    upstream stable {{ server 127.0.0.1:{stable}; keepalive 256; keepalive_requests 1000000; keepalive_timeout 90s; }}
+    upstream shadow {{ server 127.0.0.1:{shadow}; keepalive 256; keepalive_requests 1000000; keepalive_timeout 90s; }}
     server {{
         listen 127.0.0.1:{port} backlog=4096;
         location = /__health {{ return 200 "ok\\n"; }}
@@ -313,14 +347,20 @@ def summarize(runs):
     add = lines.append
     add(f"median of {len(runs)} runs")
     add("")
-    add("| scenario | target | p50 ms | p99 ms | max req/s |")
-    add("|---|---|---:|---:|---:|")
+    add("| scenario | target | p50 ms | p99 ms | max req/s | proxy CPU µs/request at max |")
+    add("|---|---|---:|---:|---:|---:|")
     for key, scenario, target in [
         ("direct", "healthy", "direct"), ("router", "healthy", "modelship mirror"), ("nginx", "healthy", "nginx mirror"),
         ("router_slow", "shadow 10x slower", "modelship mirror"), ("nginx_slow", "shadow 10x slower", "nginx mirror"),
         ("router_down", "shadow down", "modelship mirror"), ("nginx_down", "shadow down", "nginx mirror"),
     ]:
-        add(f"| {scenario} | {target} | {m(key, 'p50_ms'):.3f} | {m(key, 'p99_ms'):.3f} | {m(key, 'max_rps'):.0f} |")
+        cpu = median([r[key]["proxy_us_per_request"] for r in runs if "proxy_us_per_request" in r[key]])
+        cpu = "" if cpu != cpu else f"{cpu:.1f}"
+        add(f"| {scenario} | {target} | {m(key, 'p50_ms'):.3f} | {m(key, 'p99_ms'):.3f} | {m(key, 'max_rps'):.0f} | {cpu} |")
+    add("")
+    add("CPUs busy during the throughput measurements (median): " + ", ".join(
+        f"{key} " + "/".join(f"{median([r[key]['cpu_busy'][c] for r in runs]):.0%}" for c in sorted(runs[0][key]["cpu_busy"]))
+        for key in ("direct", "router", "nginx", "router_down", "nginx_down")))
     add("")
     router_p99_over_direct = median([r["router"]["p99_ms"] - r["direct"]["p99_ms"] for r in runs])
     tput_vs_nginx = ratio("router", "nginx", "max_rps")
@@ -335,6 +375,10 @@ def summarize(runs):
     add(f"| router max req/s / nginx | {tput_vs_nginx:.2f} | >= 2: {'met' if tput_vs_nginx >= 2 else 'MISSED'} |")
     add(f"| router p99, slow shadow / healthy | {slow_p99:.2f} | <= 1.10: {'met' if slow_p99 <= 1.1 else 'MISSED'} |")
     add(f"| router p99, shadow down / healthy | {down_p99:.2f} | <= 1.10: {'met' if down_p99 <= 1.1 else 'MISSED'} |")
+    slow_of_medians = m("router_slow", "p99_ms") / m("router", "p99_ms")
+    down_of_medians = m("router_down", "p99_ms") / m("router", "p99_ms")
+    add(f"| the same as ratios of the medians: slow shadow, shadow down | {slow_of_medians:.2f}, {down_of_medians:.2f} | "
+        f"<= 1.10: {'met' if slow_of_medians <= 1.1 else 'MISSED'}, {'met' if down_of_medians <= 1.1 else 'MISSED'} |")
     add(f"| nginx p99, slow shadow / healthy | {ratio('nginx_slow', 'nginx', 'p99_ms'):.2f} | |")
     add(f"| nginx max req/s, slow shadow / healthy | {ratio('nginx_slow', 'nginx', 'max_rps'):.2f} | |")
     add(f"| router max req/s, slow shadow / healthy | {ratio('router_slow', 'router', 'max_rps'):.2f} | |")
@@ -352,13 +396,14 @@ def main():
     parser.add_argument("--modelship", required=True)
     parser.add_argument("--model-server", required=True)
     parser.add_argument("--model", required=True, help="model JSON file")
-    parser.add_argument("--vegeta", default=shutil.which("vegeta") or "vegeta")
+    parser.add_argument("--loadgen", required=True, help="bench/loadgen's binary")
     parser.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--rate", type=int, default=1000, help="fixed request rate for latency, per second")
     parser.add_argument("--duration", type=int, default=8, help="seconds per measurement")
-    parser.add_argument("--max-workers", type=int, default=64, help="vegeta workers for the throughput measurement")
-    parser.add_argument("--generator-cpus", default="0", help="taskset CPU list of vegeta")
+    parser.add_argument("--warmup", type=float, default=1, help="seconds of the same load before each measurement")
+    parser.add_argument("--connections", type=int, default=64, help="closed-loop connections for the throughput measurement")
+    parser.add_argument("--generator-cpus", default="0", help="taskset CPU list of the load generator")
     parser.add_argument("--proxy-cpus", default="1", help="taskset CPU list of the router and nginx")
     parser.add_argument("--upstream-cpus", default="0", help="taskset CPU list of the model servers")
     parser.add_argument("--proxy-threads", type=int, default=1, help="router worker threads = nginx worker processes")
@@ -378,8 +423,9 @@ def main():
     finally:
         for proc in bench.procs:
             proc.stop()
-    print(f"loopback, rate {args.rate}/s for latency, {args.max_workers} closed-loop workers for throughput, "
-          f"{args.duration}s per measurement; vegeta on CPU {args.generator_cpus}, proxy on CPU {args.proxy_cpus} "
+    print(f"loopback, rate {args.rate}/s for latency, {args.connections} closed-loop connections for throughput, "
+          f"{args.duration}s per measurement after {args.warmup}s of warm-up; load generator on CPU {args.generator_cpus}, "
+          f"proxy on CPU {args.proxy_cpus} "
           f"with {args.proxy_threads} thread(s)/worker(s), model servers on CPU {args.upstream_cpus}; "
           f"fixed-rate runs at SCHED_FIFO {args.rt_priority or 'off'}")
     print(summarize(runs))

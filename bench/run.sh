@@ -1,22 +1,12 @@
 #!/usr/bin/env bash
-# Benchmark of `modelship mirror` on loopback: builds the release binaries, installs the
-# load generator (vegeta, from the Go module proxy, into a cache outside the repository)
-# and Debian's nginx when missing, then runs bench/bench.py. Extra arguments go to
-# bench.py (see `bench/run.sh --help`). Results land in bench/.out/ (git-ignored).
+# Benchmark of `modelship mirror` on loopback: builds the release binaries and the load
+# generator (bench/loadgen, a crate of its own outside the workspace), installs Debian's
+# nginx when missing, then runs bench/bench.py. Extra arguments go to bench.py (see
+# `bench/run.sh --help`). Results land in bench/.out/ (git-ignored).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cache="${MODELSHIP_BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/modelship-bench}"
-vegeta_version="v12.13.0"
 
 log() { echo "bench: $*" >&2; }
-
-vegeta="$cache/bin/vegeta"
-if [[ ! -x $vegeta ]]; then
-  command -v go >/dev/null || { log "go is needed to build vegeta"; exit 1; }
-  log "building vegeta $vegeta_version into $cache/bin"
-  mkdir -p "$cache/bin"
-  (cd "$cache" && GOBIN="$cache/bin" GOFLAGS=-mod=mod go install "github.com/tsenart/vegeta/v12@$vegeta_version")
-fi
 
 if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
   [[ $(id -u) == 0 ]] || { log "nginx is missing: sudo apt-get install nginx-light"; exit 1; }
@@ -30,9 +20,11 @@ command -v taskset >/dev/null || { log "taskset (util-linux) is needed"; exit 1;
 # MODELSHIP_BENCH_BIN_DIR: use the binaries there as they are (no build).
 bin_dir="${MODELSHIP_BENCH_BIN_DIR:-}"
 if [[ -z $bin_dir ]]; then
-  bin_dir="${CARGO_TARGET_DIR:-$repo/target}/release"
+  target_dir="${CARGO_TARGET_DIR:-$repo/target}"
+  bin_dir="$target_dir/release"
   log "building release binaries into $bin_dir"
   (cd "$repo" && cargo build --release -p modelship -p model-server --bins)
+  (cd "$repo/bench/loadgen" && cargo build --release --target-dir "$target_dir")
 fi
 
 # The machine is shared (builds, other tests): as root, run the benchmark in a session of
@@ -47,4 +39,4 @@ exec "${priority[@]}" python3 "$repo/bench/bench.py" \
   --modelship "$bin_dir/modelship" \
   --model-server "$bin_dir/model-server" \
   --model "$repo/model-server/models/churn-v1.json" \
-  --vegeta "$vegeta" --nginx "$nginx" "$@"
+  --loadgen "$bin_dir/modelship-loadgen" --nginx "$nginx" "$@"
