@@ -66,6 +66,18 @@ pub async fn run(
         ready.set_ready("modeldeployments");
     });
 
+    // Without a finalizer a deleted ModelDeployment is never reconciled again: drop its
+    // exported measurements once it has left the cache.
+    let sweep_store = model_deployments.clone();
+    let analysis_value = shared.metrics.analysis_value.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            sweep_series(&analysis_value, &sweep_store);
+        }
+    });
+
     let ctx = Arc::new(reconcile::Context { shared, deployments, services, pipelines, prometheus });
     controller
         .owns_stream(deployment_events)
@@ -89,4 +101,41 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// Removes the measurement series of ModelDeployments that no longer exist.
+fn sweep_series(gauge: &prometheus::GaugeVec, store: &kube::runtime::reflector::Store<ModelDeployment>) {
+    use prometheus::core::Collector;
+    let live: std::collections::HashSet<(String, String)> =
+        store.state().iter().map(|md| (md.namespace().unwrap_or_default(), md.name_any())).collect();
+    for family in gauge.collect() {
+        for metric in family.get_metric() {
+            let labels: std::collections::HashMap<&str, &str> = metric.get_label().iter().map(|l| (l.name(), l.value())).collect();
+            let key = (labels.get("namespace").copied().unwrap_or_default().to_string(), labels.get("deployment").copied().unwrap_or_default().to_string());
+            if !live.contains(&key) {
+                let values = ["namespace", "deployment", "metric", "series"].map(|n| labels.get(n).copied().unwrap_or_default());
+                let _ = gauge.remove_label_values(&values);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::watcher;
+
+    #[test]
+    fn series_of_deleted_model_deployments_are_swept() {
+        let gauge = prometheus::GaugeVec::new(prometheus::Opts::new("g", "h"), &["namespace", "deployment", "metric", "series"]).unwrap();
+        gauge.with_label_values(&["models", "fraud", "error-rate", "judged"]).set(0.1);
+        gauge.with_label_values(&["models", "gone", "error-rate", "judged"]).set(0.2);
+        let (store, mut writer) = reflector::store();
+        writer.apply_watcher_event(&watcher::Event::Apply(testing::sample()));
+        sweep_series(&gauge, &store);
+        assert!(gauge.get_metric_with_label_values(&["models", "fraud", "error-rate", "judged"]).is_ok());
+        use prometheus::core::Collector;
+        let left: usize = gauge.collect().iter().map(|f| f.get_metric().len()).sum();
+        assert_eq!(left, 1);
+    }
 }
