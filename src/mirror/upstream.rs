@@ -154,7 +154,9 @@ where
         loop {
             let (mut sender, reused) = match self.pool.take() {
                 Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+                // Boxed: connecting is rare, and its state would otherwise make every
+                // request's future (moved on each spawn) larger.
+                None => (Box::pin(self.connect()).await?, false),
             };
             if reused && sender.ready().await.is_err() {
                 // Closed while idle: the request has not gone anywhere.
