@@ -197,7 +197,7 @@ class Bench:
                 "--header", "Content-Type: application/json", "--duration", str(duration),
                 "--warmup", str(a.warmup), "--timeout", "10"]
         if rate:
-            argv += ["--rate", str(rate)]
+            argv += ["--rate", str(rate), "--arrivals", a.arrivals]
         else:
             argv += ["--rate", "0", "--connections", str(connections)]
         rt = ["chrt", "-f", str(realtime)] if realtime else []
@@ -401,6 +401,8 @@ def main():
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--rate", type=int, default=1000, help="fixed request rate for latency, per second")
     parser.add_argument("--duration", type=int, default=8, help="seconds per measurement")
+    parser.add_argument("--arrivals", choices=["uniform", "poisson"], default="uniform",
+                        help="how the fixed-rate load spaces its requests (poisson: exponential gaps)")
     parser.add_argument("--warmup", type=float, default=1, help="seconds of the same load before each measurement")
     parser.add_argument("--connections", type=int, default=64, help="closed-loop connections for the throughput measurement")
     parser.add_argument("--generator-cpus", default="0", help="taskset CPU list of the load generator")
@@ -423,7 +425,7 @@ def main():
     finally:
         for proc in bench.procs:
             proc.stop()
-    print(f"loopback, rate {args.rate}/s for latency, {args.connections} closed-loop connections for throughput, "
+    print(f"loopback, rate {args.rate}/s ({args.arrivals} arrivals) for latency, {args.connections} closed-loop connections for throughput, "
           f"{args.duration}s per measurement after {args.warmup}s of warm-up; load generator on CPU {args.generator_cpus}, "
           f"proxy on CPU {args.proxy_cpus} "
           f"with {args.proxy_threads} thread(s)/worker(s), model servers on CPU {args.upstream_cpus}; "

@@ -7,8 +7,10 @@
 //! the request prepared once and written with one `write`, the answer read with as few
 //! `read`s as it arrives in and parsed with `httparse`.
 //!
-//! - Open loop (`--rate N`): a request every 1/N s, paced by a timerfd (nanosecond
-//!   resolution; tokio's own timer has millisecond resolution), on an idle connection or,
+//! - Open loop (`--rate N`): N requests a second, by default exactly 1/N s apart, or with
+//!   `--arrivals poisson` as a Poisson process (gaps drawn from an exponential distribution,
+//!   reproducible by `--seed`), paced by a timerfd (nanosecond resolution; tokio's own
+//!   timer has millisecond resolution), on an idle connection or,
 //!   when every connection is busy, on a new one: requests go out at the rate whatever the
 //!   answers do.
 //! - Closed loop (`--rate 0 --connections W`): W connections, each sending its next request
@@ -67,6 +69,58 @@ struct Args {
     /// Seconds a request may take, connecting included.
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
+    /// How the open loop spaces its requests: `uniform` (exactly 1/rate apart) or `poisson`
+    /// (exponential gaps averaging 1/rate, so the schedule cannot lock in phase with a
+    /// periodic timer in what is measured, and comes in bursts as real traffic does).
+    #[arg(long, value_enum, default_value_t = Arrivals::Uniform)]
+    arrivals: Arrivals,
+    /// Seed of the Poisson schedule: the same seed sends at the same offsets.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Arrivals {
+    Uniform,
+    Poisson,
+}
+
+/// The open loop's send times, as offsets from its start.
+struct Schedule {
+    arrivals: Arrivals,
+    mean_gap_ns: f64,
+    next_ns: f64,
+    /// xorshift64* state: a reproducible sequence without a dependency.
+    state: u64,
+}
+
+impl Schedule {
+    fn new(arrivals: Arrivals, rate: u64, seed: u64) -> Schedule {
+        Schedule {
+            arrivals,
+            mean_gap_ns: 1e9 / rate.max(1) as f64,
+            next_ns: 0.0,
+            state: seed.max(1),
+        }
+    }
+
+    /// The offset of the next request.
+    fn next(&mut self) -> Duration {
+        let gap = match self.arrivals {
+            Arrivals::Uniform => self.mean_gap_ns,
+            Arrivals::Poisson => {
+                self.state ^= self.state >> 12;
+                self.state ^= self.state << 25;
+                self.state ^= self.state >> 27;
+                let bits = self.state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11;
+                // Uniform in (0, 1]: never ln(0).
+                let u = (bits + 1) as f64 / (1u64 << 53) as f64;
+                -u.ln() * self.mean_gap_ns
+            }
+        };
+        self.next_ns += gap;
+        Duration::from_nanos(self.next_ns as u64)
+    }
 }
 
 struct Target {
@@ -305,14 +359,14 @@ impl Stats {
     }
 }
 
-/// A periodic timer on a timerfd: nanosecond resolution, and a late reader learns how many
-/// periods went by.
+/// A one-shot timer on a timerfd: nanosecond resolution (tokio's own timer has millisecond
+/// resolution).
 struct Ticker {
     fd: AsyncFd<OwnedFd>,
 }
 
 impl Ticker {
-    fn new(period: Duration) -> io::Result<Ticker> {
+    fn new() -> io::Result<Ticker> {
         // SAFETY: plain system calls on a descriptor this function owns.
         let fd = unsafe {
             libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)
@@ -322,26 +376,31 @@ impl Ticker {
         }
         // SAFETY: `fd` was just created and is owned by nothing else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let period = libc::timespec {
-            tv_sec: period.as_secs() as libc::time_t,
-            tv_nsec: period.subsec_nanos() as libc::c_long,
-        };
-        let spec = libc::itimerspec {
-            it_interval: period,
-            it_value: period,
-        };
-        // SAFETY: `spec` is a valid itimerspec; the old value is not asked for.
-        if unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
         // SAFETY: an OwnedFd keeps its descriptor open and the same until it is dropped.
         let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
             .map_err(io::Error::from)?;
         Ok(Ticker { fd })
     }
 
-    /// Waits for the next period; returns how many went by since the last call.
-    async fn tick(&self) -> io::Result<u64> {
+    /// Arms the timer to expire once, `delay` from now (at least 1 ns: zero would disarm it).
+    fn arm(&self, delay: Duration) -> io::Result<()> {
+        let delay = delay.max(Duration::from_nanos(1));
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+            it_value: libc::timespec {
+                tv_sec: delay.as_secs() as libc::time_t,
+                tv_nsec: delay.subsec_nanos() as libc::c_long,
+            },
+        };
+        // SAFETY: `spec` is a valid itimerspec; the old value is not asked for.
+        if unsafe { libc::timerfd_settime(self.fd.get_ref().as_raw_fd(), 0, &spec, std::ptr::null_mut()) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Waits until the armed timer expires.
+    async fn tick(&self) -> io::Result<()> {
         loop {
             let mut guard = self.fd.readable().await?;
             let mut expirations = 0u64;
@@ -353,10 +412,10 @@ impl Ticker {
                     8,
                 )
             };
-            // The read drained the timer either way; the next period is a new edge.
+            // The read drained the timer either way; it is armed again before the next wait.
             guard.clear_ready();
             if read == 8 {
-                return Ok(expirations);
+                return Ok(());
             }
             let error = io::Error::last_os_error();
             if error.kind() != io::ErrorKind::WouldBlock {
@@ -377,28 +436,26 @@ struct Pool {
 }
 
 async fn open_loop(args: &Args, target: Rc<Target>) -> io::Result<serde_json::Value> {
-    let period = Duration::from_nanos(1_000_000_000 / args.rate.max(1));
-    let ticker = Ticker::new(period)?;
+    let mut schedule = Schedule::new(args.arrivals, args.rate, args.seed);
+    let ticker = Ticker::new()?;
     let zero = Instant::now();
     let start = zero + Duration::from_secs_f64(args.warmup);
     let end = start + Duration::from_secs_f64(args.duration);
     let pool = Rc::new(RefCell::new(Pool::default()));
-    let mut ticks: u32 = 0;
-    'ticks: loop {
-        let expirations = ticker.tick().await?;
+    let mut scheduled = zero + schedule.next();
+    while scheduled < end {
+        ticker.arm(scheduled.saturating_duration_since(Instant::now()))?;
+        ticker.tick().await?;
         let now = Instant::now();
-        for _ in 0..expirations {
-            ticks += 1;
-            let scheduled = zero + period * ticks;
-            if scheduled >= end {
-                break 'ticks;
-            }
+        // Every request due by now goes out, late ones with their lag recorded.
+        while scheduled <= now && scheduled < end {
             let counted = scheduled >= start;
             if counted {
                 let lag = now.saturating_duration_since(scheduled);
                 pool.borrow_mut().stats.lags.push(lag.as_nanos() as u64);
             }
             send(&pool, &target, args.max_connections, counted);
+            scheduled = zero + schedule.next();
         }
     }
     // Requests still in flight are answered (or time out) before the report.
@@ -612,5 +669,27 @@ mod tests {
             std::str::from_utf8(&target.request).unwrap(),
             "POST /predict HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nContent-Type: application/json\r\nContent-Length: 0\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn poisson_gaps_average_one_over_the_rate_and_vary() {
+        let mut schedule = Schedule::new(Arrivals::Poisson, 1000, 7);
+        let offsets: Vec<Duration> = (0..100_000).map(|_| schedule.next()).collect();
+        let mean_ms = offsets.last().unwrap().as_secs_f64() * 1e3 / offsets.len() as f64;
+        assert!((mean_ms - 1.0).abs() < 0.02, "mean gap {mean_ms} ms");
+        // An exponential distribution: about e^-1 of the gaps exceed the mean.
+        let long = offsets.windows(2).filter(|w| w[1] - w[0] > Duration::from_millis(1)).count();
+        let share = long as f64 / offsets.len() as f64;
+        assert!((share - (-1f64).exp()).abs() < 0.01, "share of long gaps {share}");
+        // The same seed, the same schedule.
+        let mut again = Schedule::new(Arrivals::Poisson, 1000, 7);
+        assert_eq!(again.next(), offsets[0]);
+    }
+
+    #[test]
+    fn uniform_gaps_are_exact() {
+        let mut schedule = Schedule::new(Arrivals::Uniform, 1000, 7);
+        assert_eq!(schedule.next(), Duration::from_millis(1));
+        assert_eq!(schedule.next(), Duration::from_millis(2));
     }
 }
