@@ -19,16 +19,28 @@ pub struct Readiness {
 impl Readiness {
     /// Registers a part that is not ready yet.
     pub fn expect(&self, part: &'static str) {
-        self.parts.lock().unwrap_or_else(|p| p.into_inner()).insert(part, false);
+        self.parts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(part, false);
     }
 
     pub fn set_ready(&self, part: &'static str) {
-        self.parts.lock().unwrap_or_else(|p| p.into_inner()).insert(part, true);
+        self.parts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(part, true);
     }
 
     /// The parts still waiting; empty when ready.
     pub fn waiting(&self) -> Vec<&'static str> {
-        self.parts.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|(_, r)| !**r).map(|(k, _)| *k).collect()
+        self.parts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, r)| !**r)
+            .map(|(k, _)| *k)
+            .collect()
     }
 }
 
@@ -40,7 +52,12 @@ where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     loop {
-        if let Ok(Ok(())) = tokio::time::timeout(std::time::Duration::from_millis(100), store.wait_until_ready()).await {
+        if let Ok(Ok(())) = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            store.wait_until_ready(),
+        )
+        .await
+        {
             return;
         }
     }
@@ -53,7 +70,10 @@ struct AdminState {
 }
 
 async fn render_metrics(State(s): State<AdminState>) -> impl IntoResponse {
-    ([("content-type", "text/plain; version=0.0.4")], s.metrics.render())
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
 }
 
 async fn livez() -> &'static str {
@@ -65,15 +85,23 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
     if waiting.is_empty() {
         (StatusCode::OK, "ok\n".to_string())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("waiting for the first full list of: {}\n", waiting.join(", ")))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "waiting for the first full list of: {}\n",
+                waiting.join(", ")
+            ),
+        )
     }
 }
 
 /// Binds the admin listener; fails at once when the address is taken.
 pub async fn bind(addr: SocketAddr) -> crate::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| crate::Error::Config(format!("cannot listen on {addr} for /metrics, /livez and /readyz: {e}")))
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        crate::Error::Config(format!(
+            "cannot listen on {addr} for /metrics, /livez and /readyz: {e}"
+        ))
+    })
 }
 
 /// Serves until `shutdown` resolves.
@@ -88,7 +116,9 @@ pub async fn serve(
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .with_state(AdminState { metrics, readiness });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }
 

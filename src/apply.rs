@@ -26,7 +26,9 @@ pub fn is_subset(desired: &Value, live: &Value) -> bool {
             None => is_empty(dv),
         }),
         (Value::Object(d), Value::Null) => d.values().all(is_empty),
-        (Value::Array(d), Value::Array(l)) => d.len() == l.len() && d.iter().zip(l).all(|(dv, lv)| is_subset(dv, lv)),
+        (Value::Array(d), Value::Array(l)) => {
+            d.len() == l.len() && d.iter().zip(l).all(|(dv, lv)| is_subset(dv, lv))
+        }
         (Value::Array(d), Value::Null) => d.is_empty(),
         (Value::Null, _) => true,
         (Value::Number(d), Value::Number(l)) => d.as_f64() == l.as_f64(),
@@ -53,21 +55,31 @@ pub fn needs_apply<K: Serialize>(desired: &K, live: Option<&K>) -> bool {
 }
 
 /// Applies `desired` unless `live` already matches it. Returns whether a write was sent.
-pub async fn apply_if_changed<K>(api: &Api<K>, desired: &K, live: Option<&K>) -> Result<bool, kube::Error>
+pub async fn apply_if_changed<K>(
+    api: &Api<K>,
+    desired: &K,
+    live: Option<&K>,
+) -> Result<bool, kube::Error>
 where
     K: Resource + Serialize + DeserializeOwned + Clone + Debug,
 {
     if !needs_apply(desired, live) {
         return Ok(false);
     }
-    api.patch(&desired.name_any(), &apply_params(), &Patch::Apply(desired)).await?;
+    api.patch(&desired.name_any(), &apply_params(), &Patch::Apply(desired))
+        .await?;
     Ok(true)
 }
 
 /// Writes `status` by server-side apply, on condition that the object is still at
 /// `resource_version`: a decision taken on a stale copy is refused with 409 and retried on
 /// fresh data.
-pub async fn apply_status<K, S>(api: &Api<K>, name: &str, resource_version: Option<&str>, status: &S) -> Result<K, kube::Error>
+pub async fn apply_status<K, S>(
+    api: &Api<K>,
+    name: &str,
+    resource_version: Option<&str>,
+    status: &S,
+) -> Result<K, kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
     S: Serialize,
@@ -78,7 +90,8 @@ where
         "metadata": {"name": name, "resourceVersion": resource_version},
         "status": status,
     });
-    api.patch_status(name, &apply_params(), &Patch::Apply(&patch)).await
+    api.patch_status(name, &apply_params(), &Patch::Apply(&patch))
+        .await
 }
 
 /// Deletes an object in the background; a missing object is not an error.
@@ -86,7 +99,10 @@ pub async fn delete_if_exists<K>(api: &Api<K>, name: &str) -> Result<bool, kube:
 where
     K: Resource + Clone + DeserializeOwned + Debug,
 {
-    let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
     match api.delete(name, &params).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),

@@ -14,21 +14,31 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, max: Duration) -> Self {
-        Self { base, max, attempts: Mutex::new(HashMap::new()) }
+        Self {
+            base,
+            max,
+            attempts: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The delay before the next retry of `key`, doubling with each failure up to the maximum.
     pub fn next_delay(&self, key: &str) -> Duration {
         let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
         let n = attempts.entry(key.to_string()).or_insert(0);
-        let delay = self.base.saturating_mul(1u32.checked_shl(*n).unwrap_or(u32::MAX)).min(self.max);
+        let delay = self
+            .base
+            .saturating_mul(1u32.checked_shl(*n).unwrap_or(u32::MAX))
+            .min(self.max);
         *n = n.saturating_add(1);
         delay
     }
 
     /// Forgets the failures of `key` after a success.
     pub fn reset(&self, key: &str) {
-        self.attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.attempts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
     }
 }
 
@@ -41,7 +51,11 @@ mod tests {
         let b = Backoff::new(Duration::from_secs(1), Duration::from_secs(10));
         let delays: Vec<u64> = (0..6).map(|_| b.next_delay("ns/a").as_secs()).collect();
         assert_eq!(delays, vec![1, 2, 4, 8, 10, 10]);
-        assert_eq!(b.next_delay("ns/b").as_secs(), 1, "another object has its own count");
+        assert_eq!(
+            b.next_delay("ns/b").as_secs(),
+            1,
+            "another object has its own count"
+        );
         b.reset("ns/a");
         assert_eq!(b.next_delay("ns/a").as_secs(), 1);
     }

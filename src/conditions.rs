@@ -63,7 +63,9 @@ pub fn remove(conditions: &mut Vec<Condition>, type_: &str) {
 
 /// Whether a condition of `type_` is `True`.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
 }
 
 #[cfg(test)]
@@ -77,13 +79,37 @@ mod tests {
     #[test]
     fn transition_time_moves_only_when_status_changes() {
         let mut c = Vec::new();
-        set(&mut c, "Ready", Status::False, "Progressing", "a", Some(1), ts(10));
-        set(&mut c, "Ready", Status::False, "StillProgressing", "b", Some(2), ts(20));
+        set(
+            &mut c,
+            "Ready",
+            Status::False,
+            "Progressing",
+            "a",
+            Some(1),
+            ts(10),
+        );
+        set(
+            &mut c,
+            "Ready",
+            Status::False,
+            "StillProgressing",
+            "b",
+            Some(2),
+            ts(20),
+        );
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].last_transition_time.0, ts(10));
         assert_eq!(c[0].reason, "StillProgressing");
         assert_eq!(c[0].observed_generation, Some(2));
-        set(&mut c, "Ready", Status::True, "Available", "c", Some(2), ts(30));
+        set(
+            &mut c,
+            "Ready",
+            Status::True,
+            "Available",
+            "c",
+            Some(2),
+            ts(30),
+        );
         assert_eq!(c[0].last_transition_time.0, ts(30));
         assert!(is_true(&c, "Ready"));
     }

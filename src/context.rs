@@ -43,9 +43,20 @@ impl Shared {
     }
 
     /// Publishes an event about `obj`; a failure to publish is logged, never fatal.
-    pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, action: &str, note: String) {
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let event = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: reason.into(),
             note: Some(truncate(note, 1000)),
             action: action.into(),
@@ -59,20 +70,34 @@ impl Shared {
     /// Remembers the resourceVersion our status write produced.
     pub fn wrote(&self, key: &str, resource_version: Option<&str>) {
         if let Some(rv) = resource_version.and_then(|v| v.parse::<u64>().ok()) {
-            self.written.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_string(), rv);
+            self.written
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.to_string(), rv);
         }
     }
 
     /// Whether the cached object is older than our own last write to it: then a decision taken
     /// on it could undo what we already decided, so the reconciliation waits for the cache.
     pub fn cache_is_stale(&self, key: &str, resource_version: Option<&str>) -> bool {
-        let Some(seen) = resource_version.and_then(|v| v.parse::<u64>().ok()) else { return false };
-        self.written.lock().unwrap_or_else(|p| p.into_inner()).get(key).is_some_and(|w| seen < *w)
+        let Some(seen) = resource_version.and_then(|v| v.parse::<u64>().ok()) else {
+            return false;
+        };
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .is_some_and(|w| seen < *w)
     }
 
     /// How a failed reconciliation is retried: never for what only a spec change can fix, at
     /// once for a conflict, with exponential backoff per object otherwise.
-    pub fn retry(&self, controller: &'static str, key: &str, error: &crate::Error) -> kube::runtime::controller::Action {
+    pub fn retry(
+        &self,
+        controller: &'static str,
+        key: &str,
+        error: &crate::Error,
+    ) -> kube::runtime::controller::Action {
         use kube::runtime::controller::Action;
         self.metrics.reconcile_failed(controller, error);
         if error.is_permanent() {
@@ -87,7 +112,10 @@ impl Shared {
     }
 
     pub fn forget(&self, key: &str) {
-        self.written.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
         self.backoff.reset(key);
     }
 }

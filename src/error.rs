@@ -39,7 +39,9 @@ impl From<kube::Error> for Error {
     fn from(e: kube::Error) -> Self {
         match &e {
             // 400 and 422 mean the object itself is wrong: retrying cannot help.
-            kube::Error::Api(status) if status.code == 422 || status.code == 400 => Error::Rejected(status.message.clone()),
+            kube::Error::Api(status) if status.code == 422 || status.code == 400 => {
+                Error::Rejected(status.message.clone())
+            }
             _ => Error::Kube(e),
         }
     }

@@ -6,7 +6,13 @@ use modelship::{api, mirror, operator, telemetry};
 #[command(version, about)]
 struct Cli {
     /// Log format.
-    #[arg(long, env = "MODELSHIP_LOG_FORMAT", value_enum, default_value_t, global = true)]
+    #[arg(
+        long,
+        env = "MODELSHIP_LOG_FORMAT",
+        value_enum,
+        default_value_t,
+        global = true
+    )]
     log_format: telemetry::LogFormat,
     /// Log filter, in `RUST_LOG` syntax.
     #[arg(long, env = "MODELSHIP_LOG", default_value = "info", global = true)]

@@ -1,6 +1,7 @@
 //! The operator's own Prometheus metrics. The registry belongs to the application state.
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 use std::time::Instant;
 
@@ -32,20 +33,36 @@ impl Default for Metrics {
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry.register(Box::new(c.clone())).expect("registered once");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("registered once");
     c
 }
 
-fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("valid metric");
-    registry.register(Box::new(h.clone())).expect("registered once");
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("registered once");
     h
 }
 
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let reconciles = counter(&registry, "modelship_reconciles_total", "Reconciliations run, per controller.", &["controller"]);
+        let reconciles = counter(
+            &registry,
+            "modelship_reconciles_total",
+            "Reconciliations run, per controller.",
+            &["controller"],
+        );
         let reconcile_errors = counter(
             &registry,
             "modelship_reconcile_errors_total",
@@ -57,10 +74,18 @@ impl Metrics {
             "modelship_reconcile_duration_seconds",
             "Time a reconciliation took, per controller.",
             &["controller"],
-            vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+            vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ],
         );
-        let leader = IntGauge::new("modelship_leader", "1 while this replica holds the leader lease.").expect("valid metric");
-        registry.register(Box::new(leader.clone())).expect("registered once");
+        let leader = IntGauge::new(
+            "modelship_leader",
+            "1 while this replica holds the leader lease.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(leader.clone()))
+            .expect("registered once");
         let transitions = counter(
             &registry,
             "modelship_deployment_transitions_total",
@@ -72,21 +97,31 @@ impl Metrics {
             "modelship_deployment_phase_duration_seconds",
             "Time a model version spent in a phase (Shadowing, Promoting, Baking) before leaving it.",
             &["phase"],
-            vec![1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0],
+            vec![
+                1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0,
+                86400.0,
+            ],
         );
         let analysis_value = GaugeVec::new(
             Opts::new("modelship_analysis_value", "Latest measured value of an analysis metric, per ModelDeployment and track (judged or reference)."),
             &["namespace", "deployment", "metric", "series"],
         )
         .expect("valid metric");
-        registry.register(Box::new(analysis_value.clone())).expect("registered once");
+        registry
+            .register(Box::new(analysis_value.clone()))
+            .expect("registered once");
         let analysis_verdicts = counter(
             &registry,
             "modelship_analysis_measurements_total",
             "Analysis measurements, per verdict (Pass, Fail, Inconclusive, Error).",
             &["verdict"],
         );
-        let runs_started = counter(&registry, "modelship_pipeline_runs_started_total", "Pipeline runs started, per trigger.", &["trigger"]);
+        let runs_started = counter(
+            &registry,
+            "modelship_pipeline_runs_started_total",
+            "Pipeline runs started, per trigger.",
+            &["trigger"],
+        );
         let runs_finished = counter(
             &registry,
             "modelship_pipeline_runs_finished_total",
@@ -98,9 +133,16 @@ impl Metrics {
             "modelship_pipeline_stage_duration_seconds",
             "Duration of pipeline stages, per stage and result.",
             &["stage", "result"],
-            vec![1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0],
+            vec![
+                1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0,
+            ],
         );
-        let gate_verdicts = counter(&registry, "modelship_pipeline_gate_verdicts_total", "Gate verdicts, per verdict.", &["verdict"]);
+        let gate_verdicts = counter(
+            &registry,
+            "modelship_pipeline_gate_verdicts_total",
+            "Gate verdicts, per verdict.",
+            &["verdict"],
+        );
         Self {
             registry,
             reconciles,
@@ -121,11 +163,17 @@ impl Metrics {
     /// Starts timing one reconciliation; the returned guard records it when dropped.
     pub fn reconcile_started(&self, controller: &'static str) -> ReconcileTimer {
         self.reconciles.with_label_values(&[controller]).inc();
-        ReconcileTimer { histogram: self.reconcile_duration.clone(), controller, start: Instant::now() }
+        ReconcileTimer {
+            histogram: self.reconcile_duration.clone(),
+            controller,
+            start: Instant::now(),
+        }
     }
 
     pub fn reconcile_failed(&self, controller: &'static str, error: &crate::Error) {
-        self.reconcile_errors.with_label_values(&[controller, error.metric_label()]).inc();
+        self.reconcile_errors
+            .with_label_values(&[controller, error.metric_label()])
+            .inc();
     }
 
     /// The text exposition of every metric.
@@ -148,7 +196,9 @@ pub struct ReconcileTimer {
 
 impl Drop for ReconcileTimer {
     fn drop(&mut self) {
-        self.histogram.with_label_values(&[self.controller]).observe(self.start.elapsed().as_secs_f64());
+        self.histogram
+            .with_label_values(&[self.controller])
+            .observe(self.start.elapsed().as_secs_f64());
     }
 }
 
@@ -163,7 +213,13 @@ mod tests {
         m.reconcile_failed("deployment", &crate::Error::Config("x".into()));
         let text = m.render();
         assert!(text.contains("modelship_reconciles_total{controller=\"deployment\"} 1"));
-        assert!(text.contains("modelship_reconcile_errors_total{controller=\"deployment\",error=\"config\"} 1"));
-        assert!(text.contains("modelship_reconcile_duration_seconds_count{controller=\"deployment\"} 1"));
+        assert!(text.contains(
+            "modelship_reconcile_errors_total{controller=\"deployment\",error=\"config\"} 1"
+        ));
+        assert!(
+            text.contains(
+                "modelship_reconcile_duration_seconds_count{controller=\"deployment\"} 1"
+            )
+        );
     }
 }

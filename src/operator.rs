@@ -24,7 +24,11 @@ pub struct RunArgs {
     pub admin_listen: SocketAddr,
 
     /// Prometheus queried by analyses whose ModelDeployment names none.
-    #[arg(long, env = "MODELSHIP_PROMETHEUS_URL", default_value = "http://prometheus-operated.monitoring.svc:9090")]
+    #[arg(
+        long,
+        env = "MODELSHIP_PROMETHEUS_URL",
+        default_value = "http://prometheus-operated.monitoring.svc:9090"
+    )]
     pub prometheus_url: String,
 
     /// Longest a Prometheus query may take before the measurement is inconclusive.
@@ -76,20 +80,32 @@ fn own_namespace(client: &Client) -> String {
 }
 
 fn default_identity() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "modelship".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "modelship".into());
     format!("{host}-{}", std::process::id())
 }
 
 /// Runs the operator until `shutdown` resolves.
-pub async fn run(args: RunArgs, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
-    let client = Client::try_default().await.map_err(|e| Error::Config(format!("no usable Kubernetes configuration: {e}")))?;
+pub async fn run(
+    args: RunArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let client = Client::try_default()
+        .await
+        .map_err(|e| Error::Config(format!("no usable Kubernetes configuration: {e}")))?;
     let metrics = Metrics::new();
     let readiness = Readiness::default();
     let stop = CancellationToken::new();
 
     let listener = admin::bind(args.admin_listen).await?;
     let admin_stop = stop.clone();
-    let admin = tokio::spawn(admin::serve(listener, metrics.clone(), readiness.clone(), async move { admin_stop.cancelled().await }));
+    let admin = tokio::spawn(admin::serve(
+        listener,
+        metrics.clone(),
+        readiness.clone(),
+        async move { admin_stop.cancelled().await },
+    ));
     let signal_stop = stop.clone();
     tokio::spawn(async move {
         shutdown.await;
@@ -112,8 +128,18 @@ pub async fn run(args: RunArgs, shutdown: impl std::future::Future<Output = ()> 
 
 /// Waits for the lease, runs the controllers while holding it, and exits when it is lost:
 /// a replica that lost the lease might still act on stale state, so it stops and is restarted.
-async fn lead(args: &RunArgs, client: Client, identity: &str, metrics: Metrics, readiness: Readiness, stop: CancellationToken) -> Result<()> {
-    let lease_namespace = args.lease_namespace.clone().unwrap_or_else(|| own_namespace(&client));
+async fn lead(
+    args: &RunArgs,
+    client: Client,
+    identity: &str,
+    metrics: Metrics,
+    readiness: Readiness,
+    stop: CancellationToken,
+) -> Result<()> {
+    let lease_namespace = args
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(|| own_namespace(&client));
     let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
         .with_namespace(&lease_namespace)
         .with_identity(identity)
@@ -182,19 +208,36 @@ fn expect_parts(readiness: &Readiness) {
     readiness.expect("modelpipelines");
 }
 
-async fn controllers(args: &RunArgs, client: Client, identity: &str, metrics: Metrics, readiness: Readiness, stop: CancellationToken) {
+async fn controllers(
+    args: &RunArgs,
+    client: Client,
+    identity: &str,
+    metrics: Metrics,
+    readiness: Readiness,
+    stop: CancellationToken,
+) {
     expect_parts(&readiness);
-    let scope = Scope { namespace: args.namespace.clone() };
+    let scope = Scope {
+        namespace: args.namespace.clone(),
+    };
     let settings = Settings {
         router_image: args.router_image.clone(),
         prometheus_url: args.prometheus_url.clone(),
         resync: args.resync,
     };
-    let reporter = |controller: &str| Reporter { controller: format!("modelship-{controller}"), instance: Some(identity.to_string()) };
+    let reporter = |controller: &str| Reporter {
+        controller: format!("modelship-{controller}"),
+        instance: Some(identity.to_string()),
+    };
     let deployments = deployment::run(
         client.clone(),
         scope.clone(),
-        Shared::new(client.clone(), reporter("deployment"), metrics.clone(), settings.clone()),
+        Shared::new(
+            client.clone(),
+            reporter("deployment"),
+            metrics.clone(),
+            settings.clone(),
+        ),
         analysis::prometheus::Clients::new(args.prometheus_timeout),
         readiness.clone(),
         stop.clone().cancelled_owned(),

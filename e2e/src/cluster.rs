@@ -33,19 +33,27 @@ pub fn kubeconfig_path() -> PathBuf {
 /// end-to-end tests never skip.
 pub async fn client() -> Client {
     let path = kubeconfig_path();
-    assert!(path.is_file(), "{NOT_UP} ({} does not exist)", path.display());
+    assert!(
+        path.is_file(),
+        "{NOT_UP} ({} does not exist)",
+        path.display()
+    );
     let client = client_from_kubeconfig(&path)
         .await
         .unwrap_or_else(|e| panic!("{NOT_UP}: {e:#}"));
     if let Err(e) = client.apiserver_version().await {
-        panic!("{NOT_UP}: the API server in {} does not answer: {e}", path.display());
+        panic!(
+            "{NOT_UP}: the API server in {} does not answer: {e}",
+            path.display()
+        );
     }
     client
 }
 
 /// A client from any kubeconfig file, e.g. one from [`service_account_kubeconfig`].
 pub async fn client_from_kubeconfig(path: &Path) -> anyhow::Result<Client> {
-    let kubeconfig = Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+    let kubeconfig =
+        Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
     Ok(Client::try_from(config)?)
 }
@@ -77,7 +85,10 @@ pub async fn test_namespace(client: &Client, prefix: &str) -> TestNamespace {
         .create(&PostParams::default(), &ns)
         .await
         .unwrap_or_else(|e| panic!("creating a namespace {prefix}-*: {e}"));
-    let name = created.metadata.name.expect("the server names the namespace");
+    let name = created
+        .metadata
+        .name
+        .expect("the server names the namespace");
     let service_accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
     wait_for(
         &format!("the default ServiceAccount in namespace {name}"),
@@ -85,7 +96,11 @@ pub async fn test_namespace(client: &Client, prefix: &str) -> TestNamespace {
         || async { Ok(service_accounts.get_opt("default").await?.map(|_| ())) },
     )
     .await;
-    TestNamespace { name, client: client.clone(), deleted: false }
+    TestNamespace {
+        name,
+        client: client.clone(),
+        deleted: false,
+    }
 }
 
 impl TestNamespace {
@@ -107,15 +122,20 @@ impl TestNamespace {
     pub async fn delete(mut self) {
         self.deleted = true;
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        match namespaces.delete(&self.name, &DeleteParams::default()).await {
+        match namespaces
+            .delete(&self.name, &DeleteParams::default())
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => return,
             Err(e) => panic!("deleting namespace {}: {e}", self.name),
         }
         let name = self.name.clone();
-        wait_for(&format!("namespace {name} to be deleted"), Duration::from_secs(60), || async {
-            Ok(namespaces.get_opt(&name).await?.is_none().then_some(()))
-        })
+        wait_for(
+            &format!("namespace {name} to be deleted"),
+            Duration::from_secs(60),
+            || async { Ok(namespaces.get_opt(&name).await?.is_none().then_some(())) },
+        )
         .await;
     }
 }
@@ -128,7 +148,13 @@ impl Drop for TestNamespace {
         // A failed test: start the deletion with the pinned kubectl (no runtime needed here).
         let _ = std::process::Command::new(kubectl_path())
             .env("KUBECONFIG", kubeconfig_path())
-            .args(["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"])
+            .args([
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status();
@@ -142,7 +168,11 @@ fn kubectl_path() -> PathBuf {
 /// The pinned kubectl (`e2e/.cluster/bin/kubectl`) with `KUBECONFIG` set to the admin kubeconfig.
 pub fn kubectl() -> tokio::process::Command {
     let path = kubectl_path();
-    assert!(path.exists(), "{NOT_UP} ({} does not exist)", path.display());
+    assert!(
+        path.exists(),
+        "{NOT_UP} ({} does not exist)",
+        path.display()
+    );
     let mut cmd = tokio::process::Command::new(path);
     cmd.env("KUBECONFIG", kubeconfig_path()).kill_on_drop(true);
     cmd
@@ -152,7 +182,11 @@ pub fn kubectl() -> tokio::process::Command {
 /// and its cache, config and data under `e2e/.run/helm/`.
 pub fn helm() -> tokio::process::Command {
     let path = repo_root().join("e2e/.cluster/bin/helm");
-    assert!(path.exists(), "{NOT_UP} ({} does not exist)", path.display());
+    assert!(
+        path.exists(),
+        "{NOT_UP} ({} does not exist)",
+        path.display()
+    );
     let home = run_dir().join("helm");
     let mut cmd = tokio::process::Command::new(path);
     cmd.env("KUBECONFIG", kubeconfig_path())
@@ -167,7 +201,11 @@ pub fn helm() -> tokio::process::Command {
 /// `namespace`, with a one-hour token from the TokenRequest API, and returns its path
 /// (`e2e/.run/<namespace>-<service_account>.kubeconfig`). Use it to run the operator
 /// with the RBAC its chart grants rather than as admin.
-pub async fn service_account_kubeconfig(client: &Client, namespace: &str, service_account: &str) -> PathBuf {
+pub async fn service_account_kubeconfig(
+    client: &Client,
+    namespace: &str,
+    service_account: &str,
+) -> PathBuf {
     let admin = Kubeconfig::read_from(kubeconfig_path()).expect("reading the admin kubeconfig");
     let cluster = admin
         .clusters
@@ -206,7 +244,10 @@ pub async fn service_account_kubeconfig(client: &Client, namespace: &str, servic
         "current-context": "modelship-e2e",
     });
     let path = run_dir().join(format!("{namespace}-{service_account}.kubeconfig"));
-    std::fs::write(&path, serde_json::to_vec_pretty(&kubeconfig).expect("serialisable"))
-        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&kubeconfig).expect("serialisable"),
+    )
+    .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
     path
 }

@@ -68,7 +68,11 @@ pub fn binary(name: &str) -> PathBuf {
     // Tests run from <target>/<profile>/deps/<test>-<hash>; binaries (the demo) from
     // <target>/<profile>/<name>.
     let dir = exe.parent().expect("the executable lives in a directory");
-    let profile_dir = if dir.file_name().is_some_and(|n| n == "deps") { dir.parent().unwrap_or(dir) } else { dir };
+    let profile_dir = if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().unwrap_or(dir)
+    } else {
+        dir
+    };
     let path = profile_dir.join(name);
     assert!(
         path.is_file(),
@@ -145,6 +149,10 @@ mod tests {
 
     #[test]
     fn test_name_is_the_thread_name() {
-        assert!(test_name().contains("test_name_is_the_thread_name"), "{}", test_name());
+        assert!(
+            test_name().contains("test_name_is_the_thread_name"),
+            "{}",
+            test_name()
+        );
     }
 }

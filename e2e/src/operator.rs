@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
-use crate::{Process, binary, client, free_port, helm, kubectl, prom, repo_root, service_account_kubeconfig, wait_for};
+use crate::{
+    Process, binary, client, free_port, helm, kubectl, prom, repo_root, service_account_kubeconfig,
+    wait_for,
+};
 
 /// Namespace and name of the Helm release the tests install.
 pub const RELEASE_NAMESPACE: &str = "modelship-system";
@@ -34,16 +37,29 @@ pub async fn install() -> PathBuf {
         .get_or_init(|| async {
             let root = repo_root();
             let mut apply = kubectl();
-            apply.args(["apply", "--server-side", "--force-conflicts", "-f"]).arg(root.join("crds"));
+            apply
+                .args(["apply", "--server-side", "--force-conflicts", "-f"])
+                .arg(root.join("crds"));
             run("kubectl apply -f crds/", apply).await;
             let mut wait = kubectl();
-            wait.args(["wait", "--for=condition=Established", "--timeout=60s", "crd/modeldeployments.modelship.io", "crd/modelpipelines.modelship.io"]);
+            wait.args([
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/modeldeployments.modelship.io",
+                "crd/modelpipelines.modelship.io",
+            ]);
             run("waiting for the CRDs", wait).await;
             let mut install = helm();
             install
                 .args(["upgrade", "--install", RELEASE])
                 .arg(root.join("charts/modelship"))
-                .args(["--namespace", RELEASE_NAMESPACE, "--create-namespace", "--skip-crds"])
+                .args([
+                    "--namespace",
+                    RELEASE_NAMESPACE,
+                    "--create-namespace",
+                    "--skip-crds",
+                ])
                 // The operator runs as a local process here; the in-cluster replica is a
                 // KWOK pod that does nothing.
                 .args(["--set", "replicaCount=0"]);
@@ -70,7 +86,12 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { lease_duration: 4, wait_ready: true, name: "operator".into(), args: Vec::new() }
+        Options {
+            lease_duration: 4,
+            wait_ready: true,
+            name: "operator".into(),
+            args: Vec::new(),
+        }
     }
 }
 
@@ -84,18 +105,39 @@ pub struct Operator {
 impl Operator {
     /// Its `/metrics` text.
     pub async fn metrics(&self) -> String {
-        crate::http_client().get(format!("{}/metrics", self.admin)).send().await.and_then(|r| r.error_for_status()).expect("operator /metrics").text().await.unwrap_or_default()
+        crate::http_client()
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("operator /metrics")
+            .text()
+            .await
+            .unwrap_or_default()
     }
 
     /// Whether `/readyz` answers 200.
     pub async fn is_ready(&self) -> bool {
-        crate::http_client().get(format!("{}/readyz", self.admin)).send().await.is_ok_and(|r| r.status().is_success())
+        crate::http_client()
+            .get(format!("{}/readyz", self.admin))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
     }
 
     /// Whether it holds the leader lease (its `modelship_leader` gauge is 1).
     pub async fn is_leader(&self) -> bool {
-        match crate::http_client().get(format!("{}/metrics", self.admin)).send().await {
-            Ok(r) => r.text().await.unwrap_or_default().lines().any(|l| l.trim() == "modelship_leader 1"),
+        match crate::http_client()
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+        {
+            Ok(r) => r
+                .text()
+                .await
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.trim() == "modelship_leader 1"),
             Err(_) => false,
         }
     }
@@ -137,16 +179,32 @@ pub async fn start_with(namespace: &str, options: Options) -> Operator {
     let process = Process::spawn(&options.name, cmd);
     let operator = Operator { process, admin };
     if options.wait_ready {
-        wait_for("the operator to lead with full caches", Duration::from_secs(60), || async {
-            Ok((operator.is_leader().await && operator.is_ready().await).then_some(()))
-        })
+        wait_for(
+            "the operator to lead with full caches",
+            Duration::from_secs(60),
+            || async {
+                Ok((operator.is_leader().await && operator.is_ready().await).then_some(()))
+            },
+        )
         .await;
     } else {
         let url = format!("{}/livez", operator.admin);
-        wait_for("the operator to serve /livez", Duration::from_secs(60), || {
-            let url = url.clone();
-            async move { Ok(crate::http_client().get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())) }
-        })
+        wait_for(
+            "the operator to serve /livez",
+            Duration::from_secs(60),
+            || {
+                let url = url.clone();
+                async move {
+                    Ok(crate::http_client()
+                        .get(&url)
+                        .send()
+                        .await
+                        .ok()
+                        .filter(|r| r.status().is_success())
+                        .map(|_| ()))
+                }
+            },
+        )
         .await;
     }
     operator

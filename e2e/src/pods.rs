@@ -33,7 +33,10 @@ pub enum Role {
 impl Role {
     fn of(d: &Deployment) -> Option<Role> {
         let labels = d.labels();
-        match (labels.get("modelship.io/track").map(String::as_str), labels.get("modelship.io/component").map(String::as_str)) {
+        match (
+            labels.get("modelship.io/track").map(String::as_str),
+            labels.get("modelship.io/component").map(String::as_str),
+        ) {
             (Some("stable"), _) => Some(Role::Stable),
             (Some("shadow"), _) => Some(Role::Shadow),
             (_, Some("router")) => Some(Role::Router),
@@ -59,7 +62,9 @@ struct Forwarder {
 
 impl Forwarder {
     async fn start() -> Forwarder {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding a service port");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding a service port");
         let port = listener.local_addr().expect("local address").port();
         let backend: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
         let current = backend.clone();
@@ -76,7 +81,11 @@ impl Forwarder {
                 });
             }
         });
-        Forwarder { port, backend, task }
+        Forwarder {
+            port,
+            backend,
+            task,
+        }
     }
 
     fn point_at(&self, addr: Option<SocketAddr>) {
@@ -126,14 +135,22 @@ pub struct LocalPods {
 impl LocalPods {
     /// Starts following the Deployments of ModelDeployment `namespace/name`. `env` gives extra
     /// environment for the model servers of a version, e.g. `MODEL_SERVER_ALTER_SHARE`.
-    pub async fn start(client: &Client, namespace: &str, name: &str, env: HashMap<String, Vec<(String, String)>>) -> LocalPods {
+    pub async fn start(
+        client: &Client,
+        namespace: &str,
+        name: &str,
+        env: HashMap<String, Vec<(String, String)>>,
+    ) -> LocalPods {
         let mut services = HashMap::new();
         for role in [Role::Stable, Role::Shadow, Role::Router] {
             services.insert(role, Forwarder::start().await);
         }
         let services = Arc::new(services);
         let router_metrics = Arc::new(Forwarder::start().await);
-        let state = Arc::new(Mutex::new(State { env, ..State::default() }));
+        let state = Arc::new(Mutex::new(State {
+            env,
+            ..State::default()
+        }));
         let task = tokio::spawn(follow(
             client.clone(),
             namespace.to_string(),
@@ -142,7 +159,14 @@ impl LocalPods {
             router_metrics.clone(),
             state.clone(),
         ));
-        LocalPods { namespace: namespace.to_string(), name: name.to_string(), services, router_metrics, state, task }
+        LocalPods {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            services,
+            router_metrics,
+            state,
+            task,
+        }
     }
 
     /// The address clients use: the `<name>` Service (the router with the built-in provider).
@@ -162,19 +186,40 @@ impl LocalPods {
 
     /// The version a role's process runs now.
     pub fn version(&self, role: Role) -> Option<String> {
-        self.state.lock().unwrap().pods.get(&role).map(|p| p.version.clone())
+        self.state
+            .lock()
+            .unwrap()
+            .pods
+            .get(&role)
+            .map(|p| p.version.clone())
     }
 
     /// The admin URL of a model server (`PUT /admin/knobs` changes its knobs at runtime).
     pub fn admin_url(&self, role: Role) -> Option<String> {
-        self.state.lock().unwrap().pods.get(&role).map(|p| format!("http://127.0.0.1:{}", p.port))
+        self.state
+            .lock()
+            .unwrap()
+            .pods
+            .get(&role)
+            .map(|p| format!("http://127.0.0.1:{}", p.port))
     }
 
     /// Changes a running model server's knobs (JSON, e.g. `{"error_rate": 0.5}`).
     pub async fn set_knobs(&self, role: Role, knobs: serde_json::Value) {
-        let url = self.admin_url(role).unwrap_or_else(|| panic!("no {} process runs", role.name()));
-        let response = crate::http_client().put(format!("{url}/admin/knobs")).json(&knobs).send().await.expect("PUT /admin/knobs");
-        assert!(response.status().is_success(), "PUT /admin/knobs: {}", response.status());
+        let url = self
+            .admin_url(role)
+            .unwrap_or_else(|| panic!("no {} process runs", role.name()));
+        let response = crate::http_client()
+            .put(format!("{url}/admin/knobs"))
+            .json(&knobs)
+            .send()
+            .await
+            .expect("PUT /admin/knobs");
+        assert!(
+            response.status().is_success(),
+            "PUT /admin/knobs: {}",
+            response.status()
+        );
     }
 
     /// Kills a role's process and keeps it down until its Deployment changes, like a crash.
@@ -190,15 +235,30 @@ impl LocalPods {
 
     /// Waits until a role runs `version` (or nothing, with `None`).
     pub async fn wait_for_version(&self, role: Role, version: Option<&str>, timeout: Duration) {
-        let what = format!("{}/{} {} to run {version:?}", self.namespace, self.name, role.name());
-        wait_for(&what, timeout, || async { Ok((self.version(role).as_deref() == version).then_some(())) }).await;
+        let what = format!(
+            "{}/{} {} to run {version:?}",
+            self.namespace,
+            self.name,
+            role.name()
+        );
+        wait_for(&what, timeout, || async {
+            Ok((self.version(role).as_deref() == version).then_some(()))
+        })
+        .await;
     }
 }
 
 impl Drop for LocalPods {
     fn drop(&mut self) {
         self.task.abort();
-        let pods: Vec<Pod> = self.state.lock().unwrap().pods.drain().map(|(_, p)| p).collect();
+        let pods: Vec<Pod> = self
+            .state
+            .lock()
+            .unwrap()
+            .pods
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
         for mut pod in pods {
             pod.process.kill();
         }
@@ -224,14 +284,32 @@ fn desired(
     }
     let pod = spec.template.spec.as_ref()?;
     let container = pod.containers.first()?;
-    let version = spec.template.metadata.as_ref()?.labels.as_ref()?.get("modelship.io/version").cloned().unwrap_or_default();
+    let version = spec
+        .template
+        .metadata
+        .as_ref()?
+        .labels
+        .as_ref()?
+        .get("modelship.io/version")
+        .cloned()
+        .unwrap_or_default();
     match role {
         Role::Stable | Role::Shadow => {
-            let get = |n: &str| container.env.as_ref()?.iter().find(|e| e.name == n).and_then(|e| e.value.clone());
+            let get = |n: &str| {
+                container
+                    .env
+                    .as_ref()?
+                    .iter()
+                    .find(|e| e.name == n)
+                    .and_then(|e| e.value.clone())
+            };
             let uri = get("MODEL_URI")?;
             let model_version = get("MODEL_VERSION")?;
             let mut cmd = Command::new(binary("model-server"));
-            cmd.args(["--listen", &format!("127.0.0.1:{port}")]).env("MODEL_URI", &uri).env("MODEL_VERSION", &model_version).env("RUST_LOG", "warn");
+            cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+                .env("MODEL_URI", &uri)
+                .env("MODEL_VERSION", &model_version)
+                .env("RUST_LOG", "warn");
             for (k, v) in env.get(&model_version).into_iter().flatten() {
                 cmd.env(k, v);
             }
@@ -259,7 +337,9 @@ fn desired(
                 })
                 .collect();
             let mut cmd = Command::new(binary("modelship"));
-            cmd.args(&local).env("MODELSHIP_LOG_FORMAT", "text").env("MODELSHIP_LOG", "warn");
+            cmd.args(&local)
+                .env("MODELSHIP_LOG_FORMAT", "text")
+                .env("MODELSHIP_LOG", "warn");
             Some((spec_key, version, cmd))
         }
     }
@@ -284,18 +364,45 @@ async fn follow(
                 let port = free_port();
                 let metrics_port = free_port();
                 let env = state.lock().unwrap().env.clone();
-                let Some((spec, version, cmd)) = desired(role, d, &namespace, &name, &services, &env, port, metrics_port) else {
+                let Some((spec, version, cmd)) = desired(
+                    role,
+                    d,
+                    &namespace,
+                    &name,
+                    &services,
+                    &env,
+                    port,
+                    metrics_port,
+                ) else {
                     stop(&state, &services, role).await;
                     continue;
                 };
                 let (running, crashed) = {
                     let s = state.lock().unwrap();
-                    (s.pods.get(&role).map(|p| p.spec.clone()), s.crashed.get(&role).cloned())
+                    (
+                        s.pods.get(&role).map(|p| p.spec.clone()),
+                        s.crashed.get(&role).cloned(),
+                    )
                 };
-                if running.as_deref() == Some(spec.as_str()) || crashed.as_deref() == Some(spec.as_str()) {
+                if running.as_deref() == Some(spec.as_str())
+                    || crashed.as_deref() == Some(spec.as_str())
+                {
                     continue;
                 }
-                roll(&namespace, &name, role, spec, version, cmd, port, metrics_port, &services, &router_metrics, &state).await;
+                roll(
+                    &namespace,
+                    &name,
+                    role,
+                    spec,
+                    version,
+                    cmd,
+                    port,
+                    metrics_port,
+                    &services,
+                    &router_metrics,
+                    &state,
+                )
+                .await;
             }
             for role in [Role::Stable, Role::Shadow, Role::Router] {
                 if !seen.contains(&role) {
@@ -331,7 +438,12 @@ async fn roll(
     };
     let up = tokio::time::timeout(Duration::from_secs(15), async {
         loop {
-            if crate::http_client().get(&health).send().await.is_ok_and(|r| r.status().is_success()) {
+            if crate::http_client()
+                .get(&health)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -342,7 +454,10 @@ async fn roll(
         eprintln!("{label} did not become ready:\n{}", process.log_tail(30));
         return;
     }
-    let mut labels = BTreeMap::from([("namespace".to_string(), namespace.to_string()), ("deployment".to_string(), name.to_string())]);
+    let mut labels = BTreeMap::from([
+        ("namespace".to_string(), namespace.to_string()),
+        ("deployment".to_string(), name.to_string()),
+    ]);
     let scrape = match role {
         Role::Router => format!("127.0.0.1:{metrics_port}"),
         _ => {
@@ -352,7 +467,11 @@ async fn roll(
             format!("127.0.0.1:{port}")
         }
     };
-    let target = prom::register_target(&format!("{namespace}-{name}-{}", role.name()), &scrape, &labels);
+    let target = prom::register_target(
+        &format!("{namespace}-{name}-{}", role.name()),
+        &scrape,
+        &labels,
+    );
     services[&role].point_at(Some(SocketAddr::from(([127, 0, 0, 1], port))));
     if role == Role::Router {
         router_metrics.point_at(Some(SocketAddr::from(([127, 0, 0, 1], metrics_port))));
@@ -360,7 +479,16 @@ async fn roll(
     let old = {
         let mut s = state.lock().unwrap();
         s.crashed.remove(&role);
-        s.pods.insert(role, Pod { spec, version, port, process, _target: target })
+        s.pods.insert(
+            role,
+            Pod {
+                spec,
+                version,
+                port,
+                process,
+                _target: target,
+            },
+        )
     };
     if let Some(old) = old {
         // The new pod registered the same target file: keep it. The old one drains in the
@@ -380,7 +508,11 @@ async fn stop(state: &Arc<Mutex<State>>, services: &HashMap<Role, Forwarder>, ro
 /// Lets in-flight requests finish, then stops the process. `replaced`: a new pod took over
 /// its scrape target, which must stay registered.
 async fn retire(pod: Pod, replaced: bool) {
-    let Pod { mut process, _target, .. } = pod;
+    let Pod {
+        mut process,
+        _target,
+        ..
+    } = pod;
     if replaced {
         std::mem::forget(_target);
     } else {
@@ -453,10 +585,14 @@ impl LocalPods {
                         .send()
                         .await;
                     let outcome = match answer {
-                        Ok(r) if r.status().is_success() => match r.json::<serde_json::Value>().await {
-                            Ok(v) => Ok(v["model_version"].as_str().unwrap_or_default().to_string()),
-                            Err(e) => Err(format!("unreadable answer: {e}")),
-                        },
+                        Ok(r) if r.status().is_success() => {
+                            match r.json::<serde_json::Value>().await {
+                                Ok(v) => {
+                                    Ok(v["model_version"].as_str().unwrap_or_default().to_string())
+                                }
+                                Err(e) => Err(format!("unreadable answer: {e}")),
+                            }
+                        }
                         Ok(r) => Err(format!("status {}", r.status())),
                         Err(e) => {
                             let mut chain = e.to_string();

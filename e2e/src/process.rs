@@ -31,7 +31,11 @@ impl Process {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {name} ({command:?}): {e}"));
-        Process { name: name.to_string(), child, log }
+        Process {
+            name: name.to_string(),
+            child,
+            log,
+        }
     }
 
     /// The process id.
@@ -51,7 +55,9 @@ impl Process {
 
     /// The last `lines` lines of the log.
     pub fn log_tail(&self, lines: usize) -> String {
-        let Ok(file) = File::open(&self.log) else { return String::new() };
+        let Ok(file) = File::open(&self.log) else {
+            return String::new();
+        };
         let all: Vec<String> = BufReader::new(file).lines().map_while(Result::ok).collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }

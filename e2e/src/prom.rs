@@ -52,10 +52,17 @@ pub fn register_target(name: &str, address: &str, labels: &BTreeMap<String, Stri
     let body = json!([{ "targets": [address], "labels": labels }]);
     // Write then rename, so that Prometheus never reads half a file.
     let tmp = dir.join(format!(".{name}.json.tmp"));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&body).expect("serialisable"))
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-    Target { path, address: address.to_string(), labels: labels.clone() }
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(&body).expect("serialisable"),
+    )
+    .and_then(|()| std::fs::rename(&tmp, &path))
+    .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    Target {
+        path,
+        address: address.to_string(),
+        labels: labels.clone(),
+    }
 }
 
 impl Target {
@@ -128,7 +135,10 @@ pub async fn query(promql: &str) -> anyhow::Result<Vec<(BTreeMap<String, String>
         .await
         .with_context(|| format!("decoding Prometheus's answer ({http_status}) to {promql:?}"))?;
     if body.status != "success" {
-        bail!("Prometheus rejected {promql:?}: {}", body.error.unwrap_or_default());
+        bail!(
+            "Prometheus rejected {promql:?}: {}",
+            body.error.unwrap_or_default()
+        );
     }
     match body.data {
         Some(Data::Vector(samples)) => samples
@@ -136,7 +146,9 @@ pub async fn query(promql: &str) -> anyhow::Result<Vec<(BTreeMap<String, String>
             .map(|s| Ok((s.metric, parse_value(&s.value.1)?)))
             .collect(),
         Some(Data::Scalar((_, v))) => Ok(vec![(BTreeMap::new(), parse_value(&v)?)]),
-        Some(Data::Matrix(_) | Data::String(_)) => bail!("{promql:?} is not an instant vector or scalar"),
+        Some(Data::Matrix(_) | Data::String(_)) => {
+            bail!("{promql:?} is not an instant vector or scalar")
+        }
         None => bail!("Prometheus answered {promql:?} without data"),
     }
 }
@@ -145,9 +157,17 @@ pub async fn query(promql: &str) -> anyhow::Result<Vec<(BTreeMap<String, String>
 /// the labels of its `up` series.
 pub async fn wait_until_scraped(target: &Target, timeout: Duration) -> BTreeMap<String, String> {
     let promql = format!("up{} == 1", target.selector());
-    wait_for(&format!("Prometheus to scrape {}", target.address), timeout, || async {
-        Ok(query(&promql).await?.into_iter().next().map(|(labels, _)| labels))
-    })
+    wait_for(
+        &format!("Prometheus to scrape {}", target.address),
+        timeout,
+        || async {
+            Ok(query(&promql)
+                .await?
+                .into_iter()
+                .next()
+                .map(|(labels, _)| labels))
+        },
+    )
     .await
 }
 
@@ -199,7 +219,11 @@ mod tests {
             ("deployment".to_string(), "say \"hi\"\\".to_string()),
             ("job".to_string(), "custom".to_string()),
         ]);
-        let target = Target { path: PathBuf::from("/nonexistent"), address: "127.0.0.1:1".into(), labels };
+        let target = Target {
+            path: PathBuf::from("/nonexistent"),
+            address: "127.0.0.1:1".into(),
+            labels,
+        };
         assert_eq!(
             target.selector(),
             r#"{deployment="say \"hi\"\\",instance="127.0.0.1:1",job="custom"}"#
@@ -221,7 +245,9 @@ mod tests {
             r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"a":"b"},"value":[1.5,"2"]}]}}"#,
         )
         .unwrap();
-        let Some(Data::Vector(samples)) = body.data else { panic!("not a vector") };
+        let Some(Data::Vector(samples)) = body.data else {
+            panic!("not a vector")
+        };
         assert_eq!(samples[0].metric["a"], "b");
         assert_eq!(samples[0].value.1, "2");
     }

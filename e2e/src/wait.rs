@@ -33,7 +33,12 @@ where
 }
 
 /// [`wait_for`] with another polling interval.
-pub async fn wait_for_interval<T, F, Fut>(what: &str, timeout: Duration, interval: Duration, mut f: F) -> T
+pub async fn wait_for_interval<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    interval: Duration,
+    mut f: F,
+) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Option<T>>>,

@@ -1,13 +1,20 @@
 //! The Helm chart: it lints, its plain-manifest rendering is committed, every ClusterRole rule
 //! says why it exists, and the ServiceAccount it creates can do what the operator needs and
 //! nothing more.
-use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
 use kube::api::{Api, PostParams};
 use modelship_e2e::{helm, operator, repo_root};
 
 async fn run(mut cmd: tokio::process::Command) -> String {
     let out = cmd.output().await.expect("running a command");
-    assert!(out.status.success(), "{cmd:?} failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -15,24 +22,52 @@ async fn run(mut cmd: tokio::process::Command) -> String {
 async fn the_chart_lints_and_renders_the_committed_plain_manifests() {
     let chart = repo_root().join("charts/modelship");
     let mut lint = helm();
-    lint.args(["lint", "--strict"]).arg(&chart).args(["--set", "serviceMonitor.enabled=true", "--set", "modelPodMonitor.enabled=true"]);
+    lint.args(["lint", "--strict"]).arg(&chart).args([
+        "--set",
+        "serviceMonitor.enabled=true",
+        "--set",
+        "modelPodMonitor.enabled=true",
+    ]);
     run(lint).await;
     let mut template = helm();
-    template.args(["template", "modelship"]).arg(&chart).args(["--namespace", "modelship-system", "--include-crds"]);
+    template.args(["template", "modelship"]).arg(&chart).args([
+        "--namespace",
+        "modelship-system",
+        "--include-crds",
+    ]);
     let rendered = run(template).await;
-    let committed = std::fs::read_to_string(repo_root().join("config/manifests/modelship.yaml")).expect("config/manifests/modelship.yaml");
-    let body: String = committed.lines().skip_while(|l| l.starts_with('#')).map(|l| format!("{l}\n")).collect();
-    assert!(body == rendered, "config/manifests/modelship.yaml is out of date with the chart: run `make manifests` and commit it");
+    let committed = std::fs::read_to_string(repo_root().join("config/manifests/modelship.yaml"))
+        .expect("config/manifests/modelship.yaml");
+    let body: String = committed
+        .lines()
+        .skip_while(|l| l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        body == rendered,
+        "config/manifests/modelship.yaml is out of date with the chart: run `make manifests` and commit it"
+    );
 }
 
 #[tokio::test]
 async fn every_cluster_role_rule_carries_a_comment() {
-    let text = std::fs::read_to_string(repo_root().join("charts/modelship/templates/clusterrole.yaml")).unwrap();
+    let text =
+        std::fs::read_to_string(repo_root().join("charts/modelship/templates/clusterrole.yaml"))
+            .unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    let rules: Vec<usize> = lines.iter().enumerate().filter(|(_, l)| l.trim_start().starts_with("- apiGroups:")).map(|(i, _)| i).collect();
+    let rules: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with("- apiGroups:"))
+        .map(|(i, _)| i)
+        .collect();
     assert!(rules.len() >= 8, "{} rules", rules.len());
     for i in rules {
-        assert!(lines[i - 1].trim_start().starts_with('#'), "the rule at line {} has no comment saying why", i + 1);
+        assert!(
+            lines[i - 1].trim_start().starts_with('#'),
+            "the rule at line {} has no comment saying why",
+            i + 1
+        );
     }
 }
 
@@ -53,8 +88,15 @@ async fn the_operator_service_account_gets_what_it_uses_and_no_more() {
             let (resource, group) = resource.split_once('.').unwrap_or((resource, ""));
             let review = SubjectAccessReview {
                 spec: SubjectAccessReviewSpec {
-                    user: Some(format!("system:serviceaccount:{ns}:{}", operator::SERVICE_ACCOUNT)),
-                    groups: Some(vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{ns}"), "system:authenticated".into()]),
+                    user: Some(format!(
+                        "system:serviceaccount:{ns}:{}",
+                        operator::SERVICE_ACCOUNT
+                    )),
+                    groups: Some(vec![
+                        "system:serviceaccounts".into(),
+                        format!("system:serviceaccounts:{ns}"),
+                        "system:authenticated".into(),
+                    ]),
                     resource_attributes: Some(ResourceAttributes {
                         verb: Some(verb.into()),
                         group: Some(group.into()),
@@ -67,7 +109,10 @@ async fn the_operator_service_account_gets_what_it_uses_and_no_more() {
                 },
                 ..SubjectAccessReview::default()
             };
-            let answer = reviews.create(&PostParams::default(), &review).await.expect("a SubjectAccessReview");
+            let answer = reviews
+                .create(&PostParams::default(), &review)
+                .await
+                .expect("a SubjectAccessReview");
             answer.status.is_some_and(|s| s.allowed)
         }
     };
@@ -84,7 +129,10 @@ async fn the_operator_service_account_gets_what_it_uses_and_no_more() {
         ("patch", "httproutes.gateway.networking.k8s.io"),
         ("patch", "virtualservices.networking.istio.io"),
     ] {
-        assert!(can(verb, resource, "default").await, "the operator needs to {verb} {resource}");
+        assert!(
+            can(verb, resource, "default").await,
+            "the operator needs to {verb} {resource}"
+        );
     }
     for (verb, resource) in [
         ("update", "modeldeployments.modelship.io"),
@@ -95,7 +143,10 @@ async fn the_operator_service_account_gets_what_it_uses_and_no_more() {
         ("create", "leases.coordination.k8s.io"),
         ("escalate", "clusterroles.rbac.authorization.k8s.io"),
     ] {
-        assert!(!can(verb, resource, "default").await, "the operator must not {verb} {resource}");
+        assert!(
+            !can(verb, resource, "default").await,
+            "the operator must not {verb} {resource}"
+        );
     }
     // Leases only in its own namespace, for leader election.
     assert!(can("patch", "leases.coordination.k8s.io", "modelship-system").await);

@@ -15,7 +15,13 @@ use serde_json::json;
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn model_uri(file: &str) -> String {
-    format!("file://{}", modelship_e2e::repo_root().join("model-server/models").join(file).display())
+    format!(
+        "file://{}",
+        modelship_e2e::repo_root()
+            .join("model-server/models")
+            .join(file)
+            .display()
+    )
 }
 
 fn spec(version: &str, replicas: i32) -> ModelDeploymentSpec {
@@ -27,24 +33,42 @@ fn spec(version: &str, replicas: i32) -> ModelDeploymentSpec {
     .expect("a valid spec")
 }
 
-async fn create(client: &Client, ns: &str, name: &str, spec: ModelDeploymentSpec) -> ModelDeployment {
+async fn create(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    spec: ModelDeploymentSpec,
+) -> ModelDeployment {
     let api: Api<ModelDeployment> = Api::namespaced(client.clone(), ns);
-    api.create(&PostParams::default(), &ModelDeployment::new(name, spec)).await.expect("creating a ModelDeployment")
+    api.create(&PostParams::default(), &ModelDeployment::new(name, spec))
+        .await
+        .expect("creating a ModelDeployment")
 }
 
 fn is_ready(md: &ModelDeployment) -> bool {
-    md.status.as_ref().and_then(|s| s.condition("Ready")).is_some_and(|c| c.status == "True")
+    md.status
+        .as_ref()
+        .and_then(|s| s.condition("Ready"))
+        .is_some_and(|c| c.status == "True")
 }
 
 async fn wait_ready(api: &Api<ModelDeployment>, name: &str) -> ModelDeployment {
-    wait_for(&format!("ModelDeployment {name} to be Ready"), TIMEOUT, || async {
-        Ok(api.get_opt(name).await?.filter(is_ready))
-    })
+    wait_for(
+        &format!("ModelDeployment {name} to be Ready"),
+        TIMEOUT,
+        || async { Ok(api.get_opt(name).await?.filter(is_ready)) },
+    )
     .await
 }
 
 fn available(d: &Deployment) -> bool {
-    d.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Available" && c.status == "True"))
+    d.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Available" && c.status == "True")
+        })
 }
 
 #[tokio::test]
@@ -60,16 +84,30 @@ async fn a_sample_gets_an_available_stable_deployment_and_becomes_ready() {
     assert_eq!(status.stable.unwrap().version, "churn-v1");
     assert_eq!(status.observed_generation, md.metadata.generation);
     for c in ["Ready", "Progressing", "Degraded"] {
-        assert!(status.conditions.iter().any(|x| x.type_ == c), "condition {c} is set");
+        assert!(
+            status.conditions.iter().any(|x| x.type_ == c),
+            "condition {c} is set"
+        );
     }
 
     // kubectl wait works on the condition, as a platform engineer would use it.
     let out = kubectl()
-        .args(["wait", "--for=condition=Ready", "--timeout=30s", "-n", ns.name(), "modeldeployment/churn"])
+        .args([
+            "wait",
+            "--for=condition=Ready",
+            "--timeout=30s",
+            "-n",
+            ns.name(),
+            "modeldeployment/churn",
+        ])
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let deployments: Api<Deployment> = ns.api();
     let stable = deployments.get("churn-stable").await.unwrap();
@@ -80,22 +118,41 @@ async fn a_sample_gets_an_available_stable_deployment_and_becomes_ready() {
     assert_eq!(labels["modelship.io/track"], "stable");
     assert_eq!(labels["modelship.io/version"], "churn-v1");
     let env = template.spec.unwrap().containers[0].env.clone().unwrap();
-    assert!(env.iter().any(|e| e.name == "MODEL_VERSION" && e.value.as_deref() == Some("churn-v1")));
-    assert!(env.iter().any(|e| e.name == "MODEL_URI" && e.value.as_deref() == Some(model_uri("churn-v1.json").as_str())));
+    assert!(
+        env.iter()
+            .any(|e| e.name == "MODEL_VERSION" && e.value.as_deref() == Some("churn-v1"))
+    );
+    assert!(env.iter().any(|e| e.name == "MODEL_URI"
+        && e.value.as_deref() == Some(model_uri("churn-v1.json").as_str())));
     let owner = &stable.metadata.owner_references.unwrap()[0];
-    assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("ModelDeployment", "churn", Some(true)));
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("ModelDeployment", "churn", Some(true))
+    );
 
     // Clients call <name>, in front of the router.
     let services: Api<Service> = ns.api();
     let front = services.get("churn").await.unwrap();
-    assert_eq!(front.spec.unwrap().selector.unwrap()["modelship.io/component"], "router");
+    assert_eq!(
+        front.spec.unwrap().selector.unwrap()["modelship.io/component"],
+        "router"
+    );
     assert!(services.get("churn-stable").await.is_ok());
     assert!(available(&deployments.get("churn-router").await.unwrap()));
 
     // `kubectl get modelship` lists the resource with its columns.
-    let out = kubectl().args(["get", "modelship", "-n", ns.name()]).output().await.unwrap();
+    let out = kubectl()
+        .args(["get", "modelship", "-n", ns.name()])
+        .output()
+        .await
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("modeldeployment.modelship.io/churn") && text.contains("Stable") && text.contains("churn-v1"), "{text}");
+    assert!(
+        text.contains("modeldeployment.modelship.io/churn")
+            && text.contains("Stable")
+            && text.contains("churn-v1"),
+        "{text}"
+    );
     ns.delete().await;
 }
 
@@ -111,35 +168,74 @@ async fn children_are_restored_rescaled_and_garbage_collected() {
 
     // A deleted child comes back.
     let before = deployments.get("churn-stable").await.unwrap().uid();
-    deployments.delete("churn-stable", &DeleteParams::default()).await.unwrap();
-    wait_for("the deleted stable Deployment to be recreated", TIMEOUT, || async {
-        Ok(deployments.get_opt("churn-stable").await?.filter(|d| d.uid() != before && available(d)))
-    })
+    deployments
+        .delete("churn-stable", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(
+        "the deleted stable Deployment to be recreated",
+        TIMEOUT,
+        || async {
+            Ok(deployments
+                .get_opt("churn-stable")
+                .await?
+                .filter(|d| d.uid() != before && available(d)))
+        },
+    )
     .await;
 
     // A hand edit of what the operator owns is undone.
     let edit = json!({"spec": {"replicas": 4}});
-    deployments.patch("churn-stable", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
-    wait_for("the hand-scaled Deployment to return to 1 replica", TIMEOUT, || async {
-        Ok(deployments.get("churn-stable").await?.spec.and_then(|s| s.replicas).filter(|r| *r == 1))
-    })
+    deployments
+        .patch(
+            "churn-stable",
+            &PatchParams::default(),
+            &Patch::Merge(&edit),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        "the hand-scaled Deployment to return to 1 replica",
+        TIMEOUT,
+        || async {
+            Ok(deployments
+                .get("churn-stable")
+                .await?
+                .spec
+                .and_then(|s| s.replicas)
+                .filter(|r| *r == 1))
+        },
+    )
     .await;
 
     // A changed replica count in the spec is applied.
     let change = json!({"spec": {"replicas": 3}});
-    mds.patch("churn", &PatchParams::default(), &Patch::Merge(&change)).await.unwrap();
-    wait_for("the stable Deployment to have 3 available replicas", TIMEOUT, || async {
-        Ok(deployments
-            .get("churn-stable")
-            .await?
-            .status
-            .and_then(|s| s.available_replicas)
-            .filter(|r| *r == 3))
-    })
+    mds.patch("churn", &PatchParams::default(), &Patch::Merge(&change))
+        .await
+        .unwrap();
+    wait_for(
+        "the stable Deployment to have 3 available replicas",
+        TIMEOUT,
+        || async {
+            Ok(deployments
+                .get("churn-stable")
+                .await?
+                .status
+                .and_then(|s| s.available_replicas)
+                .filter(|r| *r == 3))
+        },
+    )
     .await;
-    wait_for("observedGeneration to catch up and Ready", TIMEOUT, || async {
-        Ok(mds.get("churn").await.ok().filter(|m| m.status.as_ref().and_then(|s| s.observed_generation) == m.metadata.generation && is_ready(m)))
-    })
+    wait_for(
+        "observedGeneration to catch up and Ready",
+        TIMEOUT,
+        || async {
+            Ok(mds.get("churn").await.ok().filter(|m| {
+                m.status.as_ref().and_then(|s| s.observed_generation) == m.metadata.generation
+                    && is_ready(m)
+            }))
+        },
+    )
     .await;
 
     // Deleting the ModelDeployment garbage-collects every child.
@@ -185,12 +281,17 @@ async fn the_api_server_rejects_invalid_specs_with_clear_messages() {
     assert!(both.contains("set exactly one of spec.model (a fixed version) and spec.modelFrom (follow a ModelPipeline)"), "{both}");
 
     let neither = rejected(&api, base(json!({"template": template}))).await;
-    assert!(neither.contains("set exactly one of spec.model"), "{neither}");
+    assert!(
+        neither.contains("set exactly one of spec.model"),
+        "{neither}"
+    );
 
     let bounds = rejected(
         &api,
-        base(json!({"model": {"version": "v1", "artifact": "s3://m/v1"}, "template": template,
-            "analysis": {"metrics": [{"name": "err", "query": "x", "min": 2.0, "max": 1.0}]}})),
+        base(
+            json!({"model": {"version": "v1", "artifact": "s3://m/v1"}, "template": template,
+            "analysis": {"metrics": [{"name": "err", "query": "x", "min": 2.0, "max": 1.0}]}}),
+        ),
     )
     .await;
     assert!(bounds.contains("min must not be above max"), "{bounds}");
@@ -200,7 +301,10 @@ async fn the_api_server_rejects_invalid_specs_with_clear_messages() {
         base(json!({"model": {"version": "v1", "artifact": "s3://m/v1"}, "template": template, "shadow": {"mirrorPercent": 150.0}})),
     )
     .await;
-    assert!(percent.contains("spec.shadow.mirrorPercent") && percent.contains("100"), "{percent}");
+    assert!(
+        percent.contains("spec.shadow.mirrorPercent") && percent.contains("100"),
+        "{percent}"
+    );
 
     let duration = rejected(
         &api,
@@ -209,7 +313,13 @@ async fn the_api_server_rejects_invalid_specs_with_clear_messages() {
     .await;
     assert!(duration.contains("spec.analysis.interval"), "{duration}");
 
-    let version = rejected(&api, base(json!({"model": {"version": "v1 beta", "artifact": "s3://m/v1"}, "template": template}))).await;
+    let version = rejected(
+        &api,
+        base(
+            json!({"model": {"version": "v1 beta", "artifact": "s3://m/v1"}, "template": template}),
+        ),
+    )
+    .await;
     assert!(version.contains("spec.model.version"), "{version}");
 
     let no_track = rejected(
@@ -232,28 +342,54 @@ async fn a_spec_the_schema_cannot_catch_gets_a_condition_and_an_event() {
     create(&client, ns.name(), "churn", s).await;
     let mds: Api<ModelDeployment> = ns.api();
     let md = wait_for("the InvalidSpec condition", TIMEOUT, || async {
-        Ok(mds.get("churn").await?.status.and_then(|s| s.condition("Ready").cloned()).filter(|c| c.reason == "InvalidSpec"))
+        Ok(mds
+            .get("churn")
+            .await?
+            .status
+            .and_then(|s| s.condition("Ready").cloned())
+            .filter(|c| c.reason == "InvalidSpec"))
     })
     .await;
     assert_eq!(md.status, "False");
     assert!(md.message.contains("\"sidecar\""), "{}", md.message);
     let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
     let event = wait_for("an InvalidSpec event", TIMEOUT, || async {
-        Ok(events.list(&Default::default()).await?.items.into_iter().find(|e| e.reason.as_deref() == Some("InvalidSpec")))
+        Ok(events
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("InvalidSpec")))
     })
     .await;
     assert_eq!(event.type_.as_deref(), Some("Warning"));
     assert!(event.note.unwrap_or_default().contains("sidecar"));
-    assert_eq!(event.regarding.and_then(|r| r.name).as_deref(), Some("churn"));
+    assert_eq!(
+        event.regarding.and_then(|r| r.name).as_deref(),
+        Some("churn")
+    );
     let deployments: Api<Deployment> = ns.api();
-    assert!(deployments.list(&Default::default()).await.unwrap().items.is_empty(), "nothing is deployed from an invalid spec");
+    assert!(
+        deployments
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "nothing is deployed from an invalid spec"
+    );
     // It waits for a change instead of retrying: the error counter stays at zero.
     let metrics = operator.metrics().await;
-    assert!(!metrics.contains("modelship_reconcile_errors_total{controller=\"deployment\""), "{metrics}");
+    assert!(
+        !metrics.contains("modelship_reconcile_errors_total{controller=\"deployment\""),
+        "{metrics}"
+    );
 
     // Fixing the spec is all it takes.
     let fix = json!({"spec": {"container": "server"}});
-    mds.patch("churn", &PatchParams::default(), &Patch::Merge(&fix)).await.unwrap();
+    mds.patch("churn", &PatchParams::default(), &Patch::Merge(&fix))
+        .await
+        .unwrap();
     wait_ready(&mds, "churn").await;
     ns.delete().await;
 }
@@ -262,21 +398,57 @@ async fn a_spec_the_schema_cannot_catch_gets_a_condition_and_an_event() {
 async fn a_second_replica_stays_passive_until_the_leader_dies() {
     let client = client().await;
     let ns = test_namespace(&client, "leader").await;
-    let mut first = operator::start_with(ns.name(), Options { name: "first".into(), ..Options::default() }).await;
-    let second = operator::start_with(ns.name(), Options { name: "second".into(), wait_ready: false, ..Options::default() }).await;
+    let mut first = operator::start_with(
+        ns.name(),
+        Options {
+            name: "first".into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let second = operator::start_with(
+        ns.name(),
+        Options {
+            name: "second".into(),
+            wait_ready: false,
+            ..Options::default()
+        },
+    )
+    .await;
     create(&client, ns.name(), "one", spec("churn-v1", 1)).await;
     let mds: Api<ModelDeployment> = ns.api();
     wait_ready(&mds, "one").await;
     // The standby did nothing: it never reconciled and does not lead.
     assert!(!second.is_leader().await);
-    assert!(!second.metrics().await.contains("modelship_reconciles_total"), "the standby reconciled");
-    assert!(first.metrics().await.contains("modelship_reconciles_total{controller=\"deployment\"}"));
+    assert!(
+        !second
+            .metrics()
+            .await
+            .contains("modelship_reconciles_total"),
+        "the standby reconciled"
+    );
+    assert!(
+        first
+            .metrics()
+            .await
+            .contains("modelship_reconciles_total{controller=\"deployment\"}")
+    );
 
     // The leader crashes without releasing the lease; the standby takes over when it expires.
     first.kill();
-    wait_for("the standby to take the lease", Duration::from_secs(30), || async { Ok(second.is_leader().await.then_some(())) }).await;
+    wait_for(
+        "the standby to take the lease",
+        Duration::from_secs(30),
+        || async { Ok(second.is_leader().await.then_some(())) },
+    )
+    .await;
     create(&client, ns.name(), "two", spec("churn-v1", 1)).await;
     wait_ready(&mds, "two").await;
-    assert!(second.metrics().await.contains("modelship_reconciles_total{controller=\"deployment\"}"));
+    assert!(
+        second
+            .metrics()
+            .await
+            .contains("modelship_reconciles_total{controller=\"deployment\"}")
+    );
     ns.delete().await;
 }

@@ -15,24 +15,41 @@ async fn a_new_operator_process_resumes_and_completes_the_bake() {
     let _traffic = world.pods.drive(40);
     world.set_model("churn-v2", "churn-v1.json").await;
     let baking = world.wait_phase(DeploymentPhase::Baking).await;
-    let window = baking.analysis.as_ref().and_then(|a| a.started_at.clone()).expect("the bake's start is in status");
+    let window = baking
+        .analysis
+        .as_ref()
+        .and_then(|a| a.started_at.clone())
+        .expect("the bake's start is in status");
 
     // A crash: no graceful shutdown, the lease is not released.
     world.operator.kill();
     let while_down = world.status().await;
     assert_eq!(while_down.phase, Some(DeploymentPhase::Baking));
-    let options = operator::Options { name: "operator-after-crash".into(), ..operator::Options::default() };
+    let options = operator::Options {
+        name: "operator-after-crash".into(),
+        ..operator::Options::default()
+    };
     world.operator = operator::start_with(world.ns.name(), options).await;
 
     // The new process measures again, within the same window.
     let resumed = wait_for("the new operator to measure the bake", TIMEOUT, || async {
         let s = world.status().await;
         let measured = s.analysis.as_ref().and_then(|a| a.last_measured_at.clone());
-        Ok((measured > while_down.analysis.as_ref().and_then(|a| a.last_measured_at.clone()) || s.phase == Some(DeploymentPhase::Stable)).then_some(s))
+        Ok((measured
+            > while_down
+                .analysis
+                .as_ref()
+                .and_then(|a| a.last_measured_at.clone())
+            || s.phase == Some(DeploymentPhase::Stable))
+        .then_some(s))
     })
     .await;
     if resumed.phase == Some(DeploymentPhase::Baking) {
-        assert_eq!(resumed.analysis.and_then(|a| a.started_at), Some(window.clone()), "the bake window was restarted");
+        assert_eq!(
+            resumed.analysis.and_then(|a| a.started_at),
+            Some(window.clone()),
+            "the bake window was restarted"
+        );
     }
     let done = world.wait_phase(DeploymentPhase::Stable).await;
     assert_eq!(done.stable.as_ref().unwrap().version, "churn-v2");
@@ -41,9 +58,16 @@ async fn a_new_operator_process_resumes_and_completes_the_bake() {
     let start: jiff::Timestamp = window.parse().unwrap();
     let ended: jiff::Timestamp = done.history[0].time.parse().unwrap();
     let baked = ended.duration_since(start);
-    assert!(baked >= jiff::SignedDuration::from_secs(20) && baked < jiff::SignedDuration::from_secs(60), "baked {baked:?}");
+    assert!(
+        baked >= jiff::SignedDuration::from_secs(20) && baked < jiff::SignedDuration::from_secs(60),
+        "baked {baked:?}"
+    );
     // Exactly one Promoting and one Promoted: the new process did not repeat a decision.
     let reasons = world.event_reasons().await;
-    assert_eq!(reasons.iter().filter(|r| *r == "Promoted").count(), 1, "{reasons:?}");
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "Promoted").count(),
+        1,
+        "{reasons:?}"
+    );
     world.ns.delete().await;
 }

@@ -21,49 +21,122 @@ async fn a_good_candidate_is_shadowed_then_promoted_and_baked() {
     world.set_model("churn-v2", "churn-v1.json").await;
     let status = world.wait_phase(DeploymentPhase::Shadowing).await;
     assert_eq!(status.candidate.as_ref().unwrap().version, "churn-v2");
-    assert!(status.analysis.as_ref().and_then(|a| a.started_at.as_ref()).is_some());
+    assert!(
+        status
+            .analysis
+            .as_ref()
+            .and_then(|a| a.started_at.as_ref())
+            .is_some()
+    );
 
     // The shadow objects exist, labelled as the shadow track.
-    let shadow = wait_for("the shadow Deployment", TIMEOUT, || async { Ok(world.deployments.get_opt("churn-shadow").await?) }).await;
-    let labels = shadow.spec.unwrap().template.metadata.unwrap().labels.unwrap();
-    assert_eq!((labels["modelship.io/track"].as_str(), labels["modelship.io/version"].as_str()), ("shadow", "churn-v2"));
+    let shadow = wait_for("the shadow Deployment", TIMEOUT, || async {
+        Ok(world.deployments.get_opt("churn-shadow").await?)
+    })
+    .await;
+    let labels = shadow
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .labels
+        .unwrap();
+    assert_eq!(
+        (
+            labels["modelship.io/track"].as_str(),
+            labels["modelship.io/version"].as_str()
+        ),
+        ("shadow", "churn-v2")
+    );
     let services: Api<Service> = world.ns.api();
     // Applied right after the Deployment, in the same reconcile.
-    wait_for("the shadow Service", TIMEOUT, || async { Ok(services.get_opt("churn-shadow").await?) }).await;
-    world.pods.wait_for_version(Role::Shadow, Some("churn-v2"), TIMEOUT).await;
+    wait_for("the shadow Service", TIMEOUT, || async {
+        Ok(services.get_opt("churn-shadow").await?)
+    })
+    .await;
+    world
+        .pods
+        .wait_for_version(Role::Shadow, Some("churn-v2"), TIMEOUT)
+        .await;
 
     // Promoted on evidence, then watched, then stable.
     world.wait_phase(DeploymentPhase::Baking).await;
-    assert_eq!(world.stable_deployment_version().await.as_deref(), Some("churn-v2"));
+    assert_eq!(
+        world.stable_deployment_version().await.as_deref(),
+        Some("churn-v2")
+    );
     let status = world.wait_phase(DeploymentPhase::Stable).await;
     assert_eq!(status.stable.as_ref().unwrap().version, "churn-v2");
     assert_eq!(status.history[0].outcome, Outcome::Promoted);
-    assert!(world.deployments.get_opt("churn-shadow").await.unwrap().is_none(), "the shadow is removed");
-    world.pods.wait_for_version(Role::Stable, Some("churn-v2"), TIMEOUT).await;
+    assert!(
+        world
+            .deployments
+            .get_opt("churn-shadow")
+            .await
+            .unwrap()
+            .is_none(),
+        "the shadow is removed"
+    );
+    world
+        .pods
+        .wait_for_version(Role::Stable, Some("churn-v2"), TIMEOUT)
+        .await;
 
     // Every decision is explained: the metrics the shadow passed with, and the events.
     let promoted = &status.history[0].metrics;
     for name in ["error-rate", "latency-p99"] {
-        let m = promoted.iter().find(|m| m.name == name).unwrap_or_else(|| panic!("{name} in {promoted:?}"));
+        let m = promoted
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("{name} in {promoted:?}"));
         assert_eq!(m.verdict, Some(Verdict::Pass), "{m:?}");
-        assert!(m.value.is_some() && m.samples.unwrap_or(0.0) >= 20.0, "{m:?}");
+        assert!(
+            m.value.is_some() && m.samples.unwrap_or(0.0) >= 20.0,
+            "{m:?}"
+        );
     }
-    for r in ["Deployed", "ShadowStarted", "Promoting", "Promoted", "Baked"] {
+    for r in [
+        "Deployed",
+        "ShadowStarted",
+        "Promoting",
+        "Promoted",
+        "Baked",
+    ] {
         world.wait_event(r).await;
     }
     let metrics = world.operator.metrics().await;
-    assert!(metrics.contains("modelship_deployment_transitions_total{decision=\"promoted\"} 1"), "{metrics}");
-    assert!(metrics.contains("modelship_analysis_value{deployment=\"churn\",metric=\"error-rate\""), "{metrics}");
-    assert!(metrics.contains("modelship_deployment_phase_duration_seconds_count{phase=\"Shadowing\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("modelship_deployment_transitions_total{decision=\"promoted\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("modelship_analysis_value{deployment=\"churn\",metric=\"error-rate\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("modelship_deployment_phase_duration_seconds_count{phase=\"Shadowing\"} 1"),
+        "{metrics}"
+    );
 
     let stats = traffic.stats();
-    assert_eq!(stats.failed, 0, "clients saw failures: {:?}", stats.failures);
+    assert_eq!(
+        stats.failed, 0,
+        "clients saw failures: {:?}",
+        stats.failures
+    );
     world.ns.delete().await;
 }
 
 #[tokio::test]
 async fn a_candidate_with_five_percent_errors_is_rejected_and_production_never_changes() {
-    let world = World::stable("reject", json!({}), &[("churn-v2", &[("MODEL_SERVER_ERROR_RATE", "0.05")])]).await;
+    let world = World::stable(
+        "reject",
+        json!({}),
+        &[("churn-v2", &[("MODEL_SERVER_ERROR_RATE", "0.05")])],
+    )
+    .await;
     let stable_before = world.deployments.get("churn-stable").await.unwrap();
     let traffic = world.pods.drive(50);
     world.set_model("churn-v2", "churn-v1.json").await;
@@ -71,25 +144,63 @@ async fn a_candidate_with_five_percent_errors_is_rejected_and_production_never_c
     let status = world.wait_phase(DeploymentPhase::Rejected).await;
     assert_eq!(status.history[0].outcome, Outcome::Rejected);
     assert_eq!(status.history[0].reason, "AnalysisFailed");
-    assert!(status.history[0].message.contains("error-rate"), "{}", status.history[0].message);
-    let err = status.history[0].metrics.iter().find(|m| m.name == "error-rate").unwrap();
+    assert!(
+        status.history[0].message.contains("error-rate"),
+        "{}",
+        status.history[0].message
+    );
+    let err = status.history[0]
+        .metrics
+        .iter()
+        .find(|m| m.name == "error-rate")
+        .unwrap();
     assert_eq!(err.verdict, Some(Verdict::Fail), "{err:?}");
     assert!(err.value.unwrap() > err.max.unwrap(), "{err:?}");
     world.wait_event("AnalysisFailed").await;
 
     // Production never saw the candidate: the stable Deployment was not even written to.
     let stable_after = world.deployments.get("churn-stable").await.unwrap();
-    assert_eq!(stable_after.metadata.generation, stable_before.metadata.generation);
-    assert_eq!(world.stable_deployment_version().await.as_deref(), Some("churn-v1"));
-    wait_for("the shadow to be removed", TIMEOUT, || async { Ok(world.deployments.get_opt("churn-shadow").await?.is_none().then_some(())) }).await;
+    assert_eq!(
+        stable_after.metadata.generation,
+        stable_before.metadata.generation
+    );
+    assert_eq!(
+        world.stable_deployment_version().await.as_deref(),
+        Some("churn-v1")
+    );
+    wait_for("the shadow to be removed", TIMEOUT, || async {
+        Ok(world
+            .deployments
+            .get_opt("churn-shadow")
+            .await?
+            .is_none()
+            .then_some(()))
+    })
+    .await;
     // Rejected is sticky: nothing flaps while the spec still asks for the candidate.
-    let later = world.never(&[DeploymentPhase::Shadowing, DeploymentPhase::Promoting], Duration::from_secs(5)).await;
+    let later = world
+        .never(
+            &[DeploymentPhase::Shadowing, DeploymentPhase::Promoting],
+            Duration::from_secs(5),
+        )
+        .await;
     assert_eq!(later.phase, Some(DeploymentPhase::Rejected));
     let stats = traffic.stats();
-    assert_eq!(stats.failed, 0, "clients saw the candidate's errors: {:?}", stats.failures);
-    assert_eq!(stats.versions.keys().collect::<Vec<_>>(), vec!["churn-v1"], "only stable answered clients");
+    assert_eq!(
+        stats.failed, 0,
+        "clients saw the candidate's errors: {:?}",
+        stats.failures
+    );
+    assert_eq!(
+        stats.versions.keys().collect::<Vec<_>>(),
+        vec!["churn-v1"],
+        "only stable answered clients"
+    );
     let degraded = later.condition("Degraded").unwrap();
-    assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "CandidateRejected"));
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "CandidateRejected")
+    );
     world.ns.delete().await;
 }
 
@@ -100,30 +211,73 @@ async fn a_candidate_that_degrades_after_promotion_is_rolled_back_by_itself() {
     let _traffic = world.pods.drive(50);
     world.set_model("churn-v2", "churn-v1.json").await;
     world.wait_phase(DeploymentPhase::Baking).await;
-    world.pods.wait_for_version(Role::Stable, Some("churn-v2"), TIMEOUT).await;
+    world
+        .pods
+        .wait_for_version(Role::Stable, Some("churn-v2"), TIMEOUT)
+        .await;
 
     // Production starts failing on one request in two.
-    world.pods.set_knobs(Role::Stable, json!({"error_rate": 0.5})).await;
+    world
+        .pods
+        .set_knobs(Role::Stable, json!({"error_rate": 0.5}))
+        .await;
     let onset = Instant::now();
-    wait_for("the stable Deployment to return to churn-v1", TIMEOUT, || async {
-        Ok((world.stable_deployment_version().await.as_deref() == Some("churn-v1")).then_some(()))
-    })
+    wait_for(
+        "the stable Deployment to return to churn-v1",
+        TIMEOUT,
+        || async {
+            Ok(
+                (world.stable_deployment_version().await.as_deref() == Some("churn-v1"))
+                    .then_some(()),
+            )
+        },
+    )
     .await;
     let took = onset.elapsed().as_secs_f64();
     let goal = 2.0 * INTERVAL_SECS + SCRAPE_SECS + 5.0;
-    println!("rollback: {took:.1} s from the onset of degradation to the stable Deployment's rollback (goal: at most {goal:.0} s = 2 analysis intervals + 1 scrape interval + 5 s)");
+    println!(
+        "rollback: {took:.1} s from the onset of degradation to the stable Deployment's rollback (goal: at most {goal:.0} s = 2 analysis intervals + 1 scrape interval + 5 s)"
+    );
 
     let status = world.wait_phase(DeploymentPhase::RolledBack).await;
     assert_eq!(status.stable.as_ref().unwrap().version, "churn-v1");
     assert_eq!(status.history[0].outcome, Outcome::RolledBack);
-    assert!(status.history[0].message.contains("error-rate"), "{}", status.history[0].message);
+    assert!(
+        status.history[0].message.contains("error-rate"),
+        "{}",
+        status.history[0].message
+    );
     world.wait_event("RolledBack").await;
-    world.pods.wait_for_version(Role::Stable, Some("churn-v1"), TIMEOUT).await;
-    assert!(world.operator.metrics().await.contains("modelship_deployment_transitions_total{decision=\"rolled_back\"} 1"));
+    world
+        .pods
+        .wait_for_version(Role::Stable, Some("churn-v1"), TIMEOUT)
+        .await;
+    assert!(
+        world
+            .operator
+            .metrics()
+            .await
+            .contains("modelship_deployment_transitions_total{decision=\"rolled_back\"} 1")
+    );
     // Sticky: the spec still names churn-v2, and production stays on churn-v1.
-    world.never(&[DeploymentPhase::Shadowing, DeploymentPhase::Promoting, DeploymentPhase::Baking], Duration::from_secs(5)).await;
-    assert_eq!(world.stable_deployment_version().await.as_deref(), Some("churn-v1"));
-    assert!(took <= goal, "rollback took {took:.1} s, more than the goal of {goal:.0} s");
+    world
+        .never(
+            &[
+                DeploymentPhase::Shadowing,
+                DeploymentPhase::Promoting,
+                DeploymentPhase::Baking,
+            ],
+            Duration::from_secs(5),
+        )
+        .await;
+    assert_eq!(
+        world.stable_deployment_version().await.as_deref(),
+        Some("churn-v1")
+    );
+    assert!(
+        took <= goal,
+        "rollback took {took:.1} s, more than the goal of {goal:.0} s"
+    );
     world.ns.delete().await;
 }
 
@@ -132,23 +286,55 @@ async fn manual_promotion_waits_for_an_approval_that_names_the_candidate() {
     let world = World::stable("manual", json!({"shadow": {"promotion": "Manual"}}), &[]).await;
     let _traffic = world.pods.drive(40);
     world.set_model("churn-v2", "churn-v1.json").await;
-    let waiting = wait_for("the candidate to pass and wait for approval", TIMEOUT, || async {
-        Ok(world.status().await.message.filter(|m| m.contains("waits for approval")))
-    })
+    let waiting = wait_for(
+        "the candidate to pass and wait for approval",
+        TIMEOUT,
+        || async {
+            Ok(world
+                .status()
+                .await
+                .message
+                .filter(|m| m.contains("waits for approval")))
+        },
+    )
     .await;
-    assert!(waiting.contains("modelship.io/approve=churn-v2"), "{waiting}");
-    let progressing = world.status().await.condition("Progressing").cloned().unwrap();
+    assert!(
+        waiting.contains("modelship.io/approve=churn-v2"),
+        "{waiting}"
+    );
+    let progressing = world
+        .status()
+        .await
+        .condition("Progressing")
+        .cloned()
+        .unwrap();
     assert_eq!(progressing.reason, "AwaitingApproval");
 
     // Nothing happens without the annotation, nor with one that names another version.
-    world.never(&[DeploymentPhase::Promoting, DeploymentPhase::Baking], Duration::from_secs(4)).await;
+    world
+        .never(
+            &[DeploymentPhase::Promoting, DeploymentPhase::Baking],
+            Duration::from_secs(4),
+        )
+        .await;
     world.annotate("modelship.io/approve", "churn-v9").await;
-    world.never(&[DeploymentPhase::Promoting, DeploymentPhase::Baking], Duration::from_secs(4)).await;
-    assert_eq!(world.stable_deployment_version().await.as_deref(), Some("churn-v1"));
+    world
+        .never(
+            &[DeploymentPhase::Promoting, DeploymentPhase::Baking],
+            Duration::from_secs(4),
+        )
+        .await;
+    assert_eq!(
+        world.stable_deployment_version().await.as_deref(),
+        Some("churn-v1")
+    );
 
     world.annotate("modelship.io/approve", "churn-v2").await;
     world.wait_phase(DeploymentPhase::Baking).await;
-    assert_eq!(world.stable_deployment_version().await.as_deref(), Some("churn-v2"));
+    assert_eq!(
+        world.stable_deployment_version().await.as_deref(),
+        Some("churn-v2")
+    );
     world.ns.delete().await;
 }
 
@@ -165,7 +351,10 @@ async fn shadow_answers_are_compared_and_a_dead_candidate_never_reaches_clients(
     let traffic = world.pods.drive(50);
     world.set_model("churn-v2", "churn-v1.json").await;
     world.wait_phase(DeploymentPhase::Shadowing).await;
-    world.pods.wait_for_version(Role::Shadow, Some("churn-v2"), TIMEOUT).await;
+    world
+        .pods
+        .wait_for_version(Role::Shadow, Some("churn-v2"), TIMEOUT)
+        .await;
 
     let ns = world.ns.name().to_string();
     let share = wait_for("400 comparisons in Prometheus", TIMEOUT, || async {
@@ -176,11 +365,19 @@ async fn shadow_answers_are_compared_and_a_dead_candidate_never_reaches_clients(
         Ok((mismatch + matched >= 400.0).then(|| mismatch / (mismatch + matched)))
     })
     .await;
-    println!("disagreement measured in Prometheus: {:.1} % (the candidate alters 20 %)", share * 100.0);
+    println!(
+        "disagreement measured in Prometheus: {:.1} % (the candidate alters 20 %)",
+        share * 100.0
+    );
     assert!((share - 0.2).abs() < 0.05, "disagreement {share}");
     // The analysis sees it too.
     let agreement = wait_for("the agreement measurement", TIMEOUT, || async {
-        Ok(world.status().await.analysis.and_then(|a| a.metrics.into_iter().find(|m| m.name == "agreement")).and_then(|m| m.value))
+        Ok(world
+            .status()
+            .await
+            .analysis
+            .and_then(|a| a.metrics.into_iter().find(|m| m.name == "agreement"))
+            .and_then(|m| m.value))
     })
     .await;
     assert!((agreement - 0.8).abs() < 0.06, "agreement {agreement}");
@@ -189,15 +386,32 @@ async fn shadow_answers_are_compared_and_a_dead_candidate_never_reaches_clients(
     let before = traffic.stats();
     world.pods.crash(Role::Shadow);
     let errors_before = shadow_errors(&ns).await;
-    wait_for("shadow errors to be counted", TIMEOUT, || async { Ok((shadow_errors(&ns).await > errors_before + 50.0).then_some(())) }).await;
+    wait_for("shadow errors to be counted", TIMEOUT, || async {
+        Ok((shadow_errors(&ns).await > errors_before + 50.0).then_some(()))
+    })
+    .await;
     let after = traffic.stats();
     assert!(after.ok > before.ok + 50, "traffic kept flowing");
-    assert_eq!(after.failed, 0, "a dead shadow changed what clients got: {:?}", after.failures);
-    assert_eq!(after.versions.keys().collect::<Vec<_>>(), vec!["churn-v1"], "clients only ever got production's answers");
+    assert_eq!(
+        after.failed, 0,
+        "a dead shadow changed what clients got: {:?}",
+        after.failures
+    );
+    assert_eq!(
+        after.versions.keys().collect::<Vec<_>>(),
+        vec!["churn-v1"],
+        "clients only ever got production's answers"
+    );
     world.ns.delete().await;
 }
 
 async fn shadow_errors(ns: &str) -> f64 {
-    let q = format!(r#"sum(modelship_mirror_comparisons_total{{namespace="{ns}",deployment="{NAME}",result="shadow_error"}})"#);
-    prom::query(&q).await.ok().and_then(|r| r.first().map(|x| x.1)).unwrap_or(0.0)
+    let q = format!(
+        r#"sum(modelship_mirror_comparisons_total{{namespace="{ns}",deployment="{NAME}",result="shadow_error"}})"#
+    );
+    prom::query(&q)
+        .await
+        .ok()
+        .and_then(|r| r.first().map(|x| x.1))
+        .unwrap_or(0.0)
 }

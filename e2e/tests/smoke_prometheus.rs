@@ -22,7 +22,9 @@ async fn serve_metrics(value: Arc<AtomicU64>) -> String {
     let address = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else { return };
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
             let value = value.load(Ordering::SeqCst);
             tokio::spawn(async move {
                 let mut request = Vec::new();
@@ -53,7 +55,13 @@ async fn serve_metrics(value: Arc<AtomicU64>) -> String {
 async fn registered_target_is_scraped_queried_and_survives_a_restart() {
     let value = Arc::new(AtomicU64::new(42));
     let address = serve_metrics(value.clone()).await;
-    let unique = format!("smoke-{}", SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos());
+    let unique = format!(
+        "smoke-{}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
     let labels: BTreeMap<String, String> = [
         ("namespace", unique.as_str()),
         ("deployment", "iris"),
@@ -75,17 +83,24 @@ async fn registered_target_is_scraped_queried_and_survives_a_restart() {
     assert_eq!(series.len(), 1, "{series:?}");
     let (series_labels, sample) = &series[0];
     for (k, v) in &labels {
-        assert_eq!(series_labels.get(k), Some(v), "label {k} of {series_labels:?}");
+        assert_eq!(
+            series_labels.get(k),
+            Some(v),
+            "label {k} of {series_labels:?}"
+        );
     }
     assert_eq!(series_labels.get("outcome").map(String::as_str), Some("ok"));
     assert_eq!(*sample, 42.0);
 
     // Scraping goes on: a new value shows up, and aggregation works over the HTTP API.
     value.store(45, Ordering::SeqCst);
-    let by_track = format!("sum by (track) (smoke_model_predictions_total{{namespace=\"{unique}\"}})");
+    let by_track =
+        format!("sum by (track) (smoke_model_predictions_total{{namespace=\"{unique}\"}})");
     wait_for("Prometheus to scrape the new value", TIMEOUT, || async {
         let result = prom::query(&by_track).await?;
-        Ok(result.into_iter().find(|(l, v)| l.get("track").map(String::as_str) == Some("shadow") && *v == 45.0))
+        Ok(result
+            .into_iter()
+            .find(|(l, v)| l.get("track").map(String::as_str) == Some("shadow") && *v == 45.0))
     })
     .await;
     let scalar = prom::query("scalar(vector(7))").await.unwrap();
@@ -96,14 +111,21 @@ async fn registered_target_is_scraped_queried_and_survives_a_restart() {
     // Prometheus goes away: queries fail. It comes back with the same targets.
     prom::stop().await;
     assert!(!prom::is_ready().await);
-    assert!(prom::query(&promql).await.is_err(), "a query while Prometheus is down fails");
+    assert!(
+        prom::query(&promql).await.is_err(),
+        "a query while Prometheus is down fails"
+    );
     prom::start().await;
     assert!(prom::is_ready().await);
     value.store(50, Ordering::SeqCst);
-    wait_for("Prometheus to scrape the target again after a restart", TIMEOUT, || async {
-        let result = prom::query(&promql).await?;
-        Ok(result.into_iter().find(|(_, v)| *v == 50.0))
-    })
+    wait_for(
+        "Prometheus to scrape the target again after a restart",
+        TIMEOUT,
+        || async {
+            let result = prom::query(&promql).await?;
+            Ok(result.into_iter().find(|(_, v)| *v == 50.0))
+        },
+    )
     .await;
 
     // Unregistered: the target's series go stale.

@@ -291,15 +291,20 @@ async fn run(args: Args) -> Result<(), String> {
     );
     let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let close_after_answer = closing.clone();
-    let router = router.layer(axum::middleware::map_response(move |mut response: Response| {
-        let closing = close_after_answer.clone();
-        async move {
-            if closing.load(Ordering::Relaxed) {
-                response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    let router = router.layer(axum::middleware::map_response(
+        move |mut response: Response| {
+            let closing = close_after_answer.clone();
+            async move {
+                if closing.load(Ordering::Relaxed) {
+                    response.headers_mut().insert(
+                        header::CONNECTION,
+                        header::HeaderValue::from_static("close"),
+                    );
+                }
+                response
             }
-            response
-        }
-    }));
+        },
+    ));
     let delay = Duration::from_millis(args.shutdown_delay_ms);
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {

@@ -6,7 +6,9 @@ use crate::api::{AnalysisMetric, AnalysisPhase, ModelDeployment, RelativeBound, 
 const SELECTOR: &str = r#"namespace="{{namespace}}",deployment="{{name}}""#;
 
 fn requests(track_filter: &str, extra: &str) -> String {
-    format!("sum(increase(modelship_mirror_requests_total{{{SELECTOR},{track_filter}{extra}}}[{{{{window}}}}]))")
+    format!(
+        "sum(increase(modelship_mirror_requests_total{{{SELECTOR},{track_filter}{extra}}}[{{{{window}}}}]))"
+    )
 }
 
 /// Error rate of a track: answers that are not 1xx–4xx (5xx, transport errors, timeouts).
@@ -23,7 +25,11 @@ pub fn error_rate() -> AnalysisMetric {
         max: None,
         // At most 10 % above stable's rate, plus one percentage point so that a stable at 0 %
         // does not demand a perfect candidate.
-        relative_to_stable: Some(RelativeBound { max_increase_percent: Some(10.0), max_decrease_percent: None, slack: 0.01 }),
+        relative_to_stable: Some(RelativeBound {
+            max_increase_percent: Some(10.0),
+            max_decrease_percent: None,
+            slack: 0.01,
+        }),
         failure_limit: 1,
         consecutive_error_limit: 4,
         dry_run: false,
@@ -45,7 +51,11 @@ pub fn latency_p99() -> AnalysisMetric {
         max: None,
         // At most 50 % slower than stable, plus 25 ms: a p99 over a short window is noisy, and
         // a false rejection costs a retrain; a real regression is usually far larger.
-        relative_to_stable: Some(RelativeBound { max_increase_percent: Some(50.0), max_decrease_percent: None, slack: 0.025 }),
+        relative_to_stable: Some(RelativeBound {
+            max_increase_percent: Some(50.0),
+            max_decrease_percent: None,
+            slack: 0.025,
+        }),
         failure_limit: 1,
         consecutive_error_limit: 4,
         dry_run: false,
@@ -55,7 +65,8 @@ pub fn latency_p99() -> AnalysisMetric {
 
 /// Share of compared requests on which the shadow agreed with production.
 pub fn agreement(min_agreement: f64) -> AnalysisMetric {
-    let compared = format!("modelship_mirror_comparisons_total{{{SELECTOR},result=~\"match|mismatch\"}}");
+    let compared =
+        format!("modelship_mirror_comparisons_total{{{SELECTOR},result=~\"match|mismatch\"}}");
     AnalysisMetric {
         name: "agreement".into(),
         query: format!(
@@ -75,10 +86,15 @@ pub fn agreement(min_agreement: f64) -> AnalysisMetric {
 
 /// The metrics a ModelDeployment is judged on: its own, or the defaults of the built-in router.
 pub fn effective_metrics(md: &ModelDeployment) -> Vec<AnalysisMetric> {
-    if !md.spec.analysis.metrics.is_empty() || md.spec.traffic.provider != TrafficProvider::Builtin {
+    if !md.spec.analysis.metrics.is_empty() || md.spec.traffic.provider != TrafficProvider::Builtin
+    {
         return md.spec.analysis.metrics.clone();
     }
-    vec![error_rate(), latency_p99(), agreement(md.spec.shadow.compare.min_agreement)]
+    vec![
+        error_rate(),
+        latency_p99(),
+        agreement(md.spec.shadow.compare.min_agreement),
+    ]
 }
 
 /// How many requests the shadow answered since the window started (built-in router only).
@@ -98,12 +114,33 @@ mod tests {
         for m in [error_rate(), latency_p99(), agreement(0.9)] {
             check(&m.query).unwrap();
             check(m.samples_query.as_deref().unwrap()).unwrap();
-            let q = render(&m.query, &Vars { name: "fraud", namespace: "models", track: "shadow", version: "v2", window: "1m" });
-            assert!(q.contains(r#"namespace="models",deployment="fraud""#), "{q}");
+            let q = render(
+                &m.query,
+                &Vars {
+                    name: "fraud",
+                    namespace: "models",
+                    track: "shadow",
+                    version: "v2",
+                    window: "1m",
+                },
+            );
+            assert!(
+                q.contains(r#"namespace="models",deployment="fraud""#),
+                "{q}"
+            );
             assert!(q.contains("[1m]"), "{q}");
             assert!(!q.contains("{{"), "{q}");
         }
-        let q = render(&error_rate().query, &Vars { name: "f", namespace: "n", track: "stable", version: "v1", window: "30s" });
+        let q = render(
+            &error_rate().query,
+            &Vars {
+                name: "f",
+                namespace: "n",
+                track: "stable",
+                version: "v1",
+                window: "30s",
+            },
+        );
         assert!(q.contains(r#"track="stable",code!~"[1-4]..""#), "{q}");
     }
 

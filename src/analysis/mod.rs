@@ -44,9 +44,22 @@ pub async fn measure<S: MetricsSource>(
     previous: &AnalysisStatus,
     now: jiff::Timestamp,
 ) -> Measured {
-    let judged = Vars { name: target.name, namespace: target.namespace, track: target.track, version: target.version, window: target.window };
-    let reference = target.reference.map(|(track, version)| Vars { track, version, ..judged.clone() });
-    let active: Vec<&AnalysisMetric> = metrics.iter().filter(|m| applies(m, target.phase)).collect();
+    let judged = Vars {
+        name: target.name,
+        namespace: target.namespace,
+        track: target.track,
+        version: target.version,
+        window: target.window,
+    };
+    let reference = target.reference.map(|(track, version)| Vars {
+        track,
+        version,
+        ..judged.clone()
+    });
+    let active: Vec<&AnalysisMetric> = metrics
+        .iter()
+        .filter(|m| applies(m, target.phase))
+        .collect();
 
     let rounds = active.iter().map(|m| {
         let value_q = render(&m.query, &judged);
@@ -65,7 +78,11 @@ pub async fn measure<S: MetricsSource>(
                 Some(q) => Some(source.query(q).await),
                 None => None,
             };
-            Readings { value, reference, samples }
+            Readings {
+                value,
+                reference,
+                samples,
+            }
         }
     });
     let requests = async {
@@ -105,7 +122,10 @@ pub async fn measure<S: MetricsSource>(
         _ => {}
     }
     out.verdict = Some(overall(metrics, &out.metrics, target.phase));
-    Measured { status: out, unavailable }
+    Measured {
+        status: out,
+        unavailable,
+    }
 }
 
 /// One word for the whole analysis: Fail if any judged metric failed its latest measurement,
@@ -114,7 +134,12 @@ fn overall(metrics: &[AnalysisMetric], statuses: &[MetricStatus], phase: Analysi
     let judged: Vec<Option<Verdict>> = metrics
         .iter()
         .filter(|m| !m.dry_run && applies(m, phase))
-        .map(|m| statuses.iter().find(|s| s.name == m.name).and_then(|s| s.verdict))
+        .map(|m| {
+            statuses
+                .iter()
+                .find(|s| s.name == m.name)
+                .and_then(|s| s.verdict)
+        })
         .collect();
     if judged.contains(&Some(Verdict::Fail)) {
         Verdict::Fail
@@ -158,7 +183,11 @@ mod tests {
             min_samples: None,
             min: None,
             max: Some(0.02),
-            relative_to_stable: Some(crate::api::RelativeBound { max_increase_percent: Some(10.0), max_decrease_percent: None, slack: 0.01 }),
+            relative_to_stable: Some(crate::api::RelativeBound {
+                max_increase_percent: Some(10.0),
+                max_decrease_percent: None,
+                slack: 0.01,
+            }),
             failure_limit: 0,
             consecutive_error_limit: 2,
             dry_run: false,
@@ -166,8 +195,20 @@ mod tests {
         }
     }
 
-    fn target(reference: Option<(&'static str, &'static str)>, phase: AnalysisPhase) -> Target<'static> {
-        Target { name: "fraud", namespace: "models", window: "1m", phase, track: "shadow", version: "v2", reference, requests_query: Some("requests".into()) }
+    fn target(
+        reference: Option<(&'static str, &'static str)>,
+        phase: AnalysisPhase,
+    ) -> Target<'static> {
+        Target {
+            name: "fraud",
+            namespace: "models",
+            window: "1m",
+            phase,
+            track: "shadow",
+            version: "v2",
+            reference,
+            requests_query: Some("requests".into()),
+        }
     }
 
     #[tokio::test]
@@ -181,12 +222,22 @@ mod tests {
             asked: Mutex::default(),
         };
         let m = metric("err", r#"x{t="{{track}}",v="{{version}}"}"#);
-        let out = measure(&fake, &[m], &target(Some(("stable", "v1")), AnalysisPhase::Shadowing), &AnalysisStatus::default(), jiff::Timestamp::UNIX_EPOCH).await;
+        let out = measure(
+            &fake,
+            &[m],
+            &target(Some(("stable", "v1")), AnalysisPhase::Shadowing),
+            &AnalysisStatus::default(),
+            jiff::Timestamp::UNIX_EPOCH,
+        )
+        .await;
         let asked = fake.asked.lock().unwrap().clone();
         assert!(asked.contains(&r#"x{t="shadow",v="v2"}"#.to_string()));
         assert!(asked.contains(&r#"x{t="stable",v="v1"}"#.to_string()));
         let st = &out.status.metrics[0];
-        assert_eq!((st.value, st.stable_value, st.verdict), (Some(0.015), Some(0.01), Some(Verdict::Pass)));
+        assert_eq!(
+            (st.value, st.stable_value, st.verdict),
+            (Some(0.015), Some(0.01), Some(Verdict::Pass))
+        );
         assert_eq!(out.status.requests, Some(500.0));
         assert_eq!(out.status.verdict, Some(Verdict::Pass));
         assert!(out.unavailable.is_none());
@@ -195,32 +246,81 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_prometheus_is_inconclusive_and_reported() {
         let down = Reading::Unavailable("connection refused".into());
-        let fake = Fake { answers: HashMap::from([("x", down.clone()), ("requests", down)]), asked: Mutex::default() };
-        let prev = AnalysisStatus { requests: Some(42.0), ..Default::default() };
-        let out = measure(&fake, &[metric("err", "x")], &target(Some(("stable", "v1")), AnalysisPhase::Shadowing), &prev, jiff::Timestamp::UNIX_EPOCH).await;
+        let fake = Fake {
+            answers: HashMap::from([("x", down.clone()), ("requests", down)]),
+            asked: Mutex::default(),
+        };
+        let prev = AnalysisStatus {
+            requests: Some(42.0),
+            ..Default::default()
+        };
+        let out = measure(
+            &fake,
+            &[metric("err", "x")],
+            &target(Some(("stable", "v1")), AnalysisPhase::Shadowing),
+            &prev,
+            jiff::Timestamp::UNIX_EPOCH,
+        )
+        .await;
         assert_eq!(out.unavailable.as_deref(), Some("connection refused"));
         assert_eq!(out.status.metrics[0].verdict, Some(Verdict::Inconclusive));
         assert_eq!(out.status.verdict, Some(Verdict::Inconclusive));
-        assert_eq!(out.status.requests, Some(42.0), "the last known request count stays");
+        assert_eq!(
+            out.status.requests,
+            Some(42.0),
+            "the last known request count stays"
+        );
     }
 
     #[tokio::test]
     async fn baking_compares_with_the_recorded_baseline_and_skips_shadow_only_metrics() {
-        let fake = Fake { answers: HashMap::from([("x", Reading::Value(0.3))]), asked: Mutex::default() };
+        let fake = Fake {
+            answers: HashMap::from([("x", Reading::Value(0.3))]),
+            asked: Mutex::default(),
+        };
         let mut agreement = metric("agree", "y");
         agreement.phases = vec![AnalysisPhase::Shadowing];
         let prev = AnalysisStatus {
             metrics: vec![
-                MetricStatus { name: "err".into(), baseline: Some(0.0), ..Default::default() },
-                MetricStatus { name: "agree".into(), value: Some(0.97), ..Default::default() },
+                MetricStatus {
+                    name: "err".into(),
+                    baseline: Some(0.0),
+                    ..Default::default()
+                },
+                MetricStatus {
+                    name: "agree".into(),
+                    value: Some(0.97),
+                    ..Default::default()
+                },
             ],
             ..Default::default()
         };
-        let out = measure(&fake, &[metric("err", "x"), agreement], &target(None, AnalysisPhase::Baking), &prev, jiff::Timestamp::UNIX_EPOCH).await;
-        assert!(!fake.asked.lock().unwrap().iter().any(|q| q == "y"), "agreement is not measured while baking");
+        let out = measure(
+            &fake,
+            &[metric("err", "x"), agreement],
+            &target(None, AnalysisPhase::Baking),
+            &prev,
+            jiff::Timestamp::UNIX_EPOCH,
+        )
+        .await;
+        assert!(
+            !fake.asked.lock().unwrap().iter().any(|q| q == "y"),
+            "agreement is not measured while baking"
+        );
         let err = out.status.metrics.iter().find(|m| m.name == "err").unwrap();
-        assert_eq!((err.verdict, err.stable_value, err.baseline), (Some(Verdict::Fail), Some(0.0), Some(0.0)));
-        assert_eq!(out.status.metrics.iter().find(|m| m.name == "agree").unwrap().value, Some(0.97));
+        assert_eq!(
+            (err.verdict, err.stable_value, err.baseline),
+            (Some(Verdict::Fail), Some(0.0), Some(0.0))
+        );
+        assert_eq!(
+            out.status
+                .metrics
+                .iter()
+                .find(|m| m.name == "agree")
+                .unwrap()
+                .value,
+            Some(0.97)
+        );
         assert_eq!(out.status.verdict, Some(Verdict::Fail));
     }
 }

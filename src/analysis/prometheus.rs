@@ -23,7 +23,9 @@ impl Prometheus {
             .timeout(timeout)
             .connect_timeout(timeout)
             .build()
-            .map_err(|e| crate::Error::Config(format!("building the Prometheus HTTP client: {e}")))?;
+            .map_err(|e| {
+                crate::Error::Config(format!("building the Prometheus HTTP client: {e}"))
+            })?;
         let client = prometheus_http_query::Client::from(http, url)
             .map_err(|e| crate::Error::Config(format!("Prometheus URL {url:?}: {e}")))?;
         Ok(Self { client })
@@ -42,8 +44,12 @@ pub fn reading_from(result: Result<Data, PromError>) -> Reading {
                 many.len()
             )),
         },
-        Ok(Data::Matrix(_)) => Reading::Invalid("the query returned a range vector; it must return one number".into()),
-        Err(PromError::Prometheus(e)) if e.error_type() == PrometheusErrorType::BadData => Reading::Invalid(e.to_string()),
+        Ok(Data::Matrix(_)) => {
+            Reading::Invalid("the query returned a range vector; it must return one number".into())
+        }
+        Err(PromError::Prometheus(e)) if e.error_type() == PrometheusErrorType::BadData => {
+            Reading::Invalid(e.to_string())
+        }
         Err(PromError::Prometheus(e)) => Reading::Unavailable(e.to_string()),
         Err(e) => Reading::Unavailable(error_chain(&e)),
     }
@@ -65,7 +71,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 impl MetricsSource for Prometheus {
     async fn query(&self, promql: String) -> Reading {
-        reading_from(self.client.query(promql).get().await.map(|r| r.data().clone()))
+        reading_from(
+            self.client
+                .query(promql)
+                .get()
+                .await
+                .map(|r| r.data().clone()),
+        )
     }
 }
 
@@ -79,7 +91,10 @@ pub struct Clients {
 
 impl Clients {
     pub fn new(timeout: Duration) -> Self {
-        Self { timeout, by_url: Mutex::new(HashMap::new()) }
+        Self {
+            timeout,
+            by_url: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn get(&self, url: &str) -> Result<Prometheus, crate::Error> {

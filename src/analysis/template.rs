@@ -69,12 +69,21 @@ pub fn promql_range(d: std::time::Duration) -> String {
 mod tests {
     use super::*;
 
-    const VARS: Vars<'static> = Vars { name: "fraud", namespace: "models", track: "shadow", version: "v2", window: "2m" };
+    const VARS: Vars<'static> = Vars {
+        name: "fraud",
+        namespace: "models",
+        track: "shadow",
+        version: "v2",
+        window: "2m",
+    };
 
     #[test]
     fn renders_every_variable_with_or_without_spaces() {
         let q = r#"rate(x{ns="{{namespace}}",d="{{ name }}",t="{{track}}",v="{{version}}"}[{{window}}])"#;
-        assert_eq!(render(q, &VARS), r#"rate(x{ns="models",d="fraud",t="shadow",v="v2"}[2m])"#);
+        assert_eq!(
+            render(q, &VARS),
+            r#"rate(x{ns="models",d="fraud",t="shadow",v="v2"}[2m])"#
+        );
         assert!(check(q).is_ok());
     }
 
@@ -86,7 +95,10 @@ mod tests {
 
     #[test]
     fn ranges_are_whole_seconds() {
-        assert_eq!(promql_range(std::time::Duration::from_millis(90_500)), "90s");
+        assert_eq!(
+            promql_range(std::time::Duration::from_millis(90_500)),
+            "90s"
+        );
         assert_eq!(promql_range(std::time::Duration::ZERO), "1s");
     }
 }

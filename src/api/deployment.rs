@@ -102,7 +102,10 @@ pub struct ModelRef {
     #[schemars(regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"))]
     pub version: String,
     /// URI of the model artifact, passed to the server as `MODEL_URI`.
-    #[schemars(regex(pattern = r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$"), length(max = 2048))]
+    #[schemars(
+        regex(pattern = r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$"),
+        length(max = 2048)
+    )]
     pub artifact: String,
 }
 
@@ -217,7 +220,11 @@ pub struct CompareSpec {
 
 impl Default for CompareSpec {
     fn default() -> Self {
-        Self { pointers: default_pointers(), tolerance: default_tolerance(), min_agreement: default_min_agreement() }
+        Self {
+            pointers: default_pointers(),
+            tolerance: default_tolerance(),
+            min_agreement: default_min_agreement(),
+        }
     }
 }
 
@@ -246,7 +253,11 @@ pub struct TrafficSpec {
     pub router: RouterSpec,
 
     /// Settings for `provider: GatewayAPI`.
-    #[serde(default, rename = "gatewayAPI", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "gatewayAPI",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_api: Option<GatewayApiSpec>,
 
     /// Settings for `provider: Istio`.
@@ -292,7 +303,12 @@ pub struct RouterSpec {
 
 impl Default for RouterSpec {
     fn default() -> Self {
-        Self { replicas: default_router_replicas(), image: None, shadow_timeout: default_shadow_timeout(), resources: None }
+        Self {
+            replicas: default_router_replicas(),
+            image: None,
+            shadow_timeout: default_shadow_timeout(),
+            resources: None,
+        }
     }
 }
 

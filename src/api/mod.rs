@@ -39,21 +39,48 @@ mod tests {
     #[test]
     fn committed_crds_match_the_types() {
         let want = crds_yaml();
-        for path in ["crds/modelship.yaml", "charts/modelship/crds/modelship.yaml"] {
+        for path in [
+            "crds/modelship.yaml",
+            "charts/modelship/crds/modelship.yaml",
+        ] {
             let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
             let have = std::fs::read_to_string(&file).unwrap_or_default();
-            assert!(have == want, "{path} is out of date with the Rust types: run `make crds` and commit the result");
+            assert!(
+                have == want,
+                "{path} is out of date with the Rust types: run `make crds` and commit the result"
+            );
         }
     }
 
     #[test]
     fn both_kinds_are_in_the_modelship_category_with_short_names() {
         for crd in crds() {
-            assert_eq!(crd.spec.names.categories.as_deref(), Some(&["modelship".to_string()][..]));
-            assert!(crd.spec.names.short_names.as_ref().is_some_and(|s| !s.is_empty()));
+            assert_eq!(
+                crd.spec.names.categories.as_deref(),
+                Some(&["modelship".to_string()][..])
+            );
+            assert!(
+                crd.spec
+                    .names
+                    .short_names
+                    .as_ref()
+                    .is_some_and(|s| !s.is_empty())
+            );
             let version = &crd.spec.versions[0];
-            assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "status subresource");
-            assert!(version.additional_printer_columns.as_ref().is_some_and(|c| c.iter().any(|c| c.name == "Phase")));
+            assert!(
+                version
+                    .subresources
+                    .as_ref()
+                    .and_then(|s| s.status.as_ref())
+                    .is_some(),
+                "status subresource"
+            );
+            assert!(
+                version
+                    .additional_printer_columns
+                    .as_ref()
+                    .is_some_and(|c| c.iter().any(|c| c.name == "Phase"))
+            );
         }
     }
 }

@@ -93,7 +93,10 @@ pub struct ModelSpec {
 
     /// Base URI under which candidates' artifacts are written: a run's candidate goes to
     /// `<artifactBase>/<version>/`.
-    #[schemars(regex(pattern = r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$"), length(max = 1024))]
+    #[schemars(
+        regex(pattern = r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$"),
+        length(max = 1024)
+    )]
     pub artifact_base: String,
 }
 
@@ -128,7 +131,10 @@ pub struct SourceSpec {
 #[x_kube(validation = Rule::new("has(self.version) != has(self.versionFrom)").message("set exactly one of spec.data.version and spec.data.versionFrom"))]
 pub struct DataSpec {
     /// URI of the dataset, passed to the stages.
-    #[schemars(regex(pattern = r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$"), length(max = 2048))]
+    #[schemars(
+        regex(pattern = r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$"),
+        length(max = 2048)
+    )]
     pub uri: String,
     /// The data version. A new value starts a run (trigger `data`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -247,7 +253,10 @@ pub enum GateStage {
 #[x_kube(validation = Rule::new("[has(self.maxRegression), has(self.maxRegressionPercent), has(self.minImprovement), has(self.minImprovementPercent)].filter(x, x).size() <= 1").message("set at most one of maxRegression, maxRegressionPercent, minImprovement and minImprovementPercent"))]
 pub struct Gate {
     /// Metric name as the stage reports it, for example `f1` or `p99_latency_ms`.
-    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_.:-]{0,62}$"), length(min = 1, max = 63))]
+    #[schemars(
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_.:-]{0,62}$"),
+        length(min = 1, max = 63)
+    )]
     pub metric: String,
     /// Which stage reports it.
     #[serde(default)]
@@ -522,7 +531,10 @@ impl RunPhase {
 
     /// Whether the run has ended (nothing more happens to it).
     pub fn is_finished(self) -> bool {
-        matches!(self, RunPhase::Succeeded | RunPhase::Failed | RunPhase::Rejected)
+        matches!(
+            self,
+            RunPhase::Succeeded | RunPhase::Failed | RunPhase::Rejected
+        )
     }
 }
 

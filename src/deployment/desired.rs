@@ -1,10 +1,12 @@
 //! The children of a ModelDeployment, computed from its spec and the versions its status
 //! says each track serves. Pure: no I/O.
 use crate::api::{ModelDeployment, TrafficProvider, VersionRef};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, SecurityContext, Service,
-    ServicePort, ServiceSpec,
+    Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
+    SecurityContext, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -104,19 +106,36 @@ fn surge_strategy() -> DeploymentStrategy {
 pub fn set_env(container: &mut Container, name: &str, value: &str) {
     let env = container.env.get_or_insert_with(Vec::new);
     env.retain(|e| e.name != name);
-    env.push(EnvVar { name: name.into(), value: Some(value.into()), value_from: None });
+    env.push(EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    });
 }
 
 /// The index of the container that serves the model.
-pub fn model_container_index(template: &PodTemplateSpec, container: Option<&str>) -> Result<usize, String> {
-    let containers = template.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
+pub fn model_container_index(
+    template: &PodTemplateSpec,
+    container: Option<&str>,
+) -> Result<usize, String> {
+    let containers = template
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
     match container {
         None if containers.is_empty() => Err("spec.template.spec.containers is empty".into()),
         None => Ok(0),
-        Some(name) => containers.iter().position(|c| c.name == name).ok_or_else(|| {
-            let names: Vec<&str> = containers.iter().map(|c| c.name.as_str()).collect();
-            format!("spec.container {name:?} is not a container of spec.template (containers: {})", names.join(", "))
-        }),
+        Some(name) => containers
+            .iter()
+            .position(|c| c.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = containers.iter().map(|c| c.name.as_str()).collect();
+                format!(
+                    "spec.container {name:?} is not a container of spec.template (containers: {})",
+                    names.join(", ")
+                )
+            }),
     }
 }
 
@@ -150,7 +169,10 @@ pub fn track_deployment(
         metadata: meta(md, track_name(md, track), labels),
         spec: Some(DeploymentSpec {
             replicas: Some(replicas),
-            selector: LabelSelector { match_labels: Some(track_selector(md, track)), match_expressions: None },
+            selector: LabelSelector {
+                match_labels: Some(track_selector(md, track)),
+                match_expressions: None,
+            },
             strategy: Some(surge_strategy()),
             template: pod,
             ..DeploymentSpec::default()
@@ -159,7 +181,14 @@ pub fn track_deployment(
     }
 }
 
-fn service(md: &ModelDeployment, name: String, labels: BTreeMap<String, String>, selector: BTreeMap<String, String>, port: i32, target: i32) -> Service {
+fn service(
+    md: &ModelDeployment,
+    name: String,
+    labels: BTreeMap<String, String>,
+    selector: BTreeMap<String, String>,
+    port: i32,
+    target: i32,
+) -> Service {
     Service {
         metadata: meta(md, name, labels),
         spec: Some(ServiceSpec {
@@ -181,7 +210,14 @@ fn service(md: &ModelDeployment, name: String, labels: BTreeMap<String, String>,
 pub fn track_service(md: &ModelDeployment, track: Track) -> Service {
     let mut labels = base_labels(md);
     labels.insert(LABEL_TRACK.into(), track.as_str().into());
-    service(md, track_name(md, track), labels, track_selector(md, track), md.spec.service_port, md.spec.port)
+    service(
+        md,
+        track_name(md, track),
+        labels,
+        track_selector(md, track),
+        md.spec.service_port,
+        md.spec.port,
+    )
 }
 
 /// The `<name>` Service clients call: the router with the built-in provider, the stable
@@ -189,9 +225,18 @@ pub fn track_service(md: &ModelDeployment, track: Track) -> Service {
 pub fn client_service(md: &ModelDeployment) -> Service {
     let (selector, target) = match md.spec.traffic.provider {
         TrafficProvider::Builtin => (router_selector(md), ROUTER_PORT),
-        TrafficProvider::GatewayApi | TrafficProvider::Istio => (track_selector(md, Track::Stable), md.spec.port),
+        TrafficProvider::GatewayApi | TrafficProvider::Istio => {
+            (track_selector(md, Track::Stable), md.spec.port)
+        }
     };
-    service(md, md.name_any(), base_labels(md), selector, md.spec.service_port, target)
+    service(
+        md,
+        md.name_any(),
+        base_labels(md),
+        selector,
+        md.spec.service_port,
+        target,
+    )
 }
 
 /// In-cluster URL of a track's Service.
@@ -217,7 +262,10 @@ pub fn router_args(md: &ModelDeployment, mirror: bool) -> Vec<String> {
     if mirror {
         args.push(format!("--shadow={}", track_url(md, Track::Shadow)));
         args.push(format!("--mirror-percent={}", spec.shadow.mirror_percent));
-        args.push(format!("--shadow-timeout={}", spec.traffic.router.shadow_timeout));
+        args.push(format!(
+            "--shadow-timeout={}",
+            spec.traffic.router.shadow_timeout
+        ));
         args.push(format!("--tolerance={}", spec.shadow.compare.tolerance));
         for p in &spec.shadow.compare.pointers {
             args.push(format!("--compare-pointer={p}"));
@@ -248,14 +296,28 @@ pub fn router_deployment(md: &ModelDeployment, cfg: &ChildConfig, mirror: bool) 
         .and_then(|r| r.limits.as_ref())
         .and_then(|l| l.get("cpu"))
         .and_then(|q| cpu_cores(&q.0))
-        .map(|cores| EnvVar { name: "TOKIO_WORKER_THREADS".into(), value: Some(cores.to_string()), value_from: None });
+        .map(|cores| EnvVar {
+            name: "TOKIO_WORKER_THREADS".into(),
+            value: Some(cores.to_string()),
+            value_from: None,
+        });
     let container = Container {
         name: "router".into(),
         env: threads.map(|t| vec![t]),
-        image: Some(router.image.clone().unwrap_or_else(|| cfg.router_image.clone())),
+        image: Some(
+            router
+                .image
+                .clone()
+                .unwrap_or_else(|| cfg.router_image.clone()),
+        ),
         args: Some(router_args(md, mirror)),
         ports: Some(vec![
-            ContainerPort { name: Some("http".into()), container_port: ROUTER_PORT, protocol: Some("TCP".into()), ..ContainerPort::default() },
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: ROUTER_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
             ContainerPort {
                 name: Some("metrics".into()),
                 container_port: ROUTER_METRICS_PORT,
@@ -280,11 +342,20 @@ pub fn router_deployment(md: &ModelDeployment, cfg: &ChildConfig, mirror: bool) 
         metadata: meta(md, router_name(md), labels),
         spec: Some(DeploymentSpec {
             replicas: Some(router.replicas),
-            selector: LabelSelector { match_labels: Some(router_selector(md)), match_expressions: None },
+            selector: LabelSelector {
+                match_labels: Some(router_selector(md)),
+                match_expressions: None,
+            },
             strategy: Some(surge_strategy()),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(pod_labels), ..ObjectMeta::default() }),
-                spec: Some(PodSpec { containers: vec![container], ..PodSpec::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    ..PodSpec::default()
+                }),
             },
             ..DeploymentSpec::default()
         }),
@@ -312,13 +383,23 @@ pub fn shadow_replicas(md: &ModelDeployment) -> i32 {
 
 /// The version a track's Deployment runs, read from its pod template.
 pub fn deployment_version(d: &Deployment) -> Option<String> {
-    d.spec.as_ref()?.template.metadata.as_ref()?.labels.as_ref()?.get(LABEL_VERSION).cloned()
+    d.spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .labels
+        .as_ref()?
+        .get(LABEL_VERSION)
+        .cloned()
 }
 
 /// Whether a Deployment has rolled out its current template to every replica and they are
 /// available.
 pub fn rollout_complete(d: &Deployment) -> bool {
-    let (Some(spec), Some(status)) = (d.spec.as_ref(), d.status.as_ref()) else { return false };
+    let (Some(spec), Some(status)) = (d.spec.as_ref(), d.status.as_ref()) else {
+        return false;
+    };
     let want = spec.replicas.unwrap_or(1);
     status.observed_generation >= d.metadata.generation
         && status.updated_replicas.unwrap_or(0) == want
@@ -331,7 +412,11 @@ pub fn rollout_failed(d: &Deployment) -> bool {
     d.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")))
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+            })
+        })
 }
 
 #[cfg(test)]
@@ -343,32 +428,59 @@ mod tests {
     fn stable_deployment_carries_version_labels_env_and_owner() {
         let md = sample();
         let template = md.spec.template.parse().unwrap();
-        let v = VersionRef { version: "v1".into(), artifact: "s3://m/v1".into(), since: None };
+        let v = VersionRef {
+            version: "v1".into(),
+            artifact: "s3://m/v1".into(),
+            since: None,
+        };
         let d = track_deployment(&md, &template, 0, Track::Stable, &v, 3);
         assert_eq!(d.metadata.name.as_deref(), Some("fraud-stable"));
-        assert_eq!(d.metadata.owner_references.as_ref().unwrap()[0].kind, "ModelDeployment");
-        assert_eq!(d.metadata.owner_references.as_ref().unwrap()[0].controller, Some(true));
+        assert_eq!(
+            d.metadata.owner_references.as_ref().unwrap()[0].kind,
+            "ModelDeployment"
+        );
+        assert_eq!(
+            d.metadata.owner_references.as_ref().unwrap()[0].controller,
+            Some(true)
+        );
         let spec = d.spec.unwrap();
         assert_eq!(spec.replicas, Some(3));
         let selector = spec.selector.match_labels.unwrap();
-        assert!(!selector.contains_key(LABEL_VERSION), "the selector is immutable, so it must not hold the version");
+        assert!(
+            !selector.contains_key(LABEL_VERSION),
+            "the selector is immutable, so it must not hold the version"
+        );
         let labels = spec.template.metadata.unwrap().labels.unwrap();
         assert_eq!(labels[LABEL_DEPLOYMENT], "fraud");
         assert_eq!(labels[LABEL_TRACK], "stable");
         assert_eq!(labels[LABEL_VERSION], "v1");
         assert_eq!(labels["app"], "fraud", "the template's own labels are kept");
-        let env = spec.template.spec.unwrap().containers[0].env.clone().unwrap();
-        let get = |n: &str| env.iter().find(|e| e.name == n).and_then(|e| e.value.clone());
+        let env = spec.template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        let get = |n: &str| {
+            env.iter()
+                .find(|e| e.name == n)
+                .and_then(|e| e.value.clone())
+        };
         assert_eq!(get("MODEL_VERSION").as_deref(), Some("v1"));
         assert_eq!(get("MODEL_URI").as_deref(), Some("s3://m/v1"));
-        assert_eq!(env.iter().filter(|e| e.name == "MODEL_VERSION").count(), 1, "a template value is replaced, not duplicated");
+        assert_eq!(
+            env.iter().filter(|e| e.name == "MODEL_VERSION").count(),
+            1,
+            "a template value is replaced, not duplicated"
+        );
     }
 
     #[test]
     fn client_service_points_at_router_with_builtin_and_at_stable_otherwise() {
         let mut md = sample();
         let s = client_service(&md);
-        assert_eq!(s.spec.as_ref().unwrap().selector.as_ref().unwrap()[LABEL_COMPONENT], "router");
+        assert_eq!(
+            s.spec.as_ref().unwrap().selector.as_ref().unwrap()[LABEL_COMPONENT],
+            "router"
+        );
         md.spec.traffic.provider = TrafficProvider::Istio;
         let s = client_service(&md);
         let sel = s.spec.unwrap().selector.unwrap();
@@ -380,10 +492,16 @@ mod tests {
     fn router_mirrors_only_with_a_shadow() {
         let md = sample();
         let args = router_args(&md, false);
-        assert!(args.iter().any(|a| a == "--stable=http://fraud-stable.models.svc:80"));
+        assert!(
+            args.iter()
+                .any(|a| a == "--stable=http://fraud-stable.models.svc:80")
+        );
         assert!(!args.iter().any(|a| a.starts_with("--shadow=")));
         let args = router_args(&md, true);
-        assert!(args.iter().any(|a| a == "--shadow=http://fraud-shadow.models.svc:80"));
+        assert!(
+            args.iter()
+                .any(|a| a == "--shadow=http://fraud-shadow.models.svc:80")
+        );
         assert!(args.iter().any(|a| a == "--compare-pointer=/predictions"));
         assert!(args.iter().any(|a| a == "--mirror-percent=100"));
     }
@@ -391,12 +509,28 @@ mod tests {
     #[test]
     fn router_threads_follow_its_cpu_limit() {
         let mut md = sample();
-        let cfg = ChildConfig { router_image: "img".into() };
-        let env = |md: &ModelDeployment| router_deployment(md, &cfg, false).spec.unwrap().template.spec.unwrap().containers[0].env.clone();
+        let cfg = ChildConfig {
+            router_image: "img".into(),
+        };
+        let env = |md: &ModelDeployment| {
+            router_deployment(md, &cfg, false)
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+                .containers[0]
+                .env
+                .clone()
+        };
         assert_eq!(env(&md), None);
-        md.spec.traffic.router.resources = Some(serde_json::from_value(serde_json::json!({"limits": {"cpu": "1500m"}})).unwrap());
+        md.spec.traffic.router.resources =
+            Some(serde_json::from_value(serde_json::json!({"limits": {"cpu": "1500m"}})).unwrap());
         let env = env(&md).unwrap();
-        assert_eq!((env[0].name.as_str(), env[0].value.as_deref()), ("TOKIO_WORKER_THREADS", Some("2")));
+        assert_eq!(
+            (env[0].name.as_str(), env[0].value.as_deref()),
+            ("TOKIO_WORKER_THREADS", Some("2"))
+        );
         assert_eq!(cpu_cores("250m"), Some(1));
         assert_eq!(cpu_cores("4"), Some(4));
     }
@@ -444,7 +578,14 @@ pub fn children(
     use crate::api::DeploymentPhase;
     let mut out = Children::default();
     if let Some(stable) = &status.stable {
-        out.deployments.push(track_deployment(md, template, container_index, Track::Stable, stable, md.spec.replicas));
+        out.deployments.push(track_deployment(
+            md,
+            template,
+            container_index,
+            Track::Stable,
+            stable,
+            md.spec.replicas,
+        ));
     }
     out.services.push(track_service(md, Track::Stable));
     out.services.push(client_service(md));
@@ -454,7 +595,14 @@ pub fn children(
     };
     match shadow {
         Some(candidate) => {
-            out.deployments.push(track_deployment(md, template, container_index, Track::Shadow, candidate, shadow_replicas(md)));
+            out.deployments.push(track_deployment(
+                md,
+                template,
+                container_index,
+                Track::Shadow,
+                candidate,
+                shadow_replicas(md),
+            ));
             out.services.push(track_service(md, Track::Shadow));
         }
         None => {
@@ -463,7 +611,8 @@ pub fn children(
         }
     }
     if md.spec.traffic.provider == TrafficProvider::Builtin {
-        out.deployments.push(router_deployment(md, cfg, shadow.is_some()));
+        out.deployments
+            .push(router_deployment(md, cfg, shadow.is_some()));
     } else {
         out.unwanted_deployments.push(router_name(md));
     }

@@ -36,7 +36,11 @@ fn mock_client(md: &ModelDeployment) -> (Client, Arc<Mutex<Vec<Sent>>>) {
             let (parts, body) = request.into_parts();
             let bytes = body.collect_bytes().await.unwrap_or_default();
             let mut body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            sent.lock().unwrap().push(Sent { method: parts.method.to_string(), uri: parts.uri.to_string(), body: body.clone() });
+            sent.lock().unwrap().push(Sent {
+                method: parts.method.to_string(),
+                uri: parts.uri.to_string(),
+                body: body.clone(),
+            });
             if parts.uri.path().ends_with("/status") {
                 let mut obj = whole.clone();
                 obj["status"] = body["status"].clone();
@@ -45,7 +49,12 @@ fn mock_client(md: &ModelDeployment) -> (Client, Arc<Mutex<Vec<Sent>>>) {
             if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
                 meta.insert("resourceVersion".into(), Value::String("101".into()));
             }
-            reply.send_response(Response::builder().status(200).body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap());
+            reply.send_response(
+                Response::builder()
+                    .status(200)
+                    .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                    .unwrap(),
+            );
         }
     });
     (Client::new(service, "default"), log)
@@ -64,8 +73,15 @@ where
 }
 
 fn context(client: Client, deployments: Vec<Deployment>, services: Vec<Service>) -> Arc<Context> {
-    let settings = Settings { router_image: "modelship:test".into(), prometheus_url: "http://127.0.0.1:1".into(), resync: Duration::from_secs(300) };
-    let reporter = Reporter { controller: "modelship-deployment".into(), instance: Some("test".into()) };
+    let settings = Settings {
+        router_image: "modelship:test".into(),
+        prometheus_url: "http://127.0.0.1:1".into(),
+        resync: Duration::from_secs(300),
+    };
+    let reporter = Reporter {
+        controller: "modelship-deployment".into(),
+        instance: Some("test".into()),
+    };
     Arc::new(Context {
         shared: Shared::new(client.clone(), reporter, Metrics::new(), settings),
         deployments: store(deployments),
@@ -80,7 +96,10 @@ fn context(client: Client, deployments: Vec<Deployment>, services: Vec<Service>)
 fn live_children(sent: &[Sent]) -> (Vec<Deployment>, Vec<Service>) {
     let mut deployments = Vec::new();
     let mut services = Vec::new();
-    for s in sent.iter().filter(|s| s.method == "PATCH" && !s.uri.contains("/status")) {
+    for s in sent
+        .iter()
+        .filter(|s| s.method == "PATCH" && !s.uri.contains("/status"))
+    {
         if s.uri.contains("/deployments/") {
             let mut d: Deployment = serde_json::from_value(s.body.clone()).unwrap();
             d.metadata.generation = Some(1);
@@ -102,15 +121,21 @@ fn live_children(sent: &[Sent]) -> (Vec<Deployment>, Vec<Service>) {
 }
 
 fn status_written(sent: &[Sent]) -> ModelDeploymentStatus {
-    let s = sent.iter().find(|s| s.uri.contains("/status")).expect("a status write");
+    let s = sent
+        .iter()
+        .find(|s| s.uri.contains("/status"))
+        .expect("a status write");
     serde_json::from_value(s.body["status"].clone()).unwrap()
 }
 
 async fn run(md: &ModelDeployment, ctx: Arc<Context>) {
-    tokio::time::timeout(Duration::from_secs(10), reconcile(Arc::new(md.clone()), ctx))
-        .await
-        .expect("reconcile finished")
-        .expect("reconcile succeeded");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        reconcile(Arc::new(md.clone()), ctx),
+    )
+    .await
+    .expect("reconcile finished")
+    .expect("reconcile succeeded");
 }
 
 #[tokio::test]
@@ -121,7 +146,17 @@ async fn a_converged_object_issues_no_request_at_all() {
     let (client, log) = mock_client(&md);
     run(&md, context(client, vec![], vec![])).await;
     let sent = log.lock().unwrap().clone();
-    let order: Vec<String> = sent.iter().filter(|s| s.method != "GET").map(|s| format!("{} {}", s.method, s.uri.split('?').next().unwrap_or_default())).collect();
+    let order: Vec<String> = sent
+        .iter()
+        .filter(|s| s.method != "GET")
+        .map(|s| {
+            format!(
+                "{} {}",
+                s.method,
+                s.uri.split('?').next().unwrap_or_default()
+            )
+        })
+        .collect();
     assert_eq!(
         order,
         vec![
@@ -134,10 +169,17 @@ async fn a_converged_object_issues_no_request_at_all() {
         ],
     );
     for s in sent.iter().filter(|s| s.method == "PATCH") {
-        assert!(s.uri.contains("fieldManager=modelship") && s.uri.contains("force=true"), "server-side apply: {}", s.uri);
+        assert!(
+            s.uri.contains("fieldManager=modelship") && s.uri.contains("force=true"),
+            "server-side apply: {}",
+            s.uri
+        );
     }
     let status_patch = &sent[0];
-    assert_eq!(status_patch.body["metadata"]["resourceVersion"], "100", "the status write is conditional on what was read");
+    assert_eq!(
+        status_patch.body["metadata"]["resourceVersion"], "100",
+        "the status write is conditional on what was read"
+    );
     let status = status_written(&sent);
     assert_eq!(status.phase, Some(DeploymentPhase::Stable));
     assert_eq!(status.observed_generation, Some(1));
@@ -152,7 +194,11 @@ async fn a_converged_object_issues_no_request_at_all() {
     let sent = log.lock().unwrap().clone();
     assert_eq!(sent.len(), 1, "only the status changes: {sent:?}");
     let status = status_written(&sent);
-    assert!(crate::conditions::is_true(&status.conditions, "Ready"), "{:?}", status.conditions);
+    assert!(
+        crate::conditions::is_true(&status.conditions, "Ready"),
+        "{:?}",
+        status.conditions
+    );
 
     // Nothing changed since: not a single request.
     md.status = Some(status);
@@ -160,7 +206,10 @@ async fn a_converged_object_issues_no_request_at_all() {
     let (client, log) = mock_client(&md);
     run(&md, context(client, deployments, services)).await;
     let sent = log.lock().unwrap().clone();
-    assert!(sent.is_empty(), "an unchanged object must not be written to: {sent:?}");
+    assert!(
+        sent.is_empty(),
+        "an unchanged object must not be written to: {sent:?}"
+    );
 }
 
 #[tokio::test]
@@ -173,12 +222,18 @@ async fn a_hand_edited_child_is_applied_back() {
     md.status = Some(status_written(&sent));
     md.metadata.resource_version = Some("102".into());
     // Someone scaled the stable Deployment by hand.
-    let stable = deployments.iter_mut().find(|d| d.meta().name.as_deref() == Some("fraud-stable")).unwrap();
+    let stable = deployments
+        .iter_mut()
+        .find(|d| d.meta().name.as_deref() == Some("fraud-stable"))
+        .unwrap();
     stable.spec.as_mut().unwrap().replicas = Some(7);
     let (client, log) = mock_client(&md);
     run(&md, context(client, deployments, services)).await;
     let sent = log.lock().unwrap().clone();
-    let applied: Vec<&Sent> = sent.iter().filter(|s| s.uri.contains("/deployments/")).collect();
+    let applied: Vec<&Sent> = sent
+        .iter()
+        .filter(|s| s.uri.contains("/deployments/"))
+        .collect();
     assert_eq!(applied.len(), 1, "{sent:?}");
     assert!(applied[0].uri.contains("/deployments/fraud-stable"));
     assert_eq!(applied[0].body["spec"]["replicas"], 1);
@@ -196,7 +251,10 @@ async fn an_invalid_spec_is_reported_once_and_waits_for_a_change() {
     assert_eq!(sent.len(), 2, "one status write and one event: {sent:?}");
     let status = status_written(&sent);
     let ready = status.condition("Ready").unwrap();
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSpec"));
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "InvalidSpec")
+    );
     assert!(ready.message.contains("\"sidecar\""), "{}", ready.message);
     assert_eq!(sent[1].body["reason"], "InvalidSpec");
     assert_eq!(sent[1].body["type"], "Warning");
@@ -205,7 +263,9 @@ async fn an_invalid_spec_is_reported_once_and_waits_for_a_change() {
     md.status = Some(status);
     md.metadata.resource_version = Some("102".into());
     let (client, log) = mock_client(&md);
-    let action = reconcile(Arc::new(md), context(client, vec![], vec![])).await.unwrap();
+    let action = reconcile(Arc::new(md), context(client, vec![], vec![]))
+        .await
+        .unwrap();
     assert_eq!(action, kube::runtime::controller::Action::await_change());
     assert!(log.lock().unwrap().is_empty());
 }

@@ -1,14 +1,14 @@
 //! The ModelDeployment controller.
 pub mod desired;
+#[cfg(test)]
+mod mock_tests;
 pub mod phase;
 pub mod reconcile;
 pub mod status;
-pub mod traffic;
-pub mod validate;
-#[cfg(test)]
-mod mock_tests;
 #[cfg(test)]
 pub mod testing;
+pub mod traffic;
+pub mod validate;
 
 use crate::admin::{Readiness, until_ready};
 use crate::api::{ModelDeployment, ModelPipeline};
@@ -46,16 +46,27 @@ pub async fn run(
         .reflect(service_writer)
         .touched_objects();
     let (pipelines, pipeline_writer) = reflector::store();
-    let pipeline_events = watcher(scope.api::<ModelPipeline>(&client), watcher::Config::default())
-        .default_backoff()
-        .reflect(pipeline_writer)
-        .touched_objects();
+    let pipeline_events = watcher(
+        scope.api::<ModelPipeline>(&client),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(pipeline_writer)
+    .touched_objects();
 
-    let controller = Controller::new(scope.api::<ModelDeployment>(&client), watcher::Config::default());
+    let controller = Controller::new(
+        scope.api::<ModelDeployment>(&client),
+        watcher::Config::default(),
+    );
     let model_deployments = controller.store();
 
     readiness.expect("modeldeployments");
-    let stores = (model_deployments.clone(), deployments.clone(), services.clone(), pipelines.clone());
+    let stores = (
+        model_deployments.clone(),
+        deployments.clone(),
+        services.clone(),
+        pipelines.clone(),
+    );
     let ready = readiness.clone();
     tokio::spawn(async move {
         let (m, d, s, p) = stores;
@@ -78,7 +89,13 @@ pub async fn run(
         }
     });
 
-    let ctx = Arc::new(reconcile::Context { shared, deployments, services, pipelines, prometheus });
+    let ctx = Arc::new(reconcile::Context {
+        shared,
+        deployments,
+        services,
+        pipelines,
+        prometheus,
+    });
     controller
         .owns_stream(deployment_events)
         .owns_stream(service_events)
@@ -89,7 +106,14 @@ pub async fn run(
             model_deployments
                 .state()
                 .into_iter()
-                .filter(|md| md.namespace() == ns && md.spec.model_from.as_ref().is_some_and(|f| f.pipeline == name))
+                .filter(|md| {
+                    md.namespace() == ns
+                        && md
+                            .spec
+                            .model_from
+                            .as_ref()
+                            .is_some_and(|f| f.pipeline == name)
+                })
                 .map(|md| ObjectRef::from_obj(md.as_ref()))
                 .collect::<Vec<_>>()
         })
@@ -104,16 +128,38 @@ pub async fn run(
 }
 
 /// Removes the measurement series of ModelDeployments that no longer exist.
-fn sweep_series(gauge: &prometheus::GaugeVec, store: &kube::runtime::reflector::Store<ModelDeployment>) {
+fn sweep_series(
+    gauge: &prometheus::GaugeVec,
+    store: &kube::runtime::reflector::Store<ModelDeployment>,
+) {
     use prometheus::core::Collector;
-    let live: std::collections::HashSet<(String, String)> =
-        store.state().iter().map(|md| (md.namespace().unwrap_or_default(), md.name_any())).collect();
+    let live: std::collections::HashSet<(String, String)> = store
+        .state()
+        .iter()
+        .map(|md| (md.namespace().unwrap_or_default(), md.name_any()))
+        .collect();
     for family in gauge.collect() {
         for metric in family.get_metric() {
-            let labels: std::collections::HashMap<&str, &str> = metric.get_label().iter().map(|l| (l.name(), l.value())).collect();
-            let key = (labels.get("namespace").copied().unwrap_or_default().to_string(), labels.get("deployment").copied().unwrap_or_default().to_string());
+            let labels: std::collections::HashMap<&str, &str> = metric
+                .get_label()
+                .iter()
+                .map(|l| (l.name(), l.value()))
+                .collect();
+            let key = (
+                labels
+                    .get("namespace")
+                    .copied()
+                    .unwrap_or_default()
+                    .to_string(),
+                labels
+                    .get("deployment")
+                    .copied()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
             if !live.contains(&key) {
-                let values = ["namespace", "deployment", "metric", "series"].map(|n| labels.get(n).copied().unwrap_or_default());
+                let values = ["namespace", "deployment", "metric", "series"]
+                    .map(|n| labels.get(n).copied().unwrap_or_default());
                 let _ = gauge.remove_label_values(&values);
             }
         }
@@ -127,13 +173,25 @@ mod tests {
 
     #[test]
     fn series_of_deleted_model_deployments_are_swept() {
-        let gauge = prometheus::GaugeVec::new(prometheus::Opts::new("g", "h"), &["namespace", "deployment", "metric", "series"]).unwrap();
-        gauge.with_label_values(&["models", "fraud", "error-rate", "judged"]).set(0.1);
-        gauge.with_label_values(&["models", "gone", "error-rate", "judged"]).set(0.2);
+        let gauge = prometheus::GaugeVec::new(
+            prometheus::Opts::new("g", "h"),
+            &["namespace", "deployment", "metric", "series"],
+        )
+        .unwrap();
+        gauge
+            .with_label_values(&["models", "fraud", "error-rate", "judged"])
+            .set(0.1);
+        gauge
+            .with_label_values(&["models", "gone", "error-rate", "judged"])
+            .set(0.2);
         let (store, mut writer) = reflector::store();
         writer.apply_watcher_event(&watcher::Event::Apply(testing::sample()));
         sweep_series(&gauge, &store);
-        assert!(gauge.get_metric_with_label_values(&["models", "fraud", "error-rate", "judged"]).is_ok());
+        assert!(
+            gauge
+                .get_metric_with_label_values(&["models", "fraud", "error-rate", "judged"])
+                .is_ok()
+        );
         use prometheus::core::Collector;
         let left: usize = gauge.collect().iter().map(|f| f.get_metric().len()).sum();
         assert_eq!(left, 1);

@@ -1,7 +1,8 @@
 //! The life of a model version: which phase comes next, and why. Pure: every input is given,
 //! every decision comes back as a new status and the events that explain it.
 use crate::api::{
-    AnalysisStatus, DeploymentPhase, HistoryEntry, MetricStatus, ModelDeploymentStatus, Outcome, Promotion, VersionRef,
+    AnalysisStatus, DeploymentPhase, HistoryEntry, MetricStatus, ModelDeploymentStatus, Outcome,
+    Promotion, VersionRef,
 };
 use jiff::Timestamp;
 use std::time::Duration;
@@ -124,7 +125,11 @@ fn same(a: &VersionRef, b: &VersionRef) -> bool {
 }
 
 fn at(v: &VersionRef, now: Timestamp) -> VersionRef {
-    VersionRef { version: v.version.clone(), artifact: v.artifact.clone(), since: Some(now.to_string()) }
+    VersionRef {
+        version: v.version.clone(),
+        artifact: v.artifact.clone(),
+        since: Some(now.to_string()),
+    }
 }
 
 fn elapsed_since(since: Option<&str>, now: Timestamp) -> Duration {
@@ -137,7 +142,10 @@ fn elapsed_since(since: Option<&str>, now: Timestamp) -> Duration {
 
 /// Whether `value` of a retry annotation names `version` (`<version>` or `<version>/<token>`).
 fn names_version(value: &str, version: &str) -> bool {
-    value == version || value.strip_prefix(version).is_some_and(|rest| rest.starts_with('/'))
+    value == version
+        || value
+            .strip_prefix(version)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Builds the next status step by step.
@@ -162,18 +170,50 @@ impl<'a> Step<'a> {
 
     fn left_duration(&self) -> Option<(DeploymentPhase, Duration)> {
         let phase = self.status.phase?;
-        matches!(phase, DeploymentPhase::Shadowing | DeploymentPhase::Promoting | DeploymentPhase::Baking)
-            .then(|| (phase, elapsed_since(self.status.phase_since.as_deref(), self.inp.now)))
+        matches!(
+            phase,
+            DeploymentPhase::Shadowing | DeploymentPhase::Promoting | DeploymentPhase::Baking
+        )
+        .then(|| {
+            (
+                phase,
+                elapsed_since(self.status.phase_since.as_deref(), self.inp.now),
+            )
+        })
     }
 
-    fn event(&mut self, warning: bool, reason: &'static str, message: String, decision: Option<&'static str>) {
+    fn event(
+        &mut self,
+        warning: bool,
+        reason: &'static str,
+        message: String,
+        decision: Option<&'static str>,
+    ) {
         let left = self.left_duration();
-        let version = self.status.candidate.as_ref().or(self.status.stable.as_ref()).map(|v| v.version.clone()).unwrap_or_default();
-        self.transitions.push(Transition { warning, reason, message, decision, left, version });
+        let version = self
+            .status
+            .candidate
+            .as_ref()
+            .or(self.status.stable.as_ref())
+            .map(|v| v.version.clone())
+            .unwrap_or_default();
+        self.transitions.push(Transition {
+            warning,
+            reason,
+            message,
+            decision,
+            left,
+            version,
+        });
     }
 
     fn record(&mut self, version: &VersionRef, outcome: Outcome, reason: &str, message: &str) {
-        let metrics = self.status.analysis.as_ref().map(|a| a.metrics.clone()).unwrap_or_default();
+        let metrics = self
+            .status
+            .analysis
+            .as_ref()
+            .map(|a| a.metrics.clone())
+            .unwrap_or_default();
         self.status.history.insert(
             0,
             HistoryEntry {
@@ -190,7 +230,10 @@ impl<'a> Step<'a> {
     }
 
     fn fresh_analysis(&self) -> AnalysisStatus {
-        AnalysisStatus { started_at: Some(self.inp.now.to_string()), ..AnalysisStatus::default() }
+        AnalysisStatus {
+            started_at: Some(self.inp.now.to_string()),
+            ..AnalysisStatus::default()
+        }
     }
 
     /// Starts shadowing `candidate` (or promotes it at once when shadowing is off).
@@ -199,11 +242,17 @@ impl<'a> Step<'a> {
         self.status.candidate = Some(at(candidate, self.inp.now));
         if self.inp.shadow_enabled {
             self.status.analysis = Some(self.fresh_analysis());
-            let msg = format!("shadowing {} next to {} on mirrored traffic", candidate.version, stable.version);
+            let msg = format!(
+                "shadowing {} next to {} on mirrored traffic",
+                candidate.version, stable.version
+            );
             self.event(false, "ShadowStarted", msg.clone(), None);
             self.enter(DeploymentPhase::Shadowing, msg);
         } else {
-            self.promote(format!("shadowing is off: promoting {} over {}", candidate.version, stable.version));
+            self.promote(format!(
+                "shadowing is off: promoting {} over {}",
+                candidate.version, stable.version
+            ));
         }
     }
 
@@ -216,7 +265,13 @@ impl<'a> Step<'a> {
     }
 
     /// Production goes back to the previous version; the candidate is remembered as rolled back.
-    fn roll_back(&mut self, outcome: Outcome, reason: &'static str, message: String, decision: &'static str) {
+    fn roll_back(
+        &mut self,
+        outcome: Outcome,
+        reason: &'static str,
+        message: String,
+        decision: &'static str,
+    ) {
         let candidate = self.status.candidate.clone().unwrap_or_default();
         self.record(&candidate, outcome, reason, &message);
         if let Some(previous) = self.status.previous.take() {
@@ -226,7 +281,13 @@ impl<'a> Step<'a> {
         self.enter(DeploymentPhase::RolledBack, message);
     }
 
-    fn reject(&mut self, outcome: Outcome, reason: &'static str, message: String, decision: &'static str) {
+    fn reject(
+        &mut self,
+        outcome: Outcome,
+        reason: &'static str,
+        message: String,
+        decision: &'static str,
+    ) {
         let candidate = self.status.candidate.clone().unwrap_or_default();
         self.record(&candidate, outcome, reason, &message);
         self.event(true, reason, message.clone(), Some(decision));
@@ -236,7 +297,10 @@ impl<'a> Step<'a> {
     /// A new desired version replaces a candidate whose try had not ended.
     fn supersede(&mut self, candidate: &VersionRef) {
         let desired = self.inp.desired;
-        let message = format!("{} replaced by the newer desired version {}", candidate.version, desired.version);
+        let message = format!(
+            "{} replaced by the newer desired version {}",
+            candidate.version, desired.version
+        );
         self.record(candidate, Outcome::Superseded, "Superseded", &message);
         self.event(false, "Superseded", message, Some("superseded"));
     }
@@ -245,20 +309,32 @@ impl<'a> Step<'a> {
         let stable = self.status.stable.clone().unwrap_or_default();
         self.status.candidate = None;
         self.status.analysis = None;
-        self.enter(DeploymentPhase::Stable, format!("serving {}", stable.version));
+        self.enter(
+            DeploymentPhase::Stable,
+            format!("serving {}", stable.version),
+        );
     }
 
     fn abort_requested(&self, candidate: &VersionRef) -> Option<String> {
         let value = self.inp.annotations.abort.as_ref()?;
-        (names_version(value, &candidate.version) && self.status.handled_abort.as_ref() != Some(value)).then(|| value.clone())
+        (names_version(value, &candidate.version)
+            && self.status.handled_abort.as_ref() != Some(value))
+        .then(|| value.clone())
     }
 }
 
 /// Decides the next status of a ModelDeployment.
 pub fn decide(inp: &Inputs<'_>) -> Decision {
-    let mut s = Step { inp, status: inp.status.clone(), transitions: Vec::new() };
+    let mut s = Step {
+        inp,
+        status: inp.status.clone(),
+        transitions: Vec::new(),
+    };
     let desired = inp.desired;
-    s.status.desired = Some(VersionRef { since: None, ..desired.clone() });
+    s.status.desired = Some(VersionRef {
+        since: None,
+        ..desired.clone()
+    });
 
     // The first version has nothing to be compared with: it becomes stable directly.
     let Some(stable) = s.status.stable.clone() else {
@@ -266,7 +342,10 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
         let msg = format!("deployed {} as the first stable version", desired.version);
         s.event(false, "Deployed", msg, None);
         s.settle_stable();
-        return Decision { status: s.status, transitions: s.transitions };
+        return Decision {
+            status: s.status,
+            transitions: s.transitions,
+        };
     };
 
     match s.phase() {
@@ -280,9 +359,14 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
         Some(DeploymentPhase::Shadowing) => shadowing(&mut s, &stable),
         Some(DeploymentPhase::Promoting) => promoting(&mut s),
         Some(DeploymentPhase::Baking) => baking(&mut s),
-        Some(DeploymentPhase::Rejected) | Some(DeploymentPhase::RolledBack) => sticky(&mut s, &stable),
+        Some(DeploymentPhase::Rejected) | Some(DeploymentPhase::RolledBack) => {
+            sticky(&mut s, &stable)
+        }
     }
-    Decision { status: s.status, transitions: s.transitions }
+    Decision {
+        status: s.status,
+        transitions: s.transitions,
+    }
 }
 
 fn shadowing(s: &mut Step<'_>, stable: &VersionRef) {
@@ -302,33 +386,64 @@ fn shadowing(s: &mut Step<'_>, stable: &VersionRef) {
     }
     if let Some(value) = s.abort_requested(&candidate) {
         s.status.handled_abort = Some(value);
-        let msg = format!("shadow of {} stopped by the {} annotation; production was never changed", candidate.version, ANNOTATION_ABORT);
+        let msg = format!(
+            "shadow of {} stopped by the {} annotation; production was never changed",
+            candidate.version, ANNOTATION_ABORT
+        );
         s.reject(Outcome::Aborted, "Aborted", msg, "aborted");
         return;
     }
-    if let Some(why) = inp.analysis.failed.clone().or_else(|| inp.analysis.errored.clone()) {
-        let msg = format!("{} rejected: {why}; production was never changed", candidate.version);
+    if let Some(why) = inp
+        .analysis
+        .failed
+        .clone()
+        .or_else(|| inp.analysis.errored.clone())
+    {
+        let msg = format!(
+            "{} rejected: {why}; production was never changed",
+            candidate.version
+        );
         s.reject(Outcome::Rejected, "AnalysisFailed", msg, "rejected");
         return;
     }
     if !inp.shadow_enabled {
-        s.promote(format!("shadowing was turned off: promoting {} over {}", candidate.version, stable.version));
+        s.promote(format!(
+            "shadowing was turned off: promoting {} over {}",
+            candidate.version, stable.version
+        ));
         return;
     }
-    let elapsed = elapsed_since(s.status.analysis.as_ref().and_then(|a| a.started_at.as_deref()), inp.now);
+    let elapsed = elapsed_since(
+        s.status
+            .analysis
+            .as_ref()
+            .and_then(|a| a.started_at.as_deref()),
+        inp.now,
+    );
     let mut waiting = Vec::new();
     if elapsed < inp.min_duration {
-        waiting.push(format!("shadowed for {}s of the minimum {}s", elapsed.as_secs(), inp.min_duration.as_secs()));
+        waiting.push(format!(
+            "shadowed for {}s of the minimum {}s",
+            elapsed.as_secs(),
+            inp.min_duration.as_secs()
+        ));
     }
     let requests = inp.analysis.requests.unwrap_or(0.0);
     if inp.min_requests > 0 && requests < inp.min_requests as f64 {
-        waiting.push(format!("{requests:.0} of the minimum {} mirrored requests", inp.min_requests));
+        waiting.push(format!(
+            "{requests:.0} of the minimum {} mirrored requests",
+            inp.min_requests
+        ));
     }
     if !inp.analysis.passing {
         waiting.push(inp.analysis.waiting.clone());
     }
     if !waiting.is_empty() {
-        let msg = format!("shadowing {}: waiting for {}", candidate.version, waiting.join("; "));
+        let msg = format!(
+            "shadowing {}: waiting for {}",
+            candidate.version,
+            waiting.join("; ")
+        );
         s.enter(DeploymentPhase::Shadowing, msg);
         return;
     }
@@ -345,7 +460,10 @@ fn shadowing(s: &mut Step<'_>, stable: &VersionRef) {
         s.enter(DeploymentPhase::Shadowing, msg);
         return;
     }
-    s.promote(format!("{} passed its analysis in shadow; promoting it over {}", candidate.version, stable.version));
+    s.promote(format!(
+        "{} passed its analysis in shadow; promoting it over {}",
+        candidate.version, stable.version
+    ));
 }
 
 fn promoting(s: &mut Step<'_>) {
@@ -356,16 +474,26 @@ fn promoting(s: &mut Step<'_>) {
     };
     if let Some(value) = s.abort_requested(&candidate) {
         s.status.handled_abort = Some(value);
-        let msg = format!("promotion of {} stopped by the {} annotation; returning to the previous version", candidate.version, ANNOTATION_ABORT);
+        let msg = format!(
+            "promotion of {} stopped by the {} annotation; returning to the previous version",
+            candidate.version, ANNOTATION_ABORT
+        );
         s.roll_back(Outcome::Aborted, "Aborted", msg, "aborted");
         return;
     }
-    if inp.stable_track.failed && inp.stable_track.version.as_deref() == Some(candidate.version.as_str()) {
-        let msg = format!("{} did not roll out within the Deployment's progress deadline; returning to the previous version", candidate.version);
+    if inp.stable_track.failed
+        && inp.stable_track.version.as_deref() == Some(candidate.version.as_str())
+    {
+        let msg = format!(
+            "{} did not roll out within the Deployment's progress deadline; returning to the previous version",
+            candidate.version
+        );
         s.roll_back(Outcome::RolledBack, "RolloutFailed", msg, "rolled_back");
         return;
     }
-    if inp.stable_track.complete && inp.stable_track.version.as_deref() == Some(candidate.version.as_str()) {
+    if inp.stable_track.complete
+        && inp.stable_track.version.as_deref() == Some(candidate.version.as_str())
+    {
         // The bake compares the new stable with what the previous version measured in shadow.
         let metrics = s
             .status
@@ -374,17 +502,31 @@ fn promoting(s: &mut Step<'_>) {
             .map(|a| {
                 a.metrics
                     .iter()
-                    .map(|m| MetricStatus { name: m.name.clone(), baseline: m.stable_value.or(m.baseline), ..MetricStatus::default() })
+                    .map(|m| MetricStatus {
+                        name: m.name.clone(),
+                        baseline: m.stable_value.or(m.baseline),
+                        ..MetricStatus::default()
+                    })
                     .collect()
             })
             .unwrap_or_default();
-        s.status.analysis = Some(AnalysisStatus { metrics, ..s.fresh_analysis() });
-        let msg = format!("{} serves production; watching it for {}s", candidate.version, inp.bake_time.as_secs());
+        s.status.analysis = Some(AnalysisStatus {
+            metrics,
+            ..s.fresh_analysis()
+        });
+        let msg = format!(
+            "{} serves production; watching it for {}s",
+            candidate.version,
+            inp.bake_time.as_secs()
+        );
         s.event(false, "Promoted", msg.clone(), None);
         s.enter(DeploymentPhase::Baking, msg);
         return;
     }
-    s.enter(DeploymentPhase::Promoting, format!("rolling {} out to the stable track", candidate.version));
+    s.enter(
+        DeploymentPhase::Promoting,
+        format!("rolling {} out to the stable track", candidate.version),
+    );
 }
 
 fn baking(s: &mut Step<'_>) {
@@ -395,17 +537,34 @@ fn baking(s: &mut Step<'_>) {
     };
     if let Some(value) = s.abort_requested(&candidate) {
         s.status.handled_abort = Some(value);
-        let msg = format!("bake of {} stopped by the {} annotation; returning to the previous version", candidate.version, ANNOTATION_ABORT);
+        let msg = format!(
+            "bake of {} stopped by the {} annotation; returning to the previous version",
+            candidate.version, ANNOTATION_ABORT
+        );
         s.roll_back(Outcome::Aborted, "Aborted", msg, "aborted");
         return;
     }
     if let Some(why) = inp.analysis.failed.clone() {
-        let previous = s.status.previous.as_ref().map(|p| p.version.clone()).unwrap_or_default();
-        let msg = format!("{} degraded after promotion: {why}; rolled back to {previous}", candidate.version);
+        let previous = s
+            .status
+            .previous
+            .as_ref()
+            .map(|p| p.version.clone())
+            .unwrap_or_default();
+        let msg = format!(
+            "{} degraded after promotion: {why}; rolled back to {previous}",
+            candidate.version
+        );
         s.roll_back(Outcome::RolledBack, "RolledBack", msg, "rolled_back");
         return;
     }
-    let elapsed = elapsed_since(s.status.analysis.as_ref().and_then(|a| a.started_at.as_deref()), inp.now);
+    let elapsed = elapsed_since(
+        s.status
+            .analysis
+            .as_ref()
+            .and_then(|a| a.started_at.as_deref()),
+        inp.now,
+    );
     let pending_desired = if same(inp.desired, &candidate) {
         String::new()
     } else {
@@ -413,23 +572,41 @@ fn baking(s: &mut Step<'_>) {
     };
     if let Some(why) = inp.analysis.errored.clone() {
         // A broken query is not a measured degradation: hold the bake rather than roll back.
-        let msg = format!("baking {} is held: {why}{pending_desired}", candidate.version);
+        let msg = format!(
+            "baking {} is held: {why}{pending_desired}",
+            candidate.version
+        );
         s.enter(DeploymentPhase::Baking, msg);
         return;
     }
     if elapsed < inp.bake_time || !inp.analysis.each_passed_once {
         let mut waiting = Vec::new();
         if elapsed < inp.bake_time {
-            waiting.push(format!("baked {}s of {}s", elapsed.as_secs(), inp.bake_time.as_secs()));
+            waiting.push(format!(
+                "baked {}s of {}s",
+                elapsed.as_secs(),
+                inp.bake_time.as_secs()
+            ));
         }
         if !inp.analysis.each_passed_once {
-            waiting.push(format!("a passing measurement of every metric ({})", inp.analysis.waiting));
+            waiting.push(format!(
+                "a passing measurement of every metric ({})",
+                inp.analysis.waiting
+            ));
         }
-        let msg = format!("baking {}: waiting for {}{pending_desired}", candidate.version, waiting.join("; "));
+        let msg = format!(
+            "baking {}: waiting for {}{pending_desired}",
+            candidate.version,
+            waiting.join("; ")
+        );
         s.enter(DeploymentPhase::Baking, msg);
         return;
     }
-    let msg = format!("{} baked for {}s without degradation and is now stable", candidate.version, elapsed.as_secs());
+    let msg = format!(
+        "{} baked for {}s without degradation and is now stable",
+        candidate.version,
+        elapsed.as_secs()
+    );
     s.record(&candidate, Outcome::Promoted, "Baked", &msg);
     s.event(false, "Baked", msg, Some("promoted"));
     s.status.previous = None;
@@ -466,7 +643,15 @@ fn sticky(s: &mut Step<'_>, stable: &VersionRef) {
     {
         s.status.handled_retry = Some(value);
         s.status.previous = None;
-        s.event(false, "Retried", format!("trying {} again, as {} asks", candidate.version, ANNOTATION_RETRY), None);
+        s.event(
+            false,
+            "Retried",
+            format!(
+                "trying {} again, as {} asks",
+                candidate.version, ANNOTATION_RETRY
+            ),
+            None,
+        );
         s.start_candidate(&candidate);
         return;
     }
@@ -479,7 +664,11 @@ mod tests {
     use super::*;
 
     fn v(name: &str) -> VersionRef {
-        VersionRef { version: name.into(), artifact: format!("s3://models/{name}"), since: None }
+        VersionRef {
+            version: name.into(),
+            artifact: format!("s3://models/{name}"),
+            since: None,
+        }
     }
 
     fn t(secs: i64) -> Timestamp {
@@ -504,7 +693,12 @@ mod tests {
                 desired: v(desired),
                 annotations: Annotations::default(),
                 stable_track: StableTrack::default(),
-                analysis: AnalysisSummary { passing: true, each_passed_once: true, requests: Some(1000.0), ..Default::default() },
+                analysis: AnalysisSummary {
+                    passing: true,
+                    each_passed_once: true,
+                    requests: Some(1000.0),
+                    ..Default::default()
+                },
                 promotion: Promotion::Automatic,
                 shadow_enabled: true,
                 events: Vec::new(),
@@ -550,7 +744,11 @@ mod tests {
         }
 
         fn rolled_out(&mut self, version: &str) {
-            self.stable_track = StableTrack { version: Some(version.into()), complete: true, failed: false };
+            self.stable_track = StableTrack {
+                version: Some(version.into()),
+                complete: true,
+                failed: false,
+            };
         }
     }
 
@@ -564,7 +762,10 @@ mod tests {
         // Nothing changes on the next look.
         let before = w.status.clone();
         w.step(10);
-        assert_eq!(w.status, before, "an unchanged world gives an unchanged status");
+        assert_eq!(
+            w.status, before,
+            "an unchanged world gives an unchanged status"
+        );
     }
 
     #[test]
@@ -579,7 +780,11 @@ mod tests {
         assert_eq!(w.stable(), "v2", "the stable track rolls to the candidate");
         assert_eq!(w.status.previous.as_ref().unwrap().version, "v1");
         // Still rolling out: stays Promoting.
-        w.stable_track = StableTrack { version: Some("v2".into()), complete: false, failed: false };
+        w.stable_track = StableTrack {
+            version: Some("v2".into()),
+            complete: false,
+            failed: false,
+        };
         assert_eq!(w.step(63), Some(DeploymentPhase::Promoting));
         w.rolled_out("v2");
         assert_eq!(w.step(64), Some(DeploymentPhase::Baking));
@@ -587,11 +792,23 @@ mod tests {
         assert_eq!(w.step(200), Some(DeploymentPhase::Stable));
         assert_eq!(w.stable(), "v2");
         assert!(w.status.previous.is_none() && w.status.candidate.is_none());
-        assert_eq!(w.reasons(), vec!["Deployed", "ShadowStarted", "Promoting", "Promoted", "Baked"]);
+        assert_eq!(
+            w.reasons(),
+            vec![
+                "Deployed",
+                "ShadowStarted",
+                "Promoting",
+                "Promoted",
+                "Baked"
+            ]
+        );
         assert_eq!(w.status.history[0].outcome, Outcome::Promoted);
         let baked = w.events.iter().find(|e| e.reason == "Baked").unwrap();
         assert_eq!(baked.decision, Some("promoted"));
-        assert_eq!(baked.left, Some((DeploymentPhase::Baking, Duration::from_secs(136))));
+        assert_eq!(
+            baked.left,
+            Some((DeploymentPhase::Baking, Duration::from_secs(136)))
+        );
     }
 
     #[test]
@@ -599,10 +816,27 @@ mod tests {
         let mut w = World::shadowing_v2();
         w.analysis.requests = Some(10.0);
         assert_eq!(w.step(500), Some(DeploymentPhase::Shadowing));
-        assert!(w.status.message.as_ref().unwrap().contains("10 of the minimum 100"));
-        w.analysis = AnalysisSummary { passing: false, requests: Some(1000.0), waiting: "prometheus unreachable".into(), ..Default::default() };
+        assert!(
+            w.status
+                .message
+                .as_ref()
+                .unwrap()
+                .contains("10 of the minimum 100")
+        );
+        w.analysis = AnalysisSummary {
+            passing: false,
+            requests: Some(1000.0),
+            waiting: "prometheus unreachable".into(),
+            ..Default::default()
+        };
         assert_eq!(w.step(501), Some(DeploymentPhase::Shadowing));
-        assert!(w.status.message.as_ref().unwrap().contains("prometheus unreachable"));
+        assert!(
+            w.status
+                .message
+                .as_ref()
+                .unwrap()
+                .contains("prometheus unreachable")
+        );
     }
 
     #[test]
@@ -621,10 +855,17 @@ mod tests {
         assert_eq!(w.step(501), Some(DeploymentPhase::Rejected));
         w.annotations.retry = Some("v2".into());
         assert_eq!(w.step(502), Some(DeploymentPhase::Shadowing));
-        assert_eq!(w.status.analysis.as_ref().unwrap().started_at.as_deref(), Some(t(502).to_string().as_str()));
+        assert_eq!(
+            w.status.analysis.as_ref().unwrap().started_at.as_deref(),
+            Some(t(502).to_string().as_str())
+        );
         w.analysis.failed = Some("again".into());
         assert_eq!(w.step(503), Some(DeploymentPhase::Rejected));
-        assert_eq!(w.step(504), Some(DeploymentPhase::Rejected), "a handled retry does not retry again");
+        assert_eq!(
+            w.step(504),
+            Some(DeploymentPhase::Rejected),
+            "a handled retry does not retry again"
+        );
         w.annotations.retry = Some("v2/2".into());
         assert_eq!(w.step(505), Some(DeploymentPhase::Shadowing));
         // A new desired version leaves the rejection behind.
@@ -672,10 +913,29 @@ mod tests {
         let mut w = World::shadowing_v2();
         w.promotion = Promotion::Manual;
         assert_eq!(w.step(100), Some(DeploymentPhase::Shadowing));
-        assert!(w.status.message.as_ref().unwrap().contains("modelship.io/approve=v2"));
-        assert_eq!(w.reasons().iter().filter(|r| **r == "AwaitingApproval").count(), 1);
+        assert!(
+            w.status
+                .message
+                .as_ref()
+                .unwrap()
+                .contains("modelship.io/approve=v2")
+        );
+        assert_eq!(
+            w.reasons()
+                .iter()
+                .filter(|r| **r == "AwaitingApproval")
+                .count(),
+            1
+        );
         w.step(101);
-        assert_eq!(w.reasons().iter().filter(|r| **r == "AwaitingApproval").count(), 1, "announced once");
+        assert_eq!(
+            w.reasons()
+                .iter()
+                .filter(|r| **r == "AwaitingApproval")
+                .count(),
+            1,
+            "announced once"
+        );
         w.annotations.approve = Some("v1".into());
         assert_eq!(w.step(102), Some(DeploymentPhase::Shadowing));
         w.annotations.approve = Some("v2".into());
@@ -689,9 +949,16 @@ mod tests {
         w.desired = v("v3");
         assert_eq!(w.step(55), Some(DeploymentPhase::Shadowing));
         assert_eq!(w.status.candidate.as_ref().unwrap().version, "v3");
-        assert_eq!(w.status.analysis.as_ref().unwrap().started_at.as_deref(), Some(t(55).to_string().as_str()));
+        assert_eq!(
+            w.status.analysis.as_ref().unwrap().started_at.as_deref(),
+            Some(t(55).to_string().as_str())
+        );
         assert_eq!(w.status.history[0].outcome, Outcome::Superseded);
-        assert_eq!(w.step(100), Some(DeploymentPhase::Shadowing), "the window restarted at 55");
+        assert_eq!(
+            w.step(100),
+            Some(DeploymentPhase::Shadowing),
+            "the window restarted at 55"
+        );
         // Going back to the stable version ends the shadow.
         w.desired = v("v1");
         assert_eq!(w.step(101), Some(DeploymentPhase::Stable));
@@ -705,7 +972,11 @@ mod tests {
         assert_eq!(w.step(5), Some(DeploymentPhase::Rejected));
         assert_eq!(w.status.history[0].outcome, Outcome::Aborted);
         w.annotations.retry = Some("v2".into());
-        assert_eq!(w.step(6), Some(DeploymentPhase::Shadowing), "the handled abort does not stop the retry");
+        assert_eq!(
+            w.step(6),
+            Some(DeploymentPhase::Shadowing),
+            "the handled abort does not stop the retry"
+        );
 
         let mut w = World::shadowing_v2();
         w.step(70);
@@ -722,9 +993,18 @@ mod tests {
         w.step(70);
         w.rolled_out("v2");
         w.step(71);
-        w.analysis = AnalysisSummary { passing: false, each_passed_once: false, waiting: "no data".into(), ..Default::default() };
+        w.analysis = AnalysisSummary {
+            passing: false,
+            each_passed_once: false,
+            waiting: "no data".into(),
+            ..Default::default()
+        };
         assert_eq!(w.step(1000), Some(DeploymentPhase::Baking));
-        w.analysis = AnalysisSummary { passing: true, each_passed_once: true, ..Default::default() };
+        w.analysis = AnalysisSummary {
+            passing: true,
+            each_passed_once: true,
+            ..Default::default()
+        };
         assert_eq!(w.step(1001), Some(DeploymentPhase::Stable));
     }
 
@@ -757,7 +1037,11 @@ mod tests {
     fn a_failed_rollout_returns_to_the_previous_version() {
         let mut w = World::shadowing_v2();
         w.step(70);
-        w.stable_track = StableTrack { version: Some("v2".into()), complete: false, failed: true };
+        w.stable_track = StableTrack {
+            version: Some("v2".into()),
+            complete: false,
+            failed: true,
+        };
         assert_eq!(w.step(71), Some(DeploymentPhase::RolledBack));
         assert_eq!(w.stable(), "v1");
         assert_eq!(w.events.last().unwrap().reason, "RolloutFailed");

@@ -4,15 +4,18 @@
 //! as a precondition), then the children are made to match the status. A status write that
 //! conflicts stops the round before any child changes, and a restart finds every decision
 //! in status.
-use super::desired::{self, ChildConfig, Track, children, deployment_version, rollout_complete, rollout_failed, track_name};
+use super::desired::{
+    self, ChildConfig, Track, children, deployment_version, rollout_complete, rollout_failed,
+    track_name,
+};
 use super::phase::{self, Annotations, Decision, Inputs, StableTrack};
 use super::status::{Observed, set_conditions, set_invalid, set_waiting};
 use super::traffic;
 use super::validate::{Validated, validate};
 use crate::analysis::{self, defaults, template::promql_range, verdict::summarize};
 use crate::api::{
-    AnalysisPhase, AnalysisStatus, DeploymentPhase, MetricStatus, ModelDeployment, ModelDeploymentStatus, ModelPipeline,
-    VersionRef,
+    AnalysisPhase, AnalysisStatus, DeploymentPhase, MetricStatus, ModelDeployment,
+    ModelDeploymentStatus, ModelPipeline, VersionRef,
 };
 use crate::apply::{apply_if_changed, apply_status, delete_if_exists};
 use crate::context::Shared;
@@ -52,7 +55,10 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
         ctx.shared.forget(&key);
         return Ok(Action::await_change());
     }
-    if ctx.shared.cache_is_stale(&key, md.meta().resource_version.as_deref()) {
+    if ctx
+        .shared
+        .cache_is_stale(&key, md.meta().resource_version.as_deref())
+    {
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
     let now = Timestamp::now();
@@ -68,7 +74,9 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
         Err(message) => return waiting(&md, &ctx, &current, &message, now).await,
     };
     match step(&md, &ctx, &v, &desired, &current, now).await {
-        Err(Error::Rejected(message)) => invalid(&md, &ctx, &current, "RejectedByAPIServer", &message, now).await,
+        Err(Error::Rejected(message)) => {
+            invalid(&md, &ctx, &current, "RejectedByAPIServer", &message, now).await
+        }
         other => other,
     }
 }
@@ -82,7 +90,11 @@ async fn step(
     now: Timestamp,
 ) -> Result<Action> {
     let ns = md.namespace().unwrap_or_default();
-    let get_dep = |name: String| ctx.deployments.get(&ObjectRef::new(&name).within(&ns)).filter(|d| owned_by(d.as_ref(), md));
+    let get_dep = |name: String| {
+        ctx.deployments
+            .get(&ObjectRef::new(&name).within(&ns))
+            .filter(|d| owned_by(d.as_ref(), md))
+    };
     let stable_dep = get_dep(track_name(md, Track::Stable));
     let stable_track = StableTrack {
         version: stable_dep.as_deref().and_then(deployment_version),
@@ -90,14 +102,25 @@ async fn step(
         failed: stable_dep.as_deref().is_some_and(rollout_failed),
     };
     let metrics = defaults::effective_metrics(md);
-    let prometheus_url = md.spec.analysis.prometheus_url.clone().unwrap_or_else(|| ctx.shared.settings.prometheus_url.clone());
+    let prometheus_url = md
+        .spec
+        .analysis
+        .prometheus_url
+        .clone()
+        .unwrap_or_else(|| ctx.shared.settings.prometheus_url.clone());
 
     // Measure when a measurement is due.
     let mut status = current.clone();
     let mut metrics_read = None;
-    let analysing = matches!(status.phase, Some(DeploymentPhase::Shadowing) | Some(DeploymentPhase::Baking));
+    let analysing = matches!(
+        status.phase,
+        Some(DeploymentPhase::Shadowing) | Some(DeploymentPhase::Baking)
+    );
     if analysing && measurement_due(status.analysis.as_ref(), v.interval, now) {
-        let source = ctx.prometheus.get(&prometheus_url).map_err(|e| Error::InvalidSpec(e.to_string()))?;
+        let source = ctx
+            .prometheus
+            .get(&prometheus_url)
+            .map_err(|e| Error::InvalidSpec(e.to_string()))?;
         let previous = status.analysis.clone().unwrap_or_default();
         let measured = measure(md, v, &source, &metrics, &status, &previous, now).await;
         metrics_read = Some(match &measured.unavailable {
@@ -107,8 +130,19 @@ async fn step(
         export(ctx, md, &measured.status);
         status.analysis = Some(measured.status);
     }
-    let analysis_phase = if status.phase == Some(DeploymentPhase::Baking) { AnalysisPhase::Baking } else { AnalysisPhase::Shadowing };
-    let summary = summarize(&metrics, status.analysis.as_ref().unwrap_or(&AnalysisStatus::default()), analysis_phase);
+    let analysis_phase = if status.phase == Some(DeploymentPhase::Baking) {
+        AnalysisPhase::Baking
+    } else {
+        AnalysisPhase::Shadowing
+    };
+    let summary = summarize(
+        &metrics,
+        status
+            .analysis
+            .as_ref()
+            .unwrap_or(&AnalysisStatus::default()),
+        analysis_phase,
+    );
     let annotations = Annotations::from_map(md.annotations());
     let inputs = Inputs {
         now,
@@ -124,14 +158,22 @@ async fn step(
         stable_track: &stable_track,
         analysis: &summary,
     };
-    let Decision { status: mut next, transitions } = phase::decide(&inputs);
+    let Decision {
+        status: mut next,
+        transitions,
+    } = phase::decide(&inputs);
 
     // Without a shadow there is no recorded production value to bake against: measure the
     // outgoing stable version once, while it still serves.
-    let entering_promotion = next.phase == Some(DeploymentPhase::Promoting) && current.phase != Some(DeploymentPhase::Promoting);
+    let entering_promotion = next.phase == Some(DeploymentPhase::Promoting)
+        && current.phase != Some(DeploymentPhase::Promoting);
     if entering_promotion
-        && next.analysis.as_ref().is_none_or(|a| a.metrics.iter().all(|m| m.stable_value.is_none()))
-        && let (Ok(source), Some(previous)) = (ctx.prometheus.get(&prometheus_url), next.previous.clone())
+        && next
+            .analysis
+            .as_ref()
+            .is_none_or(|a| a.metrics.iter().all(|m| m.stable_value.is_none()))
+        && let (Ok(source), Some(previous)) =
+            (ctx.prometheus.get(&prometheus_url), next.previous.clone())
     {
         next.analysis = Some(capture_baseline(md, v, &source, &metrics, &previous, now).await);
     }
@@ -146,9 +188,19 @@ async fn step(
     let stable_version = next.stable.as_ref().map(|s| s.version.clone());
     let router_dep = get_dep(desired::router_name(md));
     let observed = Observed {
-        stable_available: stable_dep.as_deref().is_some_and(rollout_complete) && stable_track.version == stable_version,
-        router_available: (md.spec.traffic.provider == crate::api::TrafficProvider::Builtin)
-            .then(|| router_dep.as_deref().is_some_and(|d| d.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0) > 0)),
+        stable_available: stable_dep.as_deref().is_some_and(rollout_complete)
+            && stable_track.version == stable_version,
+        router_available: (md.spec.traffic.provider == crate::api::TrafficProvider::Builtin).then(
+            || {
+                router_dep.as_deref().is_some_and(|d| {
+                    d.status
+                        .as_ref()
+                        .and_then(|s| s.available_replicas)
+                        .unwrap_or(0)
+                        > 0
+                })
+            },
+        ),
         traffic: traffic_state,
         metrics: metrics_read,
     };
@@ -159,7 +211,9 @@ async fn step(
     if let Err((reason, message)) = &observed.traffic {
         let before = current.condition(super::status::TRAFFIC_CONFIGURED);
         if before.is_none_or(|c| c.status != "False" || c.reason != *reason) {
-            ctx.shared.event(md, true, reason, "ConfigureTraffic", message.clone()).await;
+            ctx.shared
+                .event(md, true, reason, "ConfigureTraffic", message.clone())
+                .await;
         }
     }
 
@@ -172,13 +226,23 @@ async fn step(
 
     for t in &transitions {
         if let Some(decision) = t.decision {
-            ctx.shared.metrics.transitions.with_label_values(&[decision]).inc();
+            ctx.shared
+                .metrics
+                .transitions
+                .with_label_values(&[decision])
+                .inc();
         }
         if let Some((phase, took)) = t.left {
-            ctx.shared.metrics.phase_duration.with_label_values(&[phase.as_str()]).observe(took.as_secs_f64());
+            ctx.shared
+                .metrics
+                .phase_duration
+                .with_label_values(&[phase.as_str()])
+                .observe(took.as_secs_f64());
         }
         tracing::info!(reason = t.reason, message = %t.message, "decision");
-        ctx.shared.event(md, t.warning, t.reason, &t.action(), t.message.clone()).await;
+        ctx.shared
+            .event(md, t.warning, t.reason, &t.action(), t.message.clone())
+            .await;
     }
     ctx.shared.backoff.reset(&key(md));
     let mut wakeup = next_wakeup(&next, v, ctx.shared.settings.resync, now);
@@ -193,9 +257,17 @@ async fn step(
 const TRAFFIC_RECHECK: Duration = Duration::from_secs(10);
 
 /// The version the spec asks for: fixed, or the pipeline's latest approved candidate.
-fn resolve_desired(md: &ModelDeployment, pipelines: &Store<ModelPipeline>, current: &ModelDeploymentStatus) -> Result<VersionRef, String> {
+fn resolve_desired(
+    md: &ModelDeployment,
+    pipelines: &Store<ModelPipeline>,
+    current: &ModelDeploymentStatus,
+) -> Result<VersionRef, String> {
     if let Some(model) = &md.spec.model {
-        return Ok(VersionRef { version: model.version.clone(), artifact: model.artifact.clone(), since: None });
+        return Ok(VersionRef {
+            version: model.version.clone(),
+            artifact: model.artifact.clone(),
+            since: None,
+        });
     }
     let Some(from) = &md.spec.model_from else {
         return Err("spec has neither model nor modelFrom".into());
@@ -205,23 +277,42 @@ fn resolve_desired(md: &ModelDeployment, pipelines: &Store<ModelPipeline>, curre
         .get(&ObjectRef::new(&from.pipeline).within(&ns))
         .and_then(|p| p.status.as_ref().and_then(|s| s.latest_approved.clone()));
     match approved {
-        Some(c) => Ok(VersionRef { version: c.version, artifact: c.artifact, since: None }),
+        Some(c) => Ok(VersionRef {
+            version: c.version,
+            artifact: c.artifact,
+            since: None,
+        }),
         // Keep serving what was last resolved rather than tear production down.
         None if current.desired.is_some() => Ok(current.desired.clone().unwrap_or_default()),
-        None if pipelines.get(&ObjectRef::new(&from.pipeline).within(&ns)).is_none() => {
-            Err(format!("waiting for ModelPipeline {ns}/{} to exist", from.pipeline))
+        None if pipelines
+            .get(&ObjectRef::new(&from.pipeline).within(&ns))
+            .is_none() =>
+        {
+            Err(format!(
+                "waiting for ModelPipeline {ns}/{} to exist",
+                from.pipeline
+            ))
         }
-        None => Err(format!("waiting for ModelPipeline {ns}/{} to approve a candidate", from.pipeline)),
+        None => Err(format!(
+            "waiting for ModelPipeline {ns}/{} to approve a candidate",
+            from.pipeline
+        )),
     }
 }
 
 fn owned_by<K: Resource>(child: &K, md: &ModelDeployment) -> bool {
     let uid = md.meta().uid.as_deref();
-    child.meta().owner_references.as_ref().is_some_and(|refs| refs.iter().any(|r| Some(r.uid.as_str()) == uid))
+    child
+        .meta()
+        .owner_references
+        .as_ref()
+        .is_some_and(|refs| refs.iter().any(|r| Some(r.uid.as_str()) == uid))
 }
 
 fn measurement_due(analysis: Option<&AnalysisStatus>, interval: Duration, now: Timestamp) -> bool {
-    let last = analysis.and_then(|a| a.last_measured_at.as_deref()).and_then(|s| s.parse::<Timestamp>().ok());
+    let last = analysis
+        .and_then(|a| a.last_measured_at.as_deref())
+        .and_then(|s| s.parse::<Timestamp>().ok());
     match last {
         None => true,
         Some(t) => now.duration_since(t).as_secs_f64() >= interval.as_secs_f64() * 0.95,
@@ -253,14 +344,24 @@ async fn measure<S: analysis::prometheus::MetricsSource>(
     let requests_query = (builtin && !baking).then(|| {
         crate::analysis::template::render(
             &defaults::shadow_requests_query(&promql_range(elapsed)),
-            &crate::analysis::template::Vars { name: &name, namespace: &namespace, track: "shadow", version: "", window: &window },
+            &crate::analysis::template::Vars {
+                name: &name,
+                namespace: &namespace,
+                track: "shadow",
+                version: "",
+                window: &window,
+            },
         )
     });
     let target = analysis::Target {
         name: &name,
         namespace: &namespace,
         window: &window,
-        phase: if baking { AnalysisPhase::Baking } else { AnalysisPhase::Shadowing },
+        phase: if baking {
+            AnalysisPhase::Baking
+        } else {
+            AnalysisPhase::Shadowing
+        },
         // While baking the candidate is what the stable track serves.
         track: if baking { "stable" } else { "shadow" },
         version: &candidate.version,
@@ -270,7 +371,12 @@ async fn measure<S: analysis::prometheus::MetricsSource>(
     let mut measured = analysis::measure(source, metrics, &target, previous, now).await;
     if !builtin {
         // Without the router's request count, the fewest samples any metric stood on.
-        measured.status.requests = measured.status.metrics.iter().filter_map(|m| m.samples).reduce(f64::min);
+        measured.status.requests = measured
+            .status
+            .metrics
+            .iter()
+            .filter_map(|m| m.samples)
+            .reduce(f64::min);
     }
     measured
 }
@@ -297,13 +403,18 @@ async fn capture_baseline<S: analysis::prometheus::MetricsSource>(
         reference: None,
         requests_query: None,
     };
-    let measured = analysis::measure(source, metrics, &target, &AnalysisStatus::default(), now).await;
+    let measured =
+        analysis::measure(source, metrics, &target, &AnalysisStatus::default(), now).await;
     AnalysisStatus {
         metrics: measured
             .status
             .metrics
             .into_iter()
-            .map(|m| MetricStatus { name: m.name, stable_value: m.value, ..MetricStatus::default() })
+            .map(|m| MetricStatus {
+                name: m.name,
+                stable_value: m.value,
+                ..MetricStatus::default()
+            })
             .collect(),
         ..AnalysisStatus::default()
     }
@@ -318,10 +429,18 @@ fn export(ctx: &Context, md: &ModelDeployment, analysis: &AnalysisStatus) {
             continue;
         }
         if let Some(verdict) = m.verdict {
-            ctx.shared.metrics.analysis_verdicts.with_label_values(&[&verdict.to_string()]).inc();
+            ctx.shared
+                .metrics
+                .analysis_verdicts
+                .with_label_values(&[&verdict.to_string()])
+                .inc();
         }
         for (series, value) in [("judged", m.value), ("reference", m.stable_value)] {
-            let gauge = ctx.shared.metrics.analysis_value.with_label_values(&[&ns, &name, &m.name, series]);
+            let gauge = ctx
+                .shared
+                .metrics
+                .analysis_value
+                .with_label_values(&[&ns, &name, &m.name, series]);
             gauge.set(value.unwrap_or(f64::NAN));
         }
     }
@@ -329,12 +448,23 @@ fn export(ctx: &Context, md: &ModelDeployment, analysis: &AnalysisStatus) {
 
 /// When to look again: at the next measurement while analysing, soon while promoting, and
 /// at the resync period otherwise (watches wake it up earlier).
-fn next_wakeup(status: &ModelDeploymentStatus, v: &Validated, resync: Duration, now: Timestamp) -> Duration {
+fn next_wakeup(
+    status: &ModelDeploymentStatus,
+    v: &Validated,
+    resync: Duration,
+    now: Timestamp,
+) -> Duration {
     match status.phase {
         Some(DeploymentPhase::Shadowing) | Some(DeploymentPhase::Baking) => {
-            let last = status.analysis.as_ref().and_then(|a| a.last_measured_at.as_deref()).and_then(|s| s.parse::<Timestamp>().ok());
+            let last = status
+                .analysis
+                .as_ref()
+                .and_then(|a| a.last_measured_at.as_deref())
+                .and_then(|s| s.parse::<Timestamp>().ok());
             let wait = match last {
-                Some(t) => v.interval.saturating_sub(Duration::try_from(now.duration_since(t)).unwrap_or_default()),
+                Some(t) => v
+                    .interval
+                    .saturating_sub(Duration::try_from(now.duration_since(t)).unwrap_or_default()),
                 None => Duration::ZERO,
             };
             wait.max(Duration::from_millis(500))
@@ -344,14 +474,23 @@ fn next_wakeup(status: &ModelDeploymentStatus, v: &Validated, resync: Duration, 
     }
 }
 
-async fn apply_children(md: &ModelDeployment, ctx: &Context, v: &Validated, status: &ModelDeploymentStatus) -> Result<()> {
+async fn apply_children(
+    md: &ModelDeployment,
+    ctx: &Context,
+    v: &Validated,
+    status: &ModelDeploymentStatus,
+) -> Result<()> {
     let ns = md.namespace().unwrap_or_default();
-    let cfg = ChildConfig { router_image: ctx.shared.settings.router_image.clone() };
+    let cfg = ChildConfig {
+        router_image: ctx.shared.settings.router_image.clone(),
+    };
     let want = children(md, &v.template, v.container, status, &cfg);
     let deployments: Api<Deployment> = Api::namespaced(ctx.shared.client.clone(), &ns);
     let services: Api<Service> = Api::namespaced(ctx.shared.client.clone(), &ns);
     for d in &want.deployments {
-        let live = ctx.deployments.get(&ObjectRef::new(&d.name_any()).within(&ns));
+        let live = ctx
+            .deployments
+            .get(&ObjectRef::new(&d.name_any()).within(&ns));
         if apply_if_changed(&deployments, d, live.as_deref()).await? {
             tracing::debug!(deployment = %d.name_any(), "applied");
         }
@@ -362,12 +501,20 @@ async fn apply_children(md: &ModelDeployment, ctx: &Context, v: &Validated, stat
     }
     // Only what this ModelDeployment owns is ever deleted.
     for name in &want.unwanted_deployments {
-        if ctx.deployments.get(&ObjectRef::new(name).within(&ns)).is_some_and(|d| owned_by(d.as_ref(), md)) {
+        if ctx
+            .deployments
+            .get(&ObjectRef::new(name).within(&ns))
+            .is_some_and(|d| owned_by(d.as_ref(), md))
+        {
             delete_if_exists(&deployments, name).await?;
         }
     }
     for name in &want.unwanted_services {
-        if ctx.services.get(&ObjectRef::new(name).within(&ns)).is_some_and(|s| owned_by(s.as_ref(), md)) {
+        if ctx
+            .services
+            .get(&ObjectRef::new(name).within(&ns))
+            .is_some_and(|s| owned_by(s.as_ref(), md))
+        {
             delete_if_exists(&services, name).await?;
         }
     }
@@ -376,38 +523,74 @@ async fn apply_children(md: &ModelDeployment, ctx: &Context, v: &Validated, stat
 
 /// Writes the status when it changed, with the read resourceVersion as a precondition so a
 /// decision taken on a stale copy is refused (409) and retried on fresh data.
-async fn write_status(md: &ModelDeployment, ctx: &Context, current: &ModelDeploymentStatus, next: &ModelDeploymentStatus) -> Result<()> {
+async fn write_status(
+    md: &ModelDeployment,
+    ctx: &Context,
+    current: &ModelDeploymentStatus,
+    next: &ModelDeploymentStatus,
+) -> Result<()> {
     if current == next {
         return Ok(());
     }
-    let api: Api<ModelDeployment> = Api::namespaced(ctx.shared.client.clone(), &md.namespace().unwrap_or_default());
-    let written = apply_status(&api, &md.name_any(), md.meta().resource_version.as_deref(), next).await?;
-    ctx.shared.wrote(&key(md), written.meta().resource_version.as_deref());
+    let api: Api<ModelDeployment> = Api::namespaced(
+        ctx.shared.client.clone(),
+        &md.namespace().unwrap_or_default(),
+    );
+    let written = apply_status(
+        &api,
+        &md.name_any(),
+        md.meta().resource_version.as_deref(),
+        next,
+    )
+    .await?;
+    ctx.shared
+        .wrote(&key(md), written.meta().resource_version.as_deref());
     Ok(())
 }
 
-async fn invalid(md: &ModelDeployment, ctx: &Context, current: &ModelDeploymentStatus, reason: &str, message: &str, now: Timestamp) -> Result<Action> {
+async fn invalid(
+    md: &ModelDeployment,
+    ctx: &Context,
+    current: &ModelDeploymentStatus,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> Result<Action> {
     let mut next = current.clone();
     next.observed_generation = md.meta().generation;
     set_invalid(&mut next, reason, message, md.meta().generation, now);
     let changed = &next != current;
     write_status(md, ctx, current, &next).await?;
     if changed {
-        tracing::warn!(reason, message, "spec cannot be acted on; waiting for a change");
-        ctx.shared.event(md, true, reason, "Validate", message.to_string()).await;
+        tracing::warn!(
+            reason,
+            message,
+            "spec cannot be acted on; waiting for a change"
+        );
+        ctx.shared
+            .event(md, true, reason, "Validate", message.to_string())
+            .await;
     }
     ctx.shared.backoff.reset(&key(md));
     Ok(Action::await_change())
 }
 
-async fn waiting(md: &ModelDeployment, ctx: &Context, current: &ModelDeploymentStatus, message: &str, now: Timestamp) -> Result<Action> {
+async fn waiting(
+    md: &ModelDeployment,
+    ctx: &Context,
+    current: &ModelDeploymentStatus,
+    message: &str,
+    now: Timestamp,
+) -> Result<Action> {
     let mut next = current.clone();
     next.observed_generation = md.meta().generation;
     set_waiting(&mut next, message, md.meta().generation, now);
     let changed = &next != current;
     write_status(md, ctx, current, &next).await?;
     if changed {
-        ctx.shared.event(md, false, "WaitingForModel", "Resolve", message.to_string()).await;
+        ctx.shared
+            .event(md, false, "WaitingForModel", "Resolve", message.to_string())
+            .await;
     }
     // The pipeline watch wakes this object when the pipeline changes.
     Ok(Action::requeue(ctx.shared.settings.resync))

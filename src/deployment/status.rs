@@ -22,27 +22,54 @@ pub struct Observed {
 }
 
 /// Sets `Ready`, `Progressing`, `Degraded`, `TrafficConfigured` and `MetricsAvailable`.
-pub fn set_conditions(status: &mut ModelDeploymentStatus, obs: &Observed, generation: Option<i64>, now: jiff::Timestamp) {
+pub fn set_conditions(
+    status: &mut ModelDeploymentStatus,
+    obs: &Observed,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) {
     let phase = status.phase;
     let message = status.message.clone().unwrap_or_default();
     let c = &mut status.conditions;
 
     let (ready, reason, why) = if !obs.stable_available {
-        (false, "StableNotAvailable", "the stable Deployment is not yet available on every replica".to_string())
+        (
+            false,
+            "StableNotAvailable",
+            "the stable Deployment is not yet available on every replica".to_string(),
+        )
     } else if obs.router_available == Some(false) {
-        (false, "RouterNotAvailable", "the router Deployment is not yet available".to_string())
+        (
+            false,
+            "RouterNotAvailable",
+            "the router Deployment is not yet available".to_string(),
+        )
     } else if let Err((reason, msg)) = &obs.traffic {
         (false, reason.as_str(), msg.clone())
     } else {
-        let version = status.stable.as_ref().map(|s| s.version.as_str()).unwrap_or_default();
+        let version = status
+            .stable
+            .as_ref()
+            .map(|s| s.version.as_str())
+            .unwrap_or_default();
         (true, "Available", format!("serving {version}"))
     };
     // `reason` borrows from obs or is static; copy before mutating.
     let reason = reason.to_string();
-    set(c, READY, Status::from_bool(ready), &reason, why, generation, now);
+    set(
+        c,
+        READY,
+        Status::from_bool(ready),
+        &reason,
+        why,
+        generation,
+        now,
+    );
 
     let (progressing, reason) = match phase {
-        Some(DeploymentPhase::Shadowing) if message.contains("waits for approval") => (true, "AwaitingApproval"),
+        Some(DeploymentPhase::Shadowing) if message.contains("waits for approval") => {
+            (true, "AwaitingApproval")
+        }
         Some(DeploymentPhase::Shadowing) => (true, "Shadowing"),
         Some(DeploymentPhase::Promoting) => (true, "Promoting"),
         Some(DeploymentPhase::Baking) => (true, "Baking"),
@@ -51,7 +78,15 @@ pub fn set_conditions(status: &mut ModelDeploymentStatus, obs: &Observed, genera
         Some(DeploymentPhase::RolledBack) => (false, "RolledBack"),
         _ => (false, "Stable"),
     };
-    set(c, PROGRESSING, Status::from_bool(progressing), reason, message.clone(), generation, now);
+    set(
+        c,
+        PROGRESSING,
+        Status::from_bool(progressing),
+        reason,
+        message.clone(),
+        generation,
+        now,
+    );
 
     let (degraded, reason, why) = match phase {
         Some(DeploymentPhase::Rejected) => (true, "CandidateRejected", message.clone()),
@@ -62,44 +97,132 @@ pub fn set_conditions(status: &mut ModelDeploymentStatus, obs: &Observed, genera
         },
     };
     let reason = reason.to_string();
-    set(c, DEGRADED, Status::from_bool(degraded), &reason, why, generation, now);
+    set(
+        c,
+        DEGRADED,
+        Status::from_bool(degraded),
+        &reason,
+        why,
+        generation,
+        now,
+    );
 
     match &obs.traffic {
-        Ok(msg) => set(c, TRAFFIC_CONFIGURED, Status::True, "Configured", msg.clone(), generation, now),
-        Err((reason, msg)) => set(c, TRAFFIC_CONFIGURED, Status::False, reason, msg.clone(), generation, now),
+        Ok(msg) => set(
+            c,
+            TRAFFIC_CONFIGURED,
+            Status::True,
+            "Configured",
+            msg.clone(),
+            generation,
+            now,
+        ),
+        Err((reason, msg)) => set(
+            c,
+            TRAFFIC_CONFIGURED,
+            Status::False,
+            reason,
+            msg.clone(),
+            generation,
+            now,
+        ),
     }
 
-    let analysing = matches!(phase, Some(DeploymentPhase::Shadowing) | Some(DeploymentPhase::Baking));
+    let analysing = matches!(
+        phase,
+        Some(DeploymentPhase::Shadowing) | Some(DeploymentPhase::Baking)
+    );
     match (&obs.metrics, analysing) {
-        (Some(Ok(())), true) => set(c, METRICS_AVAILABLE, Status::True, "QueriesAnswered", "Prometheus answered the analysis queries", generation, now),
+        (Some(Ok(())), true) => set(
+            c,
+            METRICS_AVAILABLE,
+            Status::True,
+            "QueriesAnswered",
+            "Prometheus answered the analysis queries",
+            generation,
+            now,
+        ),
         (Some(Err(e)), true) => set(
             c,
             METRICS_AVAILABLE,
             Status::False,
             "PrometheusUnreachable",
-            format!("the analysis is inconclusive until Prometheus answers (no promotion, no rollback): {e}"),
+            format!(
+                "the analysis is inconclusive until Prometheus answers (no promotion, no rollback): {e}"
+            ),
             generation,
             now,
         ),
         (None, true) => {}
-        (_, false) => set(c, METRICS_AVAILABLE, Status::Unknown, "NotAnalysing", "no analysis is running", generation, now),
+        (_, false) => set(
+            c,
+            METRICS_AVAILABLE,
+            Status::Unknown,
+            "NotAnalysing",
+            "no analysis is running",
+            generation,
+            now,
+        ),
     }
 }
 
 /// The condition set when the spec is invalid: nothing else can be said.
-pub fn set_invalid(status: &mut ModelDeploymentStatus, reason: &str, message: &str, generation: Option<i64>, now: jiff::Timestamp) {
+pub fn set_invalid(
+    status: &mut ModelDeploymentStatus,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) {
     let c = &mut status.conditions;
     set(c, READY, Status::False, reason, message, generation, now);
     set(c, DEGRADED, Status::True, reason, message, generation, now);
-    set(c, PROGRESSING, Status::False, reason, message, generation, now);
+    set(
+        c,
+        PROGRESSING,
+        Status::False,
+        reason,
+        message,
+        generation,
+        now,
+    );
 }
 
 /// The condition set while waiting for a version to serve.
-pub fn set_waiting(status: &mut ModelDeploymentStatus, message: &str, generation: Option<i64>, now: jiff::Timestamp) {
+pub fn set_waiting(
+    status: &mut ModelDeploymentStatus,
+    message: &str,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) {
     let c = &mut status.conditions;
-    set(c, READY, Status::False, "WaitingForModel", message, generation, now);
-    set(c, PROGRESSING, Status::True, "WaitingForModel", message, generation, now);
-    set(c, DEGRADED, Status::False, "AsExpected", "no degradation", generation, now);
+    set(
+        c,
+        READY,
+        Status::False,
+        "WaitingForModel",
+        message,
+        generation,
+        now,
+    );
+    set(
+        c,
+        PROGRESSING,
+        Status::True,
+        "WaitingForModel",
+        message,
+        generation,
+        now,
+    );
+    set(
+        c,
+        DEGRADED,
+        Status::False,
+        "AsExpected",
+        "no degradation",
+        generation,
+        now,
+    );
 }
 
 #[cfg(test)]
@@ -116,10 +239,18 @@ mod tests {
     fn ready_needs_stable_and_router_available() {
         let mut st = ModelDeploymentStatus {
             phase: Some(DeploymentPhase::Stable),
-            stable: Some(VersionRef { version: "v1".into(), ..Default::default() }),
+            stable: Some(VersionRef {
+                version: "v1".into(),
+                ..Default::default()
+            }),
             ..Default::default()
         };
-        let mut obs = Observed { stable_available: true, router_available: Some(false), traffic: Ok("builtin".into()), metrics: None };
+        let mut obs = Observed {
+            stable_available: true,
+            router_available: Some(false),
+            traffic: Ok("builtin".into()),
+            metrics: None,
+        };
         set_conditions(&mut st, &obs, Some(1), now());
         assert!(!is_true(&st.conditions, READY));
         obs.router_available = Some(true);
@@ -137,7 +268,12 @@ mod tests {
             message: Some("v2 degraded".into()),
             ..Default::default()
         };
-        let obs = Observed { stable_available: true, router_available: None, traffic: Ok("istio".into()), metrics: None };
+        let obs = Observed {
+            stable_available: true,
+            router_available: None,
+            traffic: Ok("istio".into()),
+            metrics: None,
+        };
         set_conditions(&mut st, &obs, Some(1), now());
         assert!(is_true(&st.conditions, READY));
         assert!(is_true(&st.conditions, DEGRADED));
@@ -146,21 +282,38 @@ mod tests {
 
     #[test]
     fn unreachable_prometheus_is_a_false_metrics_condition() {
-        let mut st = ModelDeploymentStatus { phase: Some(DeploymentPhase::Shadowing), ..Default::default() };
-        let obs = Observed { stable_available: true, router_available: Some(true), traffic: Ok(String::new()), metrics: Some(Err("connection refused".into())) };
+        let mut st = ModelDeploymentStatus {
+            phase: Some(DeploymentPhase::Shadowing),
+            ..Default::default()
+        };
+        let obs = Observed {
+            stable_available: true,
+            router_available: Some(true),
+            traffic: Ok(String::new()),
+            metrics: Some(Err("connection refused".into())),
+        };
         set_conditions(&mut st, &obs, Some(1), now());
         let c = st.condition(METRICS_AVAILABLE).unwrap();
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "PrometheusUnreachable"));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "PrometheusUnreachable")
+        );
         assert!(c.message.contains("connection refused"));
     }
 
     #[test]
     fn missing_provider_crds_are_reported() {
-        let mut st = ModelDeploymentStatus { phase: Some(DeploymentPhase::Stable), ..Default::default() };
+        let mut st = ModelDeploymentStatus {
+            phase: Some(DeploymentPhase::Stable),
+            ..Default::default()
+        };
         let obs = Observed {
             stable_available: true,
             router_available: None,
-            traffic: Err(("ProviderNotInstalled".into(), "VirtualService (networking.istio.io) is not served".into())),
+            traffic: Err((
+                "ProviderNotInstalled".into(),
+                "VirtualService (networking.istio.io) is not served".into(),
+            )),
             metrics: None,
         };
         set_conditions(&mut st, &obs, Some(1), now());

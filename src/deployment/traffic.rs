@@ -15,8 +15,16 @@ use serde_json::{Value, json};
 pub fn provider_kind(provider: TrafficProvider) -> Option<GroupVersionKind> {
     match provider {
         TrafficProvider::Builtin => None,
-        TrafficProvider::GatewayApi => Some(GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute")),
-        TrafficProvider::Istio => Some(GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService")),
+        TrafficProvider::GatewayApi => Some(GroupVersionKind::gvk(
+            "gateway.networking.k8s.io",
+            "v1",
+            "HTTPRoute",
+        )),
+        TrafficProvider::Istio => Some(GroupVersionKind::gvk(
+            "networking.istio.io",
+            "v1",
+            "VirtualService",
+        )),
     }
 }
 
@@ -66,7 +74,10 @@ pub fn http_route(md: &ModelDeployment, shadowing: bool) -> Value {
     if shadowing {
         let mut mirror = json!({"backendRef": {"name": track_name(md, Track::Shadow), "port": spec.service_port}});
         if spec.shadow.mirror_percent < 100.0
-            && let (Some(m), Value::Object(share)) = (mirror.as_object_mut(), mirror_share(spec.shadow.mirror_percent))
+            && let (Some(m), Value::Object(share)) = (
+                mirror.as_object_mut(),
+                mirror_share(spec.shadow.mirror_percent),
+            )
         {
             m.extend(share);
         }
@@ -87,14 +98,24 @@ pub fn http_route(md: &ModelDeployment, shadowing: bool) -> Value {
 }
 
 fn host(md: &ModelDeployment, name: &str) -> String {
-    format!("{name}.{}.svc.cluster.local", md.namespace().unwrap_or_default())
+    format!(
+        "{name}.{}.svc.cluster.local",
+        md.namespace().unwrap_or_default()
+    )
 }
 
 /// The VirtualService: all requests to stable, a share mirrored to the shadow while one runs.
 pub fn virtual_service(md: &ModelDeployment, shadowing: bool) -> Value {
     let spec = &md.spec;
-    let istio = spec.traffic.istio.clone().unwrap_or(crate::api::IstioSpec { hosts: vec![], gateways: vec![] });
-    let hosts = if istio.hosts.is_empty() { vec![host(md, &md.name_any())] } else { istio.hosts.clone() };
+    let istio = spec.traffic.istio.clone().unwrap_or(crate::api::IstioSpec {
+        hosts: vec![],
+        gateways: vec![],
+    });
+    let hosts = if istio.hosts.is_empty() {
+        vec![host(md, &md.name_any())]
+    } else {
+        istio.hosts.clone()
+    };
     let mut route = json!({
         "route": [{"destination": {"host": host(md, &track_name(md, Track::Stable)), "port": {"number": spec.service_port}}}],
     });
@@ -119,7 +140,11 @@ pub type TrafficError = (String, String);
 
 /// Applies the provider's object (unless unchanged) and checks that the server kept every
 /// setting. Returns a short description for the `TrafficConfigured` condition.
-pub async fn ensure(client: &Client, md: &ModelDeployment, shadowing: bool) -> Result<Result<String, TrafficError>, crate::Error> {
+pub async fn ensure(
+    client: &Client,
+    md: &ModelDeployment,
+    shadowing: bool,
+) -> Result<Result<String, TrafficError>, crate::Error> {
     let provider = md.spec.traffic.provider;
     let Some(gvk) = provider_kind(provider) else {
         return Ok(Ok("the built-in router carries traffic and compares the shadow's answers with production's".into()));
@@ -134,7 +159,8 @@ pub async fn ensure(client: &Client, md: &ModelDeployment, shadowing: bool) -> R
         TrafficProvider::GatewayApi => http_route(md, shadowing),
         _ => virtual_service(md, shadowing),
     };
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &md.namespace().unwrap_or_default(), &ar);
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &md.namespace().unwrap_or_default(), &ar);
     let name = md.name_any();
     let desired = with_spec_hash(desired);
     let live = match api.get_opt(&name).await? {
@@ -150,10 +176,13 @@ pub async fn ensure(client: &Client, md: &ModelDeployment, shadowing: bool) -> R
     } else {
         match api.patch(&name, &params, &Patch::Apply(&desired)).await {
             // Server-side apply refuses a field the installed CRD does not declare.
-            Err(kube::Error::Api(s)) if s.message.contains("field not declared in schema") => Some(s.message),
+            Err(kube::Error::Api(s)) if s.message.contains("field not declared in schema") => {
+                Some(s.message)
+            }
             Err(e) => return Err(e.into()),
             // A schema that prunes instead drops the field silently.
-            Ok(applied) => (!is_subset(&desired["spec"], &serde_json::to_value(applied)?["spec"])).then(|| "the server dropped part of the spec".to_string()),
+            Ok(applied) => (!is_subset(&desired["spec"], &serde_json::to_value(applied)?["spec"]))
+                .then(|| "the server dropped part of the spec".to_string()),
         }
     };
     if let Some(detail) = refused {
@@ -175,7 +204,14 @@ pub async fn ensure(client: &Client, md: &ModelDeployment, shadowing: bool) -> R
         gvk.kind,
         md.namespace().unwrap_or_default(),
         name,
-        if shadowing { format!(" and mirrors {}% to the shadow", md.spec.shadow.mirror_percent) } else { String::new() }
+        if shadowing {
+            format!(
+                " and mirrors {}% to the shadow",
+                md.spec.shadow.mirror_percent
+            )
+        } else {
+            String::new()
+        }
     )))
 }
 
@@ -194,7 +230,10 @@ pub const SPEC_HASH: &str = "modelship.io/spec-hash";
 fn not_installed(gvk: &GroupVersionKind) -> TrafficError {
     (
         "ProviderNotInstalled".into(),
-        format!("{}.{}/{} is not served by this cluster: install its CRDs or choose another spec.traffic.provider", gvk.kind, gvk.group, gvk.version),
+        format!(
+            "{}.{}/{} is not served by this cluster: install its CRDs or choose another spec.traffic.provider",
+            gvk.kind, gvk.group, gvk.version
+        ),
     )
 }
 
@@ -204,11 +243,19 @@ pub async fn remove_others(client: &Client, md: &ModelDeployment) -> Result<(), 
         if provider == md.spec.traffic.provider {
             continue;
         }
-        let Some(gvk) = provider_kind(provider) else { continue };
-        let Ok((ar, _)) = pinned_kind(client, &gvk).await else { continue };
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &md.namespace().unwrap_or_default(), &ar);
+        let Some(gvk) = provider_kind(provider) else {
+            continue;
+        };
+        let Ok((ar, _)) = pinned_kind(client, &gvk).await else {
+            continue;
+        };
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &md.namespace().unwrap_or_default(), &ar);
         if let Some(obj) = api.get_opt(&md.name_any()).await?
-            && obj.owner_references().iter().any(|o| Some(&o.uid) == md.meta().uid.as_ref())
+            && obj
+                .owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == md.meta().uid.as_ref())
         {
             api.delete(&md.name_any(), &Default::default()).await?;
         }
@@ -227,20 +274,35 @@ mod tests {
         let mut md = sample();
         md.spec.traffic.provider = TrafficProvider::GatewayApi;
         md.spec.traffic.gateway_api = Some(GatewayApiSpec {
-            parent_refs: vec![GatewayParentRef { name: "edge".into(), namespace: Some("infra".into()), section_name: None }],
+            parent_refs: vec![GatewayParentRef {
+                name: "edge".into(),
+                namespace: Some("infra".into()),
+                section_name: None,
+            }],
             hostnames: vec!["fraud.example.com".into()],
         });
         md.spec.shadow.mirror_percent = 25.0;
         let r = http_route(&md, true);
         assert_eq!(r["spec"]["parentRefs"][0]["namespace"], "infra");
-        assert_eq!(r["spec"]["rules"][0]["backendRefs"][0]["name"], "fraud-stable");
+        assert_eq!(
+            r["spec"]["rules"][0]["backendRefs"][0]["name"],
+            "fraud-stable"
+        );
         let mirror = &r["spec"]["rules"][0]["filters"][0]["requestMirror"];
         assert_eq!(mirror["backendRef"]["name"], "fraud-shadow");
         assert_eq!(mirror["percent"], 25);
-        assert!(http_route(&md, false)["spec"]["rules"][0].get("filters").is_none());
+        assert!(
+            http_route(&md, false)["spec"]["rules"][0]
+                .get("filters")
+                .is_none()
+        );
         md.spec.shadow.mirror_percent = 12.5;
-        let f = &http_route(&md, true)["spec"]["rules"][0]["filters"][0]["requestMirror"]["fraction"];
-        assert_eq!((f["numerator"].as_i64(), f["denominator"].as_i64()), (Some(12500), Some(100000)));
+        let f =
+            &http_route(&md, true)["spec"]["rules"][0]["filters"][0]["requestMirror"]["fraction"];
+        assert_eq!(
+            (f["numerator"].as_i64(), f["denominator"].as_i64()),
+            (Some(12500), Some(100000))
+        );
     }
 
     #[test]
@@ -252,20 +314,36 @@ mod tests {
         // What the plain spec still sets is all in the mirrored one: only the hash tells them apart.
         assert!(is_subset(&without["spec"], &with["spec"]));
         assert!(!is_subset(&without, &with));
-        assert_eq!(with_spec_hash(virtual_service(&md, true)), with, "the hash is stable");
+        assert_eq!(
+            with_spec_hash(virtual_service(&md, true)),
+            with,
+            "the hash is stable"
+        );
     }
 
     #[test]
     fn virtual_service_mirrors_with_a_percentage() {
         let mut md = sample();
         md.spec.traffic.provider = TrafficProvider::Istio;
-        md.spec.traffic.istio = Some(IstioSpec { hosts: vec![], gateways: vec!["mesh".into()] });
+        md.spec.traffic.istio = Some(IstioSpec {
+            hosts: vec![],
+            gateways: vec!["mesh".into()],
+        });
         md.spec.shadow.mirror_percent = 10.0;
         let vs = virtual_service(&md, true);
         assert_eq!(vs["spec"]["hosts"][0], "fraud.models.svc.cluster.local");
-        assert_eq!(vs["spec"]["http"][0]["route"][0]["destination"]["host"], "fraud-stable.models.svc.cluster.local");
-        assert_eq!(vs["spec"]["http"][0]["mirror"]["host"], "fraud-shadow.models.svc.cluster.local");
+        assert_eq!(
+            vs["spec"]["http"][0]["route"][0]["destination"]["host"],
+            "fraud-stable.models.svc.cluster.local"
+        );
+        assert_eq!(
+            vs["spec"]["http"][0]["mirror"]["host"],
+            "fraud-shadow.models.svc.cluster.local"
+        );
         assert_eq!(vs["spec"]["http"][0]["mirrorPercentage"]["value"], 10.0);
-        assert_eq!(vs["metadata"]["ownerReferences"][0]["kind"], "ModelDeployment");
+        assert_eq!(
+            vs["metadata"]["ownerReferences"][0]["kind"],
+            "ModelDeployment"
+        );
     }
 }

@@ -87,7 +87,10 @@ pub async fn serve(
         // elsewhere instead of racing a closed socket.
         ready.store(false, Ordering::Relaxed);
         close_connections.store(true, Ordering::Relaxed);
-        tracing::info!(?delay, "shutting down: unready, closing connections after each answer");
+        tracing::info!(
+            ?delay,
+            "shutting down: unready, closing connections after each answer"
+        );
         tokio::time::sleep(delay).await;
     };
     server::serve_clients(listener, router, shutdown, drain, closing).await;

@@ -60,7 +60,10 @@ pub async fn serve_clients(
                 async move {
                     let mut response = router.handle(request).await?;
                     if closing.load(Ordering::Relaxed) {
-                        response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+                        response.headers_mut().insert(
+                            header::CONNECTION,
+                            header::HeaderValue::from_static("close"),
+                        );
                     }
                     Ok::<_, std::convert::Infallible>(response)
                 }

@@ -22,9 +22,16 @@ pub fn trim(runs: &mut Vec<Run>, limit: usize) -> Vec<String> {
 }
 
 /// The runs, among those that have Jobs, that status no longer lists: their Jobs are deleted.
-pub fn unwanted<'a>(runs_with_jobs: impl IntoIterator<Item = &'a str>, runs: &[Run]) -> BTreeSet<String> {
+pub fn unwanted<'a>(
+    runs_with_jobs: impl IntoIterator<Item = &'a str>,
+    runs: &[Run],
+) -> BTreeSet<String> {
     let kept: BTreeSet<&str> = runs.iter().map(|r| r.name.as_str()).collect();
-    runs_with_jobs.into_iter().filter(|r| !kept.contains(r)).map(str::to_string).collect()
+    runs_with_jobs
+        .into_iter()
+        .filter(|r| !kept.contains(r))
+        .map(str::to_string)
+        .collect()
 }
 
 #[cfg(test)]
@@ -50,7 +57,12 @@ mod tests {
 
     #[test]
     fn keeps_the_newest() {
-        let mut r = runs(&[("r5", RunPhase::Failed), ("r4", RunPhase::Succeeded), ("r3", RunPhase::Failed), ("r2", RunPhase::Succeeded)]);
+        let mut r = runs(&[
+            ("r5", RunPhase::Failed),
+            ("r4", RunPhase::Succeeded),
+            ("r3", RunPhase::Failed),
+            ("r2", RunPhase::Succeeded),
+        ]);
         assert_eq!(trim(&mut r, 2), vec!["r3", "r2"]);
         assert_eq!(names(&r), vec!["r5", "r4"]);
         assert!(trim(&mut r, 2).is_empty());
@@ -58,7 +70,11 @@ mod tests {
 
     #[test]
     fn never_drops_a_run_that_is_still_going() {
-        let mut r = runs(&[("r5", RunPhase::Running), ("r4", RunPhase::WaitingApproval), ("r3", RunPhase::Failed)]);
+        let mut r = runs(&[
+            ("r5", RunPhase::Running),
+            ("r4", RunPhase::WaitingApproval),
+            ("r3", RunPhase::Failed),
+        ]);
         assert_eq!(trim(&mut r, 1), vec!["r3"]);
         assert_eq!(names(&r), vec!["r5", "r4"]);
     }

@@ -3,8 +3,8 @@
 use crate::api::{ModelPipeline, ModelPipelineSpec, Run, StageSpec};
 use crate::deployment::desired::{LABEL_MANAGED_BY, MANAGED_BY, set_env};
 use k8s_openapi::api::batch::v1::{
-    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyOnPodConditionsPattern,
-    PodFailurePolicyRule,
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -32,7 +32,13 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 5] = [Stage::Checks, Stage::Validate, Stage::Train, Stage::Evaluate, Stage::Integration];
+    pub const ALL: [Stage; 5] = [
+        Stage::Checks,
+        Stage::Validate,
+        Stage::Train,
+        Stage::Evaluate,
+        Stage::Integration,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -57,7 +63,10 @@ impl Stage {
 
 /// The stages a run of `spec` goes through, in order.
 pub fn planned_stages(spec: &ModelPipelineSpec) -> Vec<Stage> {
-    Stage::ALL.into_iter().filter(|s| stage_spec(spec, *s).is_some()).collect()
+    Stage::ALL
+        .into_iter()
+        .filter(|s| stage_spec(spec, *s).is_some())
+        .collect()
 }
 
 /// The Job settings of a stage, if the spec has the stage.
@@ -88,7 +97,12 @@ pub fn labels(pipeline: &str, run: &str, stage: Stage) -> BTreeMap<String, Strin
 }
 
 /// The environment every container of a stage gets.
-pub fn environment(p: &ModelPipeline, run: &Run, stage: Stage, service_url: Option<&str>) -> Vec<(&'static str, String)> {
+pub fn environment(
+    p: &ModelPipeline,
+    run: &Run,
+    stage: Stage,
+    service_url: Option<&str>,
+) -> Vec<(&'static str, String)> {
     let spec = &p.spec;
     let baseline = run.baseline.as_ref();
     let mut env = vec![
@@ -96,15 +110,27 @@ pub fn environment(p: &ModelPipeline, run: &Run, stage: Stage, service_url: Opti
         ("MODELSHIP_RUN", run.name.clone()),
         ("MODELSHIP_STAGE", stage.as_str().to_string()),
         ("MODELSHIP_TRIGGER", run.trigger.reason.as_str().to_string()),
-        ("MODELSHIP_SOURCE_REPOSITORY", spec.source.repository.clone()),
-        ("MODELSHIP_SOURCE_REVISION", run.inputs.source_revision.clone()),
+        (
+            "MODELSHIP_SOURCE_REPOSITORY",
+            spec.source.repository.clone(),
+        ),
+        (
+            "MODELSHIP_SOURCE_REVISION",
+            run.inputs.source_revision.clone(),
+        ),
         ("MODELSHIP_DATA_URI", spec.data.uri.clone()),
         ("MODELSHIP_DATA_VERSION", run.inputs.data_version.clone()),
         ("MODELSHIP_MODEL", spec.model.name.clone()),
         ("MODELSHIP_CANDIDATE_VERSION", run.version.clone()),
         ("MODELSHIP_CANDIDATE_URI", run.artifact.clone()),
-        ("MODELSHIP_BASELINE_VERSION", baseline.map(|b| b.version.clone()).unwrap_or_default()),
-        ("MODELSHIP_BASELINE_URI", baseline.map(|b| b.artifact.clone()).unwrap_or_default()),
+        (
+            "MODELSHIP_BASELINE_VERSION",
+            baseline.map(|b| b.version.clone()).unwrap_or_default(),
+        ),
+        (
+            "MODELSHIP_BASELINE_URI",
+            baseline.map(|b| b.artifact.clone()).unwrap_or_default(),
+        ),
         ("MODELSHIP_SEED", spec.seed.to_string()),
     ];
     if let Some(url) = service_url {
@@ -117,19 +143,34 @@ fn contract(c: &mut Container, env: &[(&'static str, String)]) {
     for (name, value) in env {
         set_env(c, name, value);
     }
-    let path = c.termination_message_path.clone().unwrap_or_else(|| DEFAULT_TERMINATION_MESSAGE_PATH.to_string());
+    let path = c
+        .termination_message_path
+        .clone()
+        .unwrap_or_else(|| DEFAULT_TERMINATION_MESSAGE_PATH.to_string());
     set_env(c, "MODELSHIP_RESULT_FILE", &path);
 }
 
 /// The Job of one stage of `run`. `service_url` is the served candidate's address
 /// (integration only). The error says what is wrong with the template.
-pub fn desired_job(p: &ModelPipeline, run: &Run, stage: Stage, service_url: Option<&str>) -> Result<Job, String> {
-    let settings = stage_spec(&p.spec, stage)
-        .ok_or_else(|| format!("spec.stages.{} was removed while run {} was running", stage.as_str(), run.name))?;
-    let mut pod: PodTemplateSpec = settings
-        .template
-        .parse()
-        .map_err(|e| format!("spec.stages.{}.template is not a pod template: {e}", stage.as_str()))?;
+pub fn desired_job(
+    p: &ModelPipeline,
+    run: &Run,
+    stage: Stage,
+    service_url: Option<&str>,
+) -> Result<Job, String> {
+    let settings = stage_spec(&p.spec, stage).ok_or_else(|| {
+        format!(
+            "spec.stages.{} was removed while run {} was running",
+            stage.as_str(),
+            run.name
+        )
+    })?;
+    let mut pod: PodTemplateSpec = settings.template.parse().map_err(|e| {
+        format!(
+            "spec.stages.{}.template is not a pod template: {e}",
+            stage.as_str()
+        )
+    })?;
     let name = p.name_any();
     let labels = labels(&name, &run.name, stage);
 
@@ -142,11 +183,18 @@ pub fn desired_job(p: &ModelPipeline, run: &Run, stage: Stage, service_url: Opti
     let env = environment(p, run, stage, service_url);
     let spec = pod.spec.get_or_insert_with(Default::default);
     if spec.containers.is_empty() {
-        return Err(format!("spec.stages.{}.template has no containers", stage.as_str()));
+        return Err(format!(
+            "spec.stages.{}.template has no containers",
+            stage.as_str()
+        ));
     }
     // A pod failure policy needs pods that are not restarted in place.
     spec.restart_policy = Some("Never".into());
-    for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+    for c in spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+    {
         contract(c, &env);
     }
 
@@ -202,7 +250,11 @@ mod tests {
     use crate::pipeline::testing::{run, sample};
 
     fn env_of(c: &Container) -> BTreeMap<String, String> {
-        c.env.iter().flatten().map(|e| (e.name.clone(), e.value.clone().unwrap_or_default())).collect()
+        c.env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+            .collect()
     }
 
     #[test]
@@ -211,12 +263,23 @@ mod tests {
         assert_eq!(planned_stages(&p.spec), vec![Stage::Train, Stage::Evaluate]);
         p.spec.stages.checks = Some(p.spec.stages.train.clone());
         p.spec.stages.validate = Some(p.spec.stages.train.clone());
-        assert_eq!(planned_stages(&p.spec), vec![Stage::Checks, Stage::Validate, Stage::Train, Stage::Evaluate]);
+        assert_eq!(
+            planned_stages(&p.spec),
+            vec![
+                Stage::Checks,
+                Stage::Validate,
+                Stage::Train,
+                Stage::Evaluate
+            ]
+        );
     }
 
     #[test]
     fn names_and_stage_parsing() {
-        assert_eq!(job_name("fraud", "r12", Stage::Evaluate), "fraud-r12-evaluate");
+        assert_eq!(
+            job_name("fraud", "r12", Stage::Evaluate),
+            "fraud-r12-evaluate"
+        );
         for s in Stage::ALL {
             assert_eq!(Stage::parse(s.as_str()), Some(s));
         }
@@ -239,7 +302,10 @@ mod tests {
         assert_eq!(labels[LABEL_STAGE], "train");
         assert_eq!(labels["app.kubernetes.io/managed-by"], "modelship");
         let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("ModelPipeline", "fraud", Some(true)));
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+            ("ModelPipeline", "fraud", Some(true))
+        );
 
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.backoff_limit, Some(2));
@@ -247,11 +313,17 @@ mod tests {
         let rules = &spec.pod_failure_policy.as_ref().unwrap().rules;
         assert_eq!(rules[0].action, "FailJob");
         let on_exit = rules[0].on_exit_codes.as_ref().unwrap();
-        assert_eq!((on_exit.operator.as_str(), on_exit.values.as_slice()), ("In", &[3][..]));
+        assert_eq!(
+            (on_exit.operator.as_str(), on_exit.values.as_slice()),
+            ("In", &[3][..])
+        );
         assert_eq!(rules[1].action, "Ignore");
 
         let pod = &spec.template;
-        assert_eq!(pod.spec.as_ref().unwrap().restart_policy.as_deref(), Some("Never"));
+        assert_eq!(
+            pod.spec.as_ref().unwrap().restart_policy.as_deref(),
+            Some("Never")
+        );
         let pod_labels = pod.metadata.as_ref().unwrap().labels.as_ref().unwrap();
         assert_eq!(pod_labels[LABEL_STAGE], "train");
     }
@@ -289,15 +361,30 @@ mod tests {
             ("MODELSHIP_RUN", "r7"),
             ("MODELSHIP_STAGE", "evaluate"),
             ("MODELSHIP_TRIGGER", "source"),
-            ("MODELSHIP_SOURCE_REPOSITORY", "https://git.example/fraud.git"),
+            (
+                "MODELSHIP_SOURCE_REPOSITORY",
+                "https://git.example/fraud.git",
+            ),
             ("MODELSHIP_SOURCE_REVISION", "f4c9a2e1"),
             ("MODELSHIP_DATA_URI", "s3://data/fraud"),
             ("MODELSHIP_DATA_VERSION", "2026-11-26"),
             ("MODELSHIP_MODEL", "fraud"),
-            ("MODELSHIP_CANDIDATE_VERSION", "fraud-v1.0.0-2026-11-26-f4c9a2"),
-            ("MODELSHIP_CANDIDATE_URI", "s3://models/fraud/fraud-v1.0.0-2026-11-26-f4c9a2/"),
-            ("MODELSHIP_BASELINE_VERSION", "fraud-v1.2.0-2026-11-01-aaaaaa"),
-            ("MODELSHIP_BASELINE_URI", "s3://models/fraud/fraud-v1.2.0-2026-11-01-aaaaaa/"),
+            (
+                "MODELSHIP_CANDIDATE_VERSION",
+                "fraud-v1.0.0-2026-11-26-f4c9a2",
+            ),
+            (
+                "MODELSHIP_CANDIDATE_URI",
+                "s3://models/fraud/fraud-v1.0.0-2026-11-26-f4c9a2/",
+            ),
+            (
+                "MODELSHIP_BASELINE_VERSION",
+                "fraud-v1.2.0-2026-11-01-aaaaaa",
+            ),
+            (
+                "MODELSHIP_BASELINE_URI",
+                "s3://models/fraud/fraud-v1.2.0-2026-11-01-aaaaaa/",
+            ),
             ("MODELSHIP_SEED", "42"),
             ("MODELSHIP_RESULT_FILE", "/dev/termination-log"),
             ("OWN", "x"),
@@ -306,20 +393,38 @@ mod tests {
             assert_eq!(main.get(k).map(String::as_str), Some(v), "{k}");
         }
         assert!(!main.contains_key("MODELSHIP_SERVICE_URL"));
-        assert_eq!(env_of(&spec.containers[1])["MODELSHIP_RESULT_FILE"], "/tmp/result.json");
-        assert_eq!(env_of(&spec.init_containers.as_ref().unwrap()[0])["MODELSHIP_RUN"], "r7");
+        assert_eq!(
+            env_of(&spec.containers[1])["MODELSHIP_RESULT_FILE"],
+            "/tmp/result.json"
+        );
+        assert_eq!(
+            env_of(&spec.init_containers.as_ref().unwrap()[0])["MODELSHIP_RUN"],
+            "r7"
+        );
     }
 
     #[test]
     fn integration_gets_the_service_url_and_empty_baseline_without_production() {
         let mut p = sample();
-        p.spec.stages.integration = Some(serde_json::from_value(serde_json::json!({
-            "template": {"spec": {"containers": [{"name": "test", "image": "it:1"}]}}
-        })).unwrap());
+        p.spec.stages.integration = Some(
+            serde_json::from_value(serde_json::json!({
+                "template": {"spec": {"containers": [{"name": "test", "image": "it:1"}]}}
+            }))
+            .unwrap(),
+        );
         let r = run(&p, "r1");
-        let job = desired_job(&p, &r, Stage::Integration, Some("http://fraud-r1-serve.models.svc:80")).unwrap();
+        let job = desired_job(
+            &p,
+            &r,
+            Stage::Integration,
+            Some("http://fraud-r1-serve.models.svc:80"),
+        )
+        .unwrap();
         let env = env_of(&job.spec.unwrap().template.spec.unwrap().containers[0]);
-        assert_eq!(env["MODELSHIP_SERVICE_URL"], "http://fraud-r1-serve.models.svc:80");
+        assert_eq!(
+            env["MODELSHIP_SERVICE_URL"],
+            "http://fraud-r1-serve.models.svc:80"
+        );
         assert_eq!(env["MODELSHIP_BASELINE_VERSION"], "");
     }
 
@@ -327,8 +432,17 @@ mod tests {
     fn a_removed_stage_or_broken_template_is_explained() {
         let mut p = sample();
         let r = run(&p, "r1");
-        assert!(desired_job(&p, &r, Stage::Checks, None).unwrap_err().contains("spec.stages.checks was removed"));
-        p.spec.stages.train.template.0["spec"]["containers"][0]["ports"] = serde_json::json!("8080");
-        assert!(desired_job(&p, &r, Stage::Train, None).unwrap_err().starts_with("spec.stages.train.template is not a pod template"));
+        assert!(
+            desired_job(&p, &r, Stage::Checks, None)
+                .unwrap_err()
+                .contains("spec.stages.checks was removed")
+        );
+        p.spec.stages.train.template.0["spec"]["containers"][0]["ports"] =
+            serde_json::json!("8080");
+        assert!(
+            desired_job(&p, &r, Stage::Train, None)
+                .unwrap_err()
+                .starts_with("spec.stages.train.template is not a pod template")
+        );
     }
 }

@@ -8,11 +8,11 @@ pub mod results;
 pub mod run;
 pub mod schedule;
 pub mod serving;
+#[cfg(test)]
+pub mod testing;
 pub mod triggers;
 pub mod validate;
 pub mod version;
-#[cfg(test)]
-pub mod testing;
 
 use crate::admin::Readiness;
 use crate::api::{ModelDeployment, ModelPipeline};
@@ -39,32 +39,61 @@ pub async fn run(
     // Only the pipeline's own children are watched: they carry the pipeline label.
     let children = watcher::Config::default().labels(LABEL_PIPELINE);
     let (jobs, job_writer) = reflector::store();
-    let job_events = watcher(scope.api::<Job>(&client), children.clone()).default_backoff().reflect(job_writer).touched_objects();
+    let job_events = watcher(scope.api::<Job>(&client), children.clone())
+        .default_backoff()
+        .reflect(job_writer)
+        .touched_objects();
     let (deployments, deployment_writer) = reflector::store();
-    let deployment_events =
-        watcher(scope.api::<Deployment>(&client), children.clone()).default_backoff().reflect(deployment_writer).touched_objects();
+    let deployment_events = watcher(scope.api::<Deployment>(&client), children.clone())
+        .default_backoff()
+        .reflect(deployment_writer)
+        .touched_objects();
     let (services, service_writer) = reflector::store();
-    let service_events = watcher(scope.api::<Service>(&client), children).default_backoff().reflect(service_writer).touched_objects();
+    let service_events = watcher(scope.api::<Service>(&client), children)
+        .default_backoff()
+        .reflect(service_writer)
+        .touched_objects();
     // Stage pods hold the results (termination messages) until their Job is deleted.
     let (pods, pod_writer) = reflector::store();
-    let pod_events = watcher(scope.api::<Pod>(&client), watcher::Config::default().labels(&reconcile::stage_pod_selector()))
-        .default_backoff()
-        .reflect(pod_writer)
-        .touched_objects();
+    let pod_events = watcher(
+        scope.api::<Pod>(&client),
+        watcher::Config::default().labels(&reconcile::stage_pod_selector()),
+    )
+    .default_backoff()
+    .reflect(pod_writer)
+    .touched_objects();
     // A data pipeline announces new data in a ConfigMap that any pipeline may point at.
     let (configmaps, configmap_writer) = reflector::store();
-    let configmap_events =
-        watcher(scope.api::<ConfigMap>(&client), watcher::Config::default()).default_backoff().reflect(configmap_writer).touched_objects();
+    let configmap_events = watcher(scope.api::<ConfigMap>(&client), watcher::Config::default())
+        .default_backoff()
+        .reflect(configmap_writer)
+        .touched_objects();
     // The ModelDeployments that follow a pipeline say what production trusts.
     let (model_deployments, md_writer) = reflector::store();
-    let md_events =
-        watcher(scope.api::<ModelDeployment>(&client), watcher::Config::default()).default_backoff().reflect(md_writer).touched_objects();
+    let md_events = watcher(
+        scope.api::<ModelDeployment>(&client),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(md_writer)
+    .touched_objects();
 
-    let controller = Controller::new(scope.api::<ModelPipeline>(&client), watcher::Config::default());
+    let controller = Controller::new(
+        scope.api::<ModelPipeline>(&client),
+        watcher::Config::default(),
+    );
     let pipelines = controller.store();
 
     readiness.expect("modelpipelines");
-    let stores = (pipelines.clone(), jobs.clone(), pods.clone(), deployments.clone(), services.clone(), configmaps.clone(), model_deployments.clone());
+    let stores = (
+        pipelines.clone(),
+        jobs.clone(),
+        pods.clone(),
+        deployments.clone(),
+        services.clone(),
+        configmaps.clone(),
+        model_deployments.clone(),
+    );
     let ready = readiness.clone();
     tokio::spawn(async move {
         let (p, j, po, d, s, c, m) = stores;
@@ -78,7 +107,15 @@ pub async fn run(
         ready.set_ready("modelpipelines");
     });
 
-    let ctx = Arc::new(reconcile::Context { shared, jobs, pods, deployments, services, configmaps, model_deployments });
+    let ctx = Arc::new(reconcile::Context {
+        shared,
+        jobs,
+        pods,
+        deployments,
+        services,
+        configmaps,
+        model_deployments,
+    });
     let by_configmap = pipelines.clone();
     let by_deployment = pipelines;
     controller
@@ -88,10 +125,16 @@ pub async fn run(
         .watches_stream(pod_events, |pod: Pod| {
             let pipeline = pod.labels().get(LABEL_PIPELINE).cloned();
             let ns = pod.namespace();
-            pipeline.zip(ns).map(|(name, ns)| ObjectRef::new(&name).within(&ns))
+            pipeline
+                .zip(ns)
+                .map(|(name, ns)| ObjectRef::new(&name).within(&ns))
         })
-        .watches_stream(configmap_events, move |cm: ConfigMap| pipelines_reading(&by_configmap, &cm))
-        .watches_stream(md_events, move |md: ModelDeployment| pipelines_followed_by(&by_deployment, &md))
+        .watches_stream(configmap_events, move |cm: ConfigMap| {
+            pipelines_reading(&by_configmap, &cm)
+        })
+        .watches_stream(md_events, move |md: ModelDeployment| {
+            pipelines_followed_by(&by_deployment, &md)
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| async move {
@@ -103,20 +146,32 @@ pub async fn run(
 }
 
 /// The pipelines whose data version is read from `cm`.
-fn pipelines_reading(pipelines: &Store<ModelPipeline>, cm: &ConfigMap) -> Vec<ObjectRef<ModelPipeline>> {
+fn pipelines_reading(
+    pipelines: &Store<ModelPipeline>,
+    cm: &ConfigMap,
+) -> Vec<ObjectRef<ModelPipeline>> {
     let ns = cm.namespace();
     let name = cm.name_any();
     pipelines
         .state()
         .into_iter()
         .filter(|p| p.namespace() == ns)
-        .filter(|p| p.spec.data.version_from.as_ref().is_some_and(|f| f.config_map_key_ref.name == name))
+        .filter(|p| {
+            p.spec
+                .data
+                .version_from
+                .as_ref()
+                .is_some_and(|f| f.config_map_key_ref.name == name)
+        })
         .map(|p| ObjectRef::from_obj(p.as_ref()))
         .collect()
 }
 
 /// The pipelines `md` follows, or whose integration stage uses its serving template.
-fn pipelines_followed_by(pipelines: &Store<ModelPipeline>, md: &ModelDeployment) -> Vec<ObjectRef<ModelPipeline>> {
+fn pipelines_followed_by(
+    pipelines: &Store<ModelPipeline>,
+    md: &ModelDeployment,
+) -> Vec<ObjectRef<ModelPipeline>> {
     let ns = md.namespace();
     let name = md.name_any();
     let follows = md.spec.model_from.as_ref().map(|f| f.pipeline.clone());
@@ -126,7 +181,12 @@ fn pipelines_followed_by(pipelines: &Store<ModelPipeline>, md: &ModelDeployment)
         .filter(|p| p.namespace() == ns)
         .filter(|p| {
             follows.as_deref() == Some(p.name_any().as_str())
-                || p.spec.stages.integration.as_ref().and_then(|i| i.deployment.as_deref()) == Some(name.as_str())
+                || p.spec
+                    .stages
+                    .integration
+                    .as_ref()
+                    .and_then(|i| i.deployment.as_deref())
+                    == Some(name.as_str())
         })
         .map(|p| ObjectRef::from_obj(p.as_ref()))
         .collect()

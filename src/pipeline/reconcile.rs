@@ -56,12 +56,18 @@ pub async fn reconcile(p: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Actio
         ctx.shared.forget(&key);
         return Ok(Action::await_change());
     }
-    if ctx.shared.cache_is_stale(&key, p.meta().resource_version.as_deref()) {
+    if ctx
+        .shared
+        .cache_is_stale(&key, p.meta().resource_version.as_deref())
+    {
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
     let now = Timestamp::now();
     let current = p.status.clone().unwrap_or_default();
-    tracing::Span::current().record("phase", current.phase.map(|ph| ph.as_str()).unwrap_or("New"));
+    tracing::Span::current().record(
+        "phase",
+        current.phase.map(|ph| ph.as_str()).unwrap_or("New"),
+    );
 
     let schedule = match validate(&p).and_then(|()| Schedule::from_spec(&p.spec.triggers)) {
         Ok(s) => s,
@@ -70,13 +76,12 @@ pub async fn reconcile(p: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Actio
     let ns = p.namespace().unwrap_or_default();
     let mds = ctx.model_deployments.state();
     let annotations = Annotations::from_map(p.annotations());
-    let configmap = p
-        .spec
-        .data
-        .version_from
-        .as_ref()
-        .and_then(|f| ctx.configmaps.get(&ObjectRef::new(&f.config_map_key_ref.name).within(&ns)));
-    let inputs = triggers::data_version(&p.spec.data, configmap.as_deref()).map(|v| triggers::current_inputs(&p.spec, v));
+    let configmap = p.spec.data.version_from.as_ref().and_then(|f| {
+        ctx.configmaps
+            .get(&ObjectRef::new(&f.config_map_key_ref.name).within(&ns))
+    });
+    let inputs = triggers::data_version(&p.spec.data, configmap.as_deref())
+        .map(|v| triggers::current_inputs(&p.spec, v));
     let jobs = observe_jobs(&p, &ctx, &current, now);
     let serving = observe_serving(&p, &ctx, &current);
     let w = World {
@@ -91,7 +96,14 @@ pub async fn reconcile(p: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Actio
         production: production::observe(&p, &mds, &current, now),
     };
     let decision = run::decide(&w);
-    let mut rv = write_status(&p, &ctx, p.meta().resource_version.clone(), &current, &decision.status).await?;
+    let mut rv = write_status(
+        &p,
+        &ctx,
+        p.meta().resource_version.clone(),
+        &current,
+        &decision.status,
+    )
+    .await?;
     let mut status = decision.status.clone();
     report(&p, &ctx, &decision).await;
 
@@ -106,28 +118,52 @@ pub async fn reconcile(p: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Actio
     cleanup(&p, &ctx, &status).await?;
 
     ctx.shared.backoff.reset(&key);
-    let wake = decision.wake.unwrap_or(ctx.shared.settings.resync).min(ctx.shared.settings.resync);
+    let wake = decision
+        .wake
+        .unwrap_or(ctx.shared.settings.resync)
+        .min(ctx.shared.settings.resync);
     Ok(Action::requeue(wake.max(Duration::from_millis(100))))
 }
 
 fn owned_by<K: Resource>(child: &K, p: &ModelPipeline) -> bool {
     let uid = p.meta().uid.as_deref();
-    child.meta().owner_references.as_ref().is_some_and(|refs| refs.iter().any(|r| Some(r.uid.as_str()) == uid))
+    child
+        .meta()
+        .owner_references
+        .as_ref()
+        .is_some_and(|refs| refs.iter().any(|r| Some(r.uid.as_str()) == uid))
 }
 
 fn condition_true(job: &Job, type_: &str) -> Option<k8s_openapi::api::batch::v1::JobCondition> {
-    job.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_ && c.status == "True").cloned()
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")
+        .cloned()
 }
 
 /// What each Job of a running stage is doing, and what its decisive pod left behind.
-fn observe_jobs(p: &ModelPipeline, ctx: &Context, status: &ModelPipelineStatus, now: Timestamp) -> BTreeMap<String, JobView> {
+fn observe_jobs(
+    p: &ModelPipeline,
+    ctx: &Context,
+    status: &ModelPipelineStatus,
+    now: Timestamp,
+) -> BTreeMap<String, JobView> {
     let ns = p.namespace().unwrap_or_default();
     let mut out = BTreeMap::new();
     for r in status.runs.iter().filter(|r| r.phase == RunPhase::Running) {
         for st in r.stages.iter().filter(|s| s.phase == StagePhase::Running) {
             let view = match ctx.jobs.get(&ObjectRef::new(&st.job).within(&ns)) {
-                None => JobView { state: JobState::Missing, pod: None },
-                Some(job) if !owned_by(job.as_ref(), p) => JobView { state: JobState::Foreign, pod: None },
+                None => JobView {
+                    state: JobState::Missing,
+                    pod: None,
+                },
+                Some(job) if !owned_by(job.as_ref(), p) => JobView {
+                    state: JobState::Foreign,
+                    pod: None,
+                },
                 Some(job) => job_view(ctx, &job, now),
             };
             out.insert(st.job.clone(), view);
@@ -158,8 +194,15 @@ fn job_view(ctx: &Context, job: &Job, now: Timestamp) -> JobView {
 /// What a Job's conditions say.
 fn job_state(job: &Job, now: Timestamp) -> JobState {
     if let Some(done) = condition_true(job, "Complete") {
-        let completed_at = job.status.as_ref().and_then(|s| s.completion_time.as_ref()).map(|t| t.0).or(done.last_transition_time.map(|t| t.0));
-        return JobState::Succeeded { completed_at: completed_at.or(Some(now)) };
+        let completed_at = job
+            .status
+            .as_ref()
+            .and_then(|s| s.completion_time.as_ref())
+            .map(|t| t.0)
+            .or(done.last_transition_time.map(|t| t.0));
+        return JobState::Succeeded {
+            completed_at: completed_at.or(Some(now)),
+        };
     }
     if let Some(failed) = condition_true(job, "Failed") {
         return JobState::Failed {
@@ -184,7 +227,12 @@ fn latest(pods: &[Arc<Pod>], phase: &str) -> Option<Arc<Pod>> {
 
 fn main_status(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {
     let name = pod.spec.as_ref()?.containers.first()?.name.as_str();
-    pod.status.as_ref()?.container_statuses.as_ref()?.iter().find(|c| c.name == name)
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == name)
 }
 
 /// The stage container's exit code and termination message, and the images every
@@ -196,18 +244,35 @@ fn outcome(pod: &Pod) -> PodOutcome {
         .and_then(|s| s.init_container_statuses.as_ref())
         .into_iter()
         .flatten()
-        .chain(statuses.and_then(|s| s.container_statuses.as_ref()).into_iter().flatten());
+        .chain(
+            statuses
+                .and_then(|s| s.container_statuses.as_ref())
+                .into_iter()
+                .flatten(),
+        );
     let images = all
         .map(|c| {
-            let image = if c.image_id.is_empty() { c.image.clone() } else { c.image_id.clone() };
+            let image = if c.image_id.is_empty() {
+                c.image.clone()
+            } else {
+                c.image_id.clone()
+            };
             (c.name.clone(), image)
         })
         .collect();
-    PodOutcome { exit_code: terminated.as_ref().map(|t| t.exit_code), message: terminated.and_then(|t| t.message), images }
+    PodOutcome {
+        exit_code: terminated.as_ref().map(|t| t.exit_code),
+        message: terminated.and_then(|t| t.message),
+        images,
+    }
 }
 
 /// Whether each running run's temporary serving Deployment is available.
-fn observe_serving(p: &ModelPipeline, ctx: &Context, status: &ModelPipelineStatus) -> BTreeMap<String, bool> {
+fn observe_serving(
+    p: &ModelPipeline,
+    ctx: &Context,
+    status: &ModelPipelineStatus,
+) -> BTreeMap<String, bool> {
     let ns = p.namespace().unwrap_or_default();
     status
         .runs
@@ -215,7 +280,10 @@ fn observe_serving(p: &ModelPipeline, ctx: &Context, status: &ModelPipelineStatu
         .filter(|r| r.phase == RunPhase::Running)
         .map(|r| serving_name(&p.name_any(), &r.name))
         .filter_map(|name| {
-            let d = ctx.deployments.get(&ObjectRef::new(&name).within(&ns)).filter(|d| owned_by(d.as_ref(), p))?;
+            let d = ctx
+                .deployments
+                .get(&ObjectRef::new(&name).within(&ns))
+                .filter(|d| owned_by(d.as_ref(), p))?;
             Some((name, serving::available(&d)))
         })
         .collect()
@@ -235,18 +303,30 @@ async fn apply_children(
     let mut refused = Vec::new();
     for r in status.runs.iter().filter(|r| r.phase == RunPhase::Running) {
         for st in &r.stages {
-            let Some(stage) = Stage::parse(&st.name) else { continue };
+            let Some(stage) = Stage::parse(&st.name) else {
+                continue;
+            };
             if stage == Stage::Integration
                 && matches!(st.phase, StagePhase::Starting | StagePhase::Running)
                 && let Err(why) = apply_serving(p, ctx, r, mds).await
             {
                 match why {
-                    Error::Rejected(why) => refused.push((r.name.clone(), stage, format!("the serving objects {}", serving_name(&p.name_any(), &r.name)), why)),
+                    Error::Rejected(why) => refused.push((
+                        r.name.clone(),
+                        stage,
+                        format!(
+                            "the serving objects {}",
+                            serving_name(&p.name_any(), &r.name)
+                        ),
+                        why,
+                    )),
                     other => return Err(other),
                 }
                 continue;
             }
-            if st.phase != StagePhase::Running || ctx.jobs.get(&ObjectRef::new(&st.job).within(&ns)).is_some() {
+            if st.phase != StagePhase::Running
+                || ctx.jobs.get(&ObjectRef::new(&st.job).within(&ns)).is_some()
+            {
                 continue;
             }
             let job = match jobs::desired_job(p, r, stage, st.service_url.as_deref()) {
@@ -258,12 +338,17 @@ async fn apply_children(
             };
             // Create, never update: a Job's template is immutable, and an existing Job of
             // this name is the one a previous round (or operator) created.
-            let params = PostParams { field_manager: Some(crate::apply::FIELD_MANAGER.into()), ..PostParams::default() };
+            let params = PostParams {
+                field_manager: Some(crate::apply::FIELD_MANAGER.into()),
+                ..PostParams::default()
+            };
             match jobs_api.create(&params, &job).await {
                 Ok(_) => tracing::info!(job = %st.job, run = %r.name, "created the stage's Job"),
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
                 Err(e) => match Error::from(e) {
-                    Error::Rejected(why) => refused.push((r.name.clone(), stage, format!("Job {}", st.job), why)),
+                    Error::Rejected(why) => {
+                        refused.push((r.name.clone(), stage, format!("Job {}", st.job), why))
+                    }
                     other => return Err(other),
                 },
             }
@@ -272,7 +357,12 @@ async fn apply_children(
     Ok(refused)
 }
 
-async fn apply_serving(p: &ModelPipeline, ctx: &Context, r: &crate::api::Run, mds: &[Arc<ModelDeployment>]) -> Result<()> {
+async fn apply_serving(
+    p: &ModelPipeline,
+    ctx: &Context,
+    r: &crate::api::Run,
+    mds: &[Arc<ModelDeployment>],
+) -> Result<()> {
     let ns = p.namespace().unwrap_or_default();
     let name = serving_name(&p.name_any(), &r.name);
     let target = match serving::target(p, mds) {
@@ -290,8 +380,18 @@ async fn apply_serving(p: &ModelPipeline, ctx: &Context, r: &crate::api::Run, md
     let live_d = ctx.deployments.get(&ObjectRef::new(&name).within(&ns));
     let live_s = ctx.services.get(&ObjectRef::new(&name).within(&ns));
     let client = ctx.shared.client.clone();
-    apply_if_changed(&Api::<Deployment>::namespaced(client.clone(), &ns), &deployment, live_d.as_deref()).await?;
-    apply_if_changed(&Api::<Service>::namespaced(client, &ns), &service, live_s.as_deref()).await?;
+    apply_if_changed(
+        &Api::<Deployment>::namespaced(client.clone(), &ns),
+        &deployment,
+        live_d.as_deref(),
+    )
+    .await?;
+    apply_if_changed(
+        &Api::<Service>::namespaced(client, &ns),
+        &service,
+        live_s.as_deref(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -307,12 +407,24 @@ async fn cleanup(p: &ModelPipeline, ctx: &Context, status: &ModelPipelineStatus)
         .jobs
         .state()
         .into_iter()
-        .filter(|j| j.namespace().as_deref() == Some(ns.as_str()) && mine(j.labels()) && owned_by(j.as_ref(), p))
+        .filter(|j| {
+            j.namespace().as_deref() == Some(ns.as_str())
+                && mine(j.labels())
+                && owned_by(j.as_ref(), p)
+        })
         .collect();
-    let runs_with_jobs: BTreeSet<String> = jobs.iter().filter_map(|j| j.labels().get(LABEL_RUN).cloned()).collect();
-    let unwanted = super::history::unwanted(runs_with_jobs.iter().map(String::as_str), &status.runs);
+    let runs_with_jobs: BTreeSet<String> = jobs
+        .iter()
+        .filter_map(|j| j.labels().get(LABEL_RUN).cloned())
+        .collect();
+    let unwanted =
+        super::history::unwanted(runs_with_jobs.iter().map(String::as_str), &status.runs);
     let jobs_api: Api<Job> = Api::namespaced(client.clone(), &ns);
-    for job in jobs.iter().filter(|j| j.labels().get(LABEL_RUN).is_some_and(|r| unwanted.contains(r))) {
+    for job in jobs.iter().filter(|j| {
+        j.labels()
+            .get(LABEL_RUN)
+            .is_some_and(|r| unwanted.contains(r))
+    }) {
         if delete_if_exists(&jobs_api, &job.name_any()).await? {
             tracing::info!(job = %job.name_any(), "deleted the Job of a run that left the history");
         }
@@ -322,18 +434,31 @@ async fn cleanup(p: &ModelPipeline, ctx: &Context, status: &ModelPipelineStatus)
         .runs
         .iter()
         .filter(|r| r.phase == RunPhase::Running)
-        .filter(|r| r.stages.iter().any(|s| s.name == Stage::Integration.as_str() && matches!(s.phase, StagePhase::Starting | StagePhase::Running)))
+        .filter(|r| {
+            r.stages.iter().any(|s| {
+                s.name == Stage::Integration.as_str()
+                    && matches!(s.phase, StagePhase::Starting | StagePhase::Running)
+            })
+        })
         .map(|r| serving_name(&name, &r.name))
         .collect();
     let deployments_api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     for d in ctx.deployments.state() {
-        if d.namespace().as_deref() == Some(ns.as_str()) && mine(d.labels()) && owned_by(d.as_ref(), p) && !serving_wanted.contains(&d.name_any()) {
+        if d.namespace().as_deref() == Some(ns.as_str())
+            && mine(d.labels())
+            && owned_by(d.as_ref(), p)
+            && !serving_wanted.contains(&d.name_any())
+        {
             delete_if_exists(&deployments_api, &d.name_any()).await?;
         }
     }
     let services_api: Api<Service> = Api::namespaced(client, &ns);
     for s in ctx.services.state() {
-        if s.namespace().as_deref() == Some(ns.as_str()) && mine(s.labels()) && owned_by(s.as_ref(), p) && !serving_wanted.contains(&s.name_any()) {
+        if s.namespace().as_deref() == Some(ns.as_str())
+            && mine(s.labels())
+            && owned_by(s.as_ref(), p)
+            && !serving_wanted.contains(&s.name_any())
+        {
             delete_if_exists(&services_api, &s.name_any()).await?;
         }
     }
@@ -350,14 +475,26 @@ async fn report(p: &ModelPipeline, ctx: &Context, d: &Decision) {
         m.runs_finished.with_label_values(&[*result]).inc();
     }
     for (stage, result, secs) in &d.stage_durations {
-        m.stage_duration.with_label_values(&[*stage, *result]).observe(*secs);
+        m.stage_duration
+            .with_label_values(&[*stage, *result])
+            .observe(*secs);
     }
     for verdict in &d.gate_verdicts {
-        m.gate_verdicts.with_label_values(&[&verdict.to_string()]).inc();
+        m.gate_verdicts
+            .with_label_values(&[&verdict.to_string()])
+            .inc();
     }
     for note in &d.notes {
         tracing::info!(reason = note.reason, message = %note.message, "decision");
-        ctx.shared.event(p, note.warning, note.reason, "Reconcile", note.message.clone()).await;
+        ctx.shared
+            .event(
+                p,
+                note.warning,
+                note.reason,
+                "Reconcile",
+                note.message.clone(),
+            )
+            .await;
     }
 }
 
@@ -374,22 +511,42 @@ async fn write_status(
     if current == next {
         return Ok(resource_version);
     }
-    let api: Api<ModelPipeline> = Api::namespaced(ctx.shared.client.clone(), &p.namespace().unwrap_or_default());
-    let written = crate::apply::apply_status(&api, &p.name_any(), resource_version.as_deref(), next).await?;
+    let api: Api<ModelPipeline> = Api::namespaced(
+        ctx.shared.client.clone(),
+        &p.namespace().unwrap_or_default(),
+    );
+    let written =
+        crate::apply::apply_status(&api, &p.name_any(), resource_version.as_deref(), next).await?;
     let rv = written.meta().resource_version.clone();
     ctx.shared.wrote(&key(p), rv.as_deref());
     Ok(rv)
 }
 
 /// The spec cannot be acted on: say why, and wait for it to change.
-async fn invalid(p: &ModelPipeline, ctx: &Context, current: &ModelPipelineStatus, message: &str, now: Timestamp) -> Result<Action> {
+async fn invalid(
+    p: &ModelPipeline,
+    ctx: &Context,
+    current: &ModelPipelineStatus,
+    message: &str,
+    now: Timestamp,
+) -> Result<Action> {
     let mut next = current.clone();
     next.observed_generation = p.meta().generation;
-    set(&mut next.conditions, "Ready", Status::False, "InvalidSpec", message, p.meta().generation, now);
+    set(
+        &mut next.conditions,
+        "Ready",
+        Status::False,
+        "InvalidSpec",
+        message,
+        p.meta().generation,
+        now,
+    );
     write_status(p, ctx, p.meta().resource_version.clone(), current, &next).await?;
     if &next != current {
         tracing::warn!(message, "spec cannot be acted on; waiting for a change");
-        ctx.shared.event(p, true, "InvalidSpec", "Validate", message.to_string()).await;
+        ctx.shared
+            .event(p, true, "InvalidSpec", "Validate", message.to_string())
+            .await;
     }
     ctx.shared.backoff.reset(&key(p));
     Ok(Action::await_change())
@@ -434,8 +591,14 @@ mod tests {
     fn the_first_containers_result_and_every_image_are_read() {
         let o = outcome(&pod("Succeeded", "2026-11-26T10:00:00Z", 0, Some("{}")));
         assert_eq!((o.exit_code, o.message.as_deref()), (Some(0), Some("{}")));
-        assert_eq!(o.images["main"], "registry.example/train@sha256:abc", "the digest the runtime reports");
-        assert_eq!(o.images["side"], "side:1", "the image reference when no digest is reported");
+        assert_eq!(
+            o.images["main"], "registry.example/train@sha256:abc",
+            "the digest the runtime reports"
+        );
+        assert_eq!(
+            o.images["side"], "side:1",
+            "the image reference when no digest is reported"
+        );
         assert_eq!(o.images["fetch"], "fetch:1");
     }
 
@@ -446,8 +609,14 @@ mod tests {
             pod("Failed", "2026-11-26T10:05:00Z", 1, Some("second")),
             pod("Succeeded", "2026-11-26T10:10:00Z", 0, Some("ok")),
         ];
-        assert_eq!(latest(&pods, "Failed").map(|p| outcome(&p).message), Some(Some("second".into())));
-        assert_eq!(latest(&pods, "Succeeded").map(|p| outcome(&p).message), Some(Some("ok".into())));
+        assert_eq!(
+            latest(&pods, "Failed").map(|p| outcome(&p).message),
+            Some(Some("second".into()))
+        );
+        assert_eq!(
+            latest(&pods, "Succeeded").map(|p| outcome(&p).message),
+            Some(Some("ok".into()))
+        );
         assert!(latest(&pods, "Running").is_none());
     }
 
@@ -459,8 +628,16 @@ mod tests {
     fn job_conditions_give_its_state() {
         let now: Timestamp = "2026-11-26T12:00:00Z".parse().unwrap();
         assert_eq!(job_state(&job(json!([]), None), now), JobState::Active);
-        let done = job(json!([{"type": "Complete", "status": "True"}]), Some("2026-11-26T11:00:00Z"));
-        assert_eq!(job_state(&done, now), JobState::Succeeded { completed_at: Some("2026-11-26T11:00:00Z".parse().unwrap()) });
+        let done = job(
+            json!([{"type": "Complete", "status": "True"}]),
+            Some("2026-11-26T11:00:00Z"),
+        );
+        assert_eq!(
+            job_state(&done, now),
+            JobState::Succeeded {
+                completed_at: Some("2026-11-26T11:00:00Z".parse().unwrap())
+            }
+        );
         let failed = job(
             json!([{"type": "Failed", "status": "True", "reason": "PodFailurePolicy", "message": "Container main for pod x failed with exit code 3", "lastTransitionTime": "2026-11-26T11:30:00Z"}]),
             None,

@@ -51,7 +51,10 @@ pub fn parse(message: Option<&str>, required: bool) -> Result<Option<StageResult
         return Err("the termination message must be a JSON object".into());
     };
     for key in doc.keys() {
-        if !matches!(key.as_str(), "schemaVersion" | "metrics" | "baselineMetrics" | "artifact" | "datasetDigest") {
+        if !matches!(
+            key.as_str(),
+            "schemaVersion" | "metrics" | "baselineMetrics" | "artifact" | "datasetDigest"
+        ) {
             return Err(format!(
                 "the termination message has an unknown field {key:?} (known: schemaVersion, metrics, baselineMetrics, artifact, datasetDigest)"
             ));
@@ -60,26 +63,45 @@ pub fn parse(message: Option<&str>, required: bool) -> Result<Option<StageResult
     match doc.get("schemaVersion") {
         None => return Err("the termination message has no schemaVersion (expected 1)".into()),
         Some(v) if v.as_i64() == Some(SCHEMA_VERSION) => {}
-        Some(v) => return Err(format!("the termination message has schemaVersion {v}, but this operator reads only schemaVersion {SCHEMA_VERSION}")),
+        Some(v) => {
+            return Err(format!(
+                "the termination message has schemaVersion {v}, but this operator reads only schemaVersion {SCHEMA_VERSION}"
+            ));
+        }
     }
     let metrics = metrics(&doc, "metrics")?;
     let baseline_metrics = metrics_opt(&doc, "baselineMetrics")?;
     let artifact = match doc.get("artifact") {
         None | Some(Value::Null) => None,
         Some(Value::Object(a)) => Some(artifact(a)?),
-        Some(other) => return Err(format!("artifact must be an object with uri and sha256, not {other}")),
+        Some(other) => {
+            return Err(format!(
+                "artifact must be an object with uri and sha256, not {other}"
+            ));
+        }
     };
     let dataset_digest = match doc.get("datasetDigest") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_DIGEST => Some(s.clone()),
-        Some(other) => return Err(format!("datasetDigest must be a non-empty string of at most {MAX_DIGEST} characters, not {other}")),
+        Some(other) => {
+            return Err(format!(
+                "datasetDigest must be a non-empty string of at most {MAX_DIGEST} characters, not {other}"
+            ));
+        }
     };
-    Ok(Some(StageResult { metrics, baseline_metrics, artifact, dataset_digest }))
+    Ok(Some(StageResult {
+        metrics,
+        baseline_metrics,
+        artifact,
+        dataset_digest,
+    }))
 }
 
 fn metrics(doc: &Map<String, Value>, field: &str) -> Result<BTreeMap<String, f64>, String> {
     match doc.get(field) {
-        None => Err(format!("the termination message has no {field:?} object (use {{}} when the stage measures nothing)")),
+        None => Err(format!(
+            "the termination message has no {field:?} object (use {{}} when the stage measures nothing)"
+        )),
         Some(_) => metrics_opt(doc, field),
     }
 }
@@ -88,10 +110,17 @@ fn metrics_opt(doc: &Map<String, Value>, field: &str) -> Result<BTreeMap<String,
     let map = match doc.get(field) {
         None | Some(Value::Null) => return Ok(BTreeMap::new()),
         Some(Value::Object(m)) => m,
-        Some(other) => return Err(format!("{field} must be an object of metric name to number, not {other}")),
+        Some(other) => {
+            return Err(format!(
+                "{field} must be an object of metric name to number, not {other}"
+            ));
+        }
     };
     if map.len() > MAX_METRICS {
-        return Err(format!("{field} has {} metrics; at most {MAX_METRICS} are kept", map.len()));
+        return Err(format!(
+            "{field} has {} metrics; at most {MAX_METRICS} are kept",
+            map.len()
+        ));
     }
     let mut out = BTreeMap::new();
     for (name, value) in map {
@@ -112,27 +141,39 @@ fn metrics_opt(doc: &Map<String, Value>, field: &str) -> Result<BTreeMap<String,
 /// Same rule as a gate's metric name.
 fn valid_metric_name(name: &str) -> bool {
     let mut chars = name.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-    first_ok && name.len() <= MAX_METRIC_NAME && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    first_ok
+        && name.len() <= MAX_METRIC_NAME
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
 }
 
 fn artifact(a: &Map<String, Value>) -> Result<ArtifactRef, String> {
     for key in a.keys() {
         if !matches!(key.as_str(), "uri" | "sha256") {
-            return Err(format!("artifact has an unknown field {key:?} (known: uri, sha256)"));
+            return Err(format!(
+                "artifact has an unknown field {key:?} (known: uri, sha256)"
+            ));
         }
     }
     let uri = match a.get("uri") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if is_uri(s) => Some(s.clone()),
-        Some(other) => return Err(format!("artifact.uri must be a URI with a scheme (for example s3://bucket/path), not {other}")),
+        Some(other) => {
+            return Err(format!(
+                "artifact.uri must be a URI with a scheme (for example s3://bucket/path), not {other}"
+            ));
+        }
     };
     let sha256 = match a.get("sha256") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => {
             let hex = s.strip_prefix("sha256:").unwrap_or(s);
             if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(format!("artifact.sha256 must be 64 hexadecimal digits (optionally prefixed with sha256:), not {s:?}"));
+                return Err(format!(
+                    "artifact.sha256 must be 64 hexadecimal digits (optionally prefixed with sha256:), not {s:?}"
+                ));
             }
             Some(hex.to_ascii_lowercase())
         }
@@ -142,7 +183,9 @@ fn artifact(a: &Map<String, Value>) -> Result<ArtifactRef, String> {
 }
 
 fn is_uri(s: &str) -> bool {
-    let Some((scheme, rest)) = s.split_once("://") else { return false };
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return false;
+    };
     let mut chars = scheme.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-'))
@@ -164,29 +207,52 @@ mod tests {
             SHA.to_uppercase()
         );
         let r = parse(Some(&msg), true).unwrap().unwrap();
-        assert_eq!(r.metrics, BTreeMap::from([("f1".into(), 0.91), ("rmse".into(), 2.0)]));
+        assert_eq!(
+            r.metrics,
+            BTreeMap::from([("f1".into(), 0.91), ("rmse".into(), 2.0)])
+        );
         assert_eq!(r.baseline_metrics["f1"], 0.9);
-        assert_eq!(r.artifact.unwrap(), ArtifactRef { uri: Some("s3://m/v1/".into()), sha256: Some(SHA.into()) });
+        assert_eq!(
+            r.artifact.unwrap(),
+            ArtifactRef {
+                uri: Some("s3://m/v1/".into()),
+                sha256: Some(SHA.into())
+            }
+        );
         assert_eq!(r.dataset_digest.as_deref(), Some("sha256:beef"));
     }
 
     #[test]
     fn a_minimal_document_parses() {
-        let r = parse(Some(r#" {"schemaVersion": 1, "metrics": {}} "#), true).unwrap().unwrap();
+        let r = parse(Some(r#" {"schemaVersion": 1, "metrics": {}} "#), true)
+            .unwrap()
+            .unwrap();
         assert_eq!(r, StageResult::default());
     }
 
     #[test]
     fn missing_message_fails_only_where_required() {
-        assert!(parse(None, true).unwrap_err().contains("no termination message"));
-        assert!(parse(Some("  "), true).unwrap_err().contains("no termination message"));
+        assert!(
+            parse(None, true)
+                .unwrap_err()
+                .contains("no termination message")
+        );
+        assert!(
+            parse(Some("  "), true)
+                .unwrap_err()
+                .contains("no termination message")
+        );
         assert_eq!(parse(None, false).unwrap(), None);
         assert_eq!(parse(Some(""), false).unwrap(), None);
     }
 
     #[test]
     fn optional_message_must_still_be_valid_when_present() {
-        assert!(parse(Some("all tests passed"), false).unwrap_err().contains("not valid JSON"));
+        assert!(
+            parse(Some("all tests passed"), false)
+                .unwrap_err()
+                .contains("not valid JSON")
+        );
     }
 
     #[test]
@@ -195,20 +261,59 @@ mod tests {
             ("{", "not valid JSON"),
             ("[1]", "must be a JSON object"),
             (r#"{"metrics":{}}"#, "no schemaVersion"),
-            (r#"{"schemaVersion":2,"metrics":{}}"#, "schemaVersion 2, but this operator reads only schemaVersion 1"),
-            (r#"{"schemaVersion":"1","metrics":{}}"#, "schemaVersion \"1\""),
+            (
+                r#"{"schemaVersion":2,"metrics":{}}"#,
+                "schemaVersion 2, but this operator reads only schemaVersion 1",
+            ),
+            (
+                r#"{"schemaVersion":"1","metrics":{}}"#,
+                "schemaVersion \"1\"",
+            ),
             (r#"{"schemaVersion":1}"#, "no \"metrics\" object"),
-            (r#"{"schemaVersion":1,"metric":{}}"#, "unknown field \"metric\""),
-            (r#"{"schemaVersion":1,"metrics":{"f1":"0.9"}}"#, "metrics.f1 is \"0.9\", not a number"),
-            (r#"{"schemaVersion":1,"metrics":{"f1":null}}"#, "metrics.f1 is null, not a number"),
-            (r#"{"schemaVersion":1,"metrics":[0.9]}"#, "metrics must be an object"),
-            (r#"{"schemaVersion":1,"metrics":{"9lives":1}}"#, "\"9lives\" is not a metric name"),
-            (r#"{"schemaVersion":1,"metrics":{},"baselineMetrics":{"f1":true}}"#, "baselineMetrics.f1 is true"),
-            (r#"{"schemaVersion":1,"metrics":{},"artifact":"s3://x"}"#, "artifact must be an object"),
-            (r#"{"schemaVersion":1,"metrics":{},"artifact":{"uri":"not a uri"}}"#, "artifact.uri must be a URI"),
-            (r#"{"schemaVersion":1,"metrics":{},"artifact":{"sha256":"abc"}}"#, "artifact.sha256 must be 64 hexadecimal"),
-            (r#"{"schemaVersion":1,"metrics":{},"artifact":{"url":"s3://x/y"}}"#, "artifact has an unknown field \"url\""),
-            (r#"{"schemaVersion":1,"metrics":{},"datasetDigest":""}"#, "datasetDigest must be a non-empty string"),
+            (
+                r#"{"schemaVersion":1,"metric":{}}"#,
+                "unknown field \"metric\"",
+            ),
+            (
+                r#"{"schemaVersion":1,"metrics":{"f1":"0.9"}}"#,
+                "metrics.f1 is \"0.9\", not a number",
+            ),
+            (
+                r#"{"schemaVersion":1,"metrics":{"f1":null}}"#,
+                "metrics.f1 is null, not a number",
+            ),
+            (
+                r#"{"schemaVersion":1,"metrics":[0.9]}"#,
+                "metrics must be an object",
+            ),
+            (
+                r#"{"schemaVersion":1,"metrics":{"9lives":1}}"#,
+                "\"9lives\" is not a metric name",
+            ),
+            (
+                r#"{"schemaVersion":1,"metrics":{},"baselineMetrics":{"f1":true}}"#,
+                "baselineMetrics.f1 is true",
+            ),
+            (
+                r#"{"schemaVersion":1,"metrics":{},"artifact":"s3://x"}"#,
+                "artifact must be an object",
+            ),
+            (
+                r#"{"schemaVersion":1,"metrics":{},"artifact":{"uri":"not a uri"}}"#,
+                "artifact.uri must be a URI",
+            ),
+            (
+                r#"{"schemaVersion":1,"metrics":{},"artifact":{"sha256":"abc"}}"#,
+                "artifact.sha256 must be 64 hexadecimal",
+            ),
+            (
+                r#"{"schemaVersion":1,"metrics":{},"artifact":{"url":"s3://x/y"}}"#,
+                "artifact has an unknown field \"url\"",
+            ),
+            (
+                r#"{"schemaVersion":1,"metrics":{},"datasetDigest":""}"#,
+                "datasetDigest must be a non-empty string",
+            ),
         ];
         for (msg, want) in cases {
             let err = parse(Some(msg), true).unwrap_err();
@@ -218,14 +323,19 @@ mod tests {
 
     #[test]
     fn a_truncated_message_says_so() {
-        let long = format!(r#"{{"schemaVersion":1,"metrics":{{"a":"{}"#, "x".repeat(5000));
+        let long = format!(
+            r#"{{"schemaVersion":1,"metrics":{{"a":"{}"#,
+            "x".repeat(5000)
+        );
         let err = parse(Some(&long[..MAX_MESSAGE_BYTES]), true).unwrap_err();
         assert!(err.contains("cut off"), "{err}");
     }
 
     #[test]
     fn too_many_metrics_are_refused() {
-        let metrics: Map<String, Value> = (0..=MAX_METRICS).map(|i| (format!("m{i}"), Value::from(i))).collect();
+        let metrics: Map<String, Value> = (0..=MAX_METRICS)
+            .map(|i| (format!("m{i}"), Value::from(i)))
+            .collect();
         let msg = serde_json::json!({"schemaVersion": 1, "metrics": metrics}).to_string();
         assert!(parse(Some(&msg), true).unwrap_err().contains("at most 64"));
     }

@@ -8,11 +8,14 @@ use super::jobs::{EXIT_CHECK_FAILED, Stage, job_name, planned_stages};
 use super::results::{self, StageResult};
 use super::schedule::{self, Schedule};
 use super::serving;
-use super::triggers::{self, ANNOTATION_APPROVE_RUN, ANNOTATION_REJECT_RUN, ANNOTATION_RUN, Annotations, Changes};
+use super::triggers::{
+    self, ANNOTATION_APPROVE_RUN, ANNOTATION_REJECT_RUN, ANNOTATION_RUN, Annotations, Changes,
+};
 use super::version;
 use crate::api::{
-    Approval, Candidate, GateStage, ModelPipeline, ModelPipelineStatus, PipelinePhase, ProductionModel, Reproducibility, Run,
-    RunInputs, RunPhase, StagePhase, StageStatus, Trigger, TriggerReason, Verdict,
+    Approval, Candidate, GateStage, ModelPipeline, ModelPipelineStatus, PipelinePhase,
+    ProductionModel, Reproducibility, Run, RunInputs, RunPhase, StagePhase, StageStatus, Trigger,
+    TriggerReason, Verdict,
 };
 use crate::conditions::{Status, set};
 use jiff::Timestamp;
@@ -33,8 +36,14 @@ pub enum JobState {
     /// A Job of that name that another object owns (a deleted pipeline of the same name).
     Foreign,
     Active,
-    Succeeded { completed_at: Option<Timestamp> },
-    Failed { reason: String, message: String, failed_at: Option<Timestamp> },
+    Succeeded {
+        completed_at: Option<Timestamp>,
+    },
+    Failed {
+        reason: String,
+        message: String,
+        failed_at: Option<Timestamp>,
+    },
 }
 
 /// What the pod that decided a Job's outcome left behind.
@@ -116,7 +125,9 @@ fn parse_ts(s: Option<&str>) -> Option<Timestamp> {
 }
 
 fn seconds_between(from: Option<&str>, to: Timestamp) -> f64 {
-    parse_ts(from).map(|t| to.duration_since(t).as_secs_f64().max(0.0)).unwrap_or(0.0)
+    parse_ts(from)
+        .map(|t| to.duration_since(t).as_secs_f64().max(0.0))
+        .unwrap_or(0.0)
 }
 
 /// The artifact a run's candidate is at: where train said it wrote it, else where it was told to.
@@ -136,7 +147,11 @@ struct Step<'a> {
 
 impl<'a> Step<'a> {
     fn note(&mut self, warning: bool, reason: &'static str, message: String) {
-        self.d.notes.push(Note { warning, reason, message });
+        self.d.notes.push(Note {
+            warning,
+            reason,
+            message,
+        });
     }
 
     fn wake_in(&mut self, after: Duration) {
@@ -144,17 +159,29 @@ impl<'a> Step<'a> {
     }
 
     fn active(&self) -> Option<usize> {
-        self.d.status.runs.iter().position(|r| r.phase == RunPhase::Running)
+        self.d
+            .status
+            .runs
+            .iter()
+            .position(|r| r.phase == RunPhase::Running)
     }
 
     /// Production as the following ModelDeployment reports it.
     fn production(&mut self) {
         let seen = self.w.production.clone();
-        if seen.as_ref().map(|p| &p.version) != self.d.status.production.as_ref().map(|p| &p.version)
+        if seen.as_ref().map(|p| &p.version)
+            != self.d.status.production.as_ref().map(|p| &p.version)
             && let Some(p) = &seen
         {
             let from = p.deployment.as_deref().unwrap_or("its ModelDeployment");
-            self.note(false, "ProductionChanged", format!("production ({from}) now trusts {}: the baseline of the next run", p.version));
+            self.note(
+                false,
+                "ProductionChanged",
+                format!(
+                    "production ({from}) now trusts {}: the baseline of the next run",
+                    p.version
+                ),
+            );
         }
         self.d.status.production = seen;
     }
@@ -175,7 +202,14 @@ impl<'a> Step<'a> {
     }
 
     /// Fails the run at `idx` because of stage `si`.
-    fn fail_stage(&mut self, idx: usize, si: usize, reason: &'static str, message: String, exit_code: Option<i32>) {
+    fn fail_stage(
+        &mut self,
+        idx: usize,
+        si: usize,
+        reason: &'static str,
+        message: String,
+        exit_code: Option<i32>,
+    ) {
         let now = self.w.now;
         let run = &mut self.d.status.runs[idx];
         let st = &mut run.stages[si];
@@ -183,7 +217,9 @@ impl<'a> Step<'a> {
         st.finished_at = Some(now.to_string());
         st.message = Some(message.clone());
         st.exit_code = exit_code.or(st.exit_code);
-        let stage = Stage::parse(&st.name).map(Stage::as_str).unwrap_or("unknown");
+        let stage = Stage::parse(&st.name)
+            .map(Stage::as_str)
+            .unwrap_or("unknown");
         let took = seconds_between(st.started_at.as_deref(), now);
         run.stage = Some(st.name.clone());
         let name = run.name.clone();
@@ -198,7 +234,11 @@ impl<'a> Step<'a> {
         let Some(idx) = self.active() else { return };
         loop {
             let run = &self.d.status.runs[idx];
-            let Some(si) = run.stages.iter().position(|s| s.phase != StagePhase::Succeeded) else {
+            let Some(si) = run
+                .stages
+                .iter()
+                .position(|s| s.phase != StagePhase::Succeeded)
+            else {
                 self.passed(idx);
                 return;
             };
@@ -218,7 +258,10 @@ impl<'a> Step<'a> {
                 }
                 StagePhase::Running => self.running(idx, si, stage),
                 StagePhase::Failed => {
-                    let message = run.stages[si].message.clone().unwrap_or_else(|| format!("stage {} failed", stage.as_str()));
+                    let message = run.stages[si]
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| format!("stage {} failed", stage.as_str()));
                     self.finish(idx, RunPhase::Failed, "StageFailed", message);
                     false
                 }
@@ -238,7 +281,13 @@ impl<'a> Step<'a> {
             let port = match &self.w.integration {
                 Ok(port) => *port,
                 Err(why) => {
-                    self.fail_stage(idx, si, "NoServingTemplate", format!("stage integration cannot start: {why}"), None);
+                    self.fail_stage(
+                        idx,
+                        si,
+                        "NoServingTemplate",
+                        format!("stage integration cannot start: {why}"),
+                        None,
+                    );
                     return;
                 }
             };
@@ -247,7 +296,10 @@ impl<'a> Step<'a> {
             st.service_url = Some(serving::service_url(self.w.pipeline, &run_name, port));
             let deadline = self.integration_timeout();
             self.wake_in(deadline);
-            format!("starting the candidate as Deployment {} for the integration test", serving::serving_name(&pipeline, &run_name))
+            format!(
+                "starting the candidate as Deployment {} for the integration test",
+                serving::serving_name(&pipeline, &run_name)
+            )
         } else {
             self.d.status.runs[idx].stages[si].phase = StagePhase::Running;
             format!("Job {} started", job_name(&pipeline, &run_name, stage))
@@ -263,7 +315,15 @@ impl<'a> Step<'a> {
     }
 
     fn integration_timeout(&self) -> Duration {
-        let secs = self.w.pipeline.spec.stages.integration.as_ref().map(|i| i.ready_timeout_seconds).unwrap_or(600);
+        let secs = self
+            .w
+            .pipeline
+            .spec
+            .stages
+            .integration
+            .as_ref()
+            .map(|i| i.ready_timeout_seconds)
+            .unwrap_or(600);
         Duration::from_secs(u64::try_from(secs).unwrap_or(600))
     }
 
@@ -284,7 +344,10 @@ impl<'a> Step<'a> {
             return;
         }
         let timeout = self.integration_timeout();
-        let waited = seconds_between(self.d.status.runs[idx].stages[si].started_at.as_deref(), now);
+        let waited = seconds_between(
+            self.d.status.runs[idx].stages[si].started_at.as_deref(),
+            now,
+        );
         if waited >= timeout.as_secs_f64() {
             let message = format!(
                 "stage integration: Deployment {deployment} serving the candidate did not become available within {}s (spec.stages.integration.readyTimeoutSeconds)",
@@ -293,27 +356,37 @@ impl<'a> Step<'a> {
             self.fail_stage(idx, si, "ServingUnavailable", message, None);
             return;
         }
-        self.wake_in(Duration::from_secs_f64((timeout.as_secs_f64() - waited).max(1.0)));
+        self.wake_in(Duration::from_secs_f64(
+            (timeout.as_secs_f64() - waited).max(1.0),
+        ));
     }
 
     /// A stage whose Job runs. Returns whether the stage succeeded (the next may start).
     fn running(&mut self, idx: usize, si: usize, stage: Stage) -> bool {
         let now = self.w.now;
         let job = self.d.status.runs[idx].stages[si].job.clone();
-        let Some(view) = self.w.jobs.get(&job) else { return false };
+        let Some(view) = self.w.jobs.get(&job) else {
+            return false;
+        };
         match &view.state {
             JobState::Missing | JobState::Active => false,
             JobState::Foreign => {
-                self.d.status.runs[idx].stages[si].message =
-                    Some(format!("waiting for Job {job}, left by an earlier pipeline of the same name, to be deleted"));
+                self.d.status.runs[idx].stages[si].message = Some(format!(
+                    "waiting for Job {job}, left by an earlier pipeline of the same name, to be deleted"
+                ));
                 self.wake_in(Duration::from_secs(5));
                 false
             }
-            JobState::Failed { reason, message, failed_at } => {
+            JobState::Failed {
+                reason,
+                message,
+                failed_at,
+            } => {
                 // Failed pods stay with their Job; give the pod watch a moment to show the
                 // exit code and message. A deadline deletes the pods, so nothing is waited for.
                 let pods_kept = reason != "DeadlineExceeded";
-                let recent = failed_at.is_none_or(|t| now.duration_since(t).as_secs_f64() <= POD_GRACE.as_secs_f64());
+                let recent = failed_at
+                    .is_none_or(|t| now.duration_since(t).as_secs_f64() <= POD_GRACE.as_secs_f64());
                 if view.pod.is_none() && pods_kept && recent {
                     self.wake_in(Duration::from_secs(1));
                     return false;
@@ -324,9 +397,14 @@ impl<'a> Step<'a> {
             }
             JobState::Succeeded { completed_at } => {
                 let Some(pod) = &view.pod else {
-                    let lost = completed_at.is_some_and(|t| now.duration_since(t).as_secs_f64() > POD_GRACE.as_secs_f64());
+                    let lost = completed_at.is_some_and(|t| {
+                        now.duration_since(t).as_secs_f64() > POD_GRACE.as_secs_f64()
+                    });
                     if lost {
-                        let message = format!("stage {}: Job {job} succeeded but its pod is gone, so its result cannot be read", stage.as_str());
+                        let message = format!(
+                            "stage {}: Job {job} succeeded but its pod is gone, so its result cannot be read",
+                            stage.as_str()
+                        );
                         self.fail_stage(idx, si, "InvalidResult", message, None);
                     } else {
                         self.wake_in(Duration::from_secs(1));
@@ -338,7 +416,15 @@ impl<'a> Step<'a> {
         }
     }
 
-    fn stage_failed(&mut self, idx: usize, si: usize, stage: Stage, job_reason: &str, job_message: &str, pod: &PodOutcome) {
+    fn stage_failed(
+        &mut self,
+        idx: usize,
+        si: usize,
+        stage: Stage,
+        job_reason: &str,
+        job_message: &str,
+        pod: &PodOutcome,
+    ) {
         let st = &mut self.d.status.runs[idx].stages[si];
         st.images = pod.images.clone();
         // A stage may still report what it measured before it failed (a validation's drift).
@@ -346,9 +432,17 @@ impl<'a> Step<'a> {
             st.metrics = r.metrics;
             st.baseline_metrics = r.baseline_metrics;
         }
-        let said = pod.message.as_deref().map(str::trim).filter(|m| !m.is_empty()).map(|m| truncate(m, MAX_MESSAGE));
+        let said = pod
+            .message
+            .as_deref()
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(|m| truncate(m, MAX_MESSAGE));
         let (reason, message) = if pod.exit_code == Some(EXIT_CHECK_FAILED) {
-            let mut m = format!("stage {} failed its check (exit code {EXIT_CHECK_FAILED}, not retried)", stage.as_str());
+            let mut m = format!(
+                "stage {} failed its check (exit code {EXIT_CHECK_FAILED}, not retried)",
+                stage.as_str()
+            );
             if let Some(said) = &said {
                 m.push_str(&format!(": {said}"));
             }
@@ -383,7 +477,12 @@ impl<'a> Step<'a> {
         let run = &mut self.d.status.runs[idx];
         let run_name = run.name.clone();
         let st = &mut run.stages[si];
-        let StageResult { metrics, baseline_metrics, artifact, dataset_digest } = result;
+        let StageResult {
+            metrics,
+            baseline_metrics,
+            artifact,
+            dataset_digest,
+        } = result;
         st.metrics = metrics;
         st.baseline_metrics = baseline_metrics;
         st.artifact = artifact;
@@ -396,10 +495,26 @@ impl<'a> Step<'a> {
         let reported = if st.metrics.is_empty() {
             String::new()
         } else {
-            format!(" ({})", st.metrics.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "))
+            format!(
+                " ({})",
+                st.metrics
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         };
-        self.d.stage_durations.push((stage.as_str(), "succeeded", took));
-        self.note(false, "StageSucceeded", format!("{run_name}: stage {} succeeded in {took:.0}s{reported}", stage.as_str()));
+        self.d
+            .stage_durations
+            .push((stage.as_str(), "succeeded", took));
+        self.note(
+            false,
+            "StageSucceeded",
+            format!(
+                "{run_name}: stage {} succeeded in {took:.0}s{reported}",
+                stage.as_str()
+            ),
+        );
 
         let gate_stage = match stage {
             Stage::Evaluate => GateStage::Evaluate,
@@ -418,9 +533,15 @@ impl<'a> Step<'a> {
             GateStage::Evaluate => &b.metrics,
             GateStage::Integration => &b.integration_metrics,
         });
-        let measured = Measured { metrics: &st.metrics, run_baseline: &st.baseline_metrics, production: production.unwrap_or(&empty) };
+        let measured = Measured {
+            metrics: &st.metrics,
+            run_baseline: &st.baseline_metrics,
+            production: production.unwrap_or(&empty),
+        };
         let results = gates::judge_stage(&self.w.pipeline.spec.gates, gate_stage, measured);
-        self.d.gate_verdicts.extend(results.iter().map(|r| r.verdict));
+        self.d
+            .gate_verdicts
+            .extend(results.iter().map(|r| r.verdict));
         let passed = gates::all_pass(&results);
         let summary = gates::failures(&results);
         let run = &mut self.d.status.runs[idx];
@@ -447,7 +568,11 @@ impl<'a> Step<'a> {
         let images = run
             .stages
             .iter()
-            .flat_map(|st| st.images.iter().map(move |(c, image)| (format!("{}/{c}", st.name), image.clone())))
+            .flat_map(|st| {
+                st.images
+                    .iter()
+                    .map(move |(c, image)| (format!("{}/{c}", st.name), image.clone()))
+            })
             .collect();
         let digest = [Stage::Train, Stage::Validate, Stage::Evaluate]
             .into_iter()
@@ -465,7 +590,9 @@ impl<'a> Step<'a> {
                 data_uri: spec.data.uri.clone(),
                 data_version: run.inputs.data_version.clone(),
                 data_digest: digest,
-                artifact_sha256: stage(Stage::Train).and_then(|st| st.artifact.as_ref()).and_then(|a| a.sha256.clone()),
+                artifact_sha256: stage(Stage::Train)
+                    .and_then(|st| st.artifact.as_ref())
+                    .and_then(|a| a.sha256.clone()),
                 seed: spec.seed,
                 template_hash: run.inputs.template_hash.clone(),
                 baseline_version: run.baseline.as_ref().map(|b| b.version.clone()),
@@ -479,7 +606,11 @@ impl<'a> Step<'a> {
         let gates_summary = if run.gates.is_empty() {
             "no gates are configured".to_string()
         } else {
-            run.gates.iter().map(|g| format!("{} {}", g.metric, g.bound)).collect::<Vec<_>>().join("; ")
+            run.gates
+                .iter()
+                .map(|g| format!("{} {}", g.metric, g.bound))
+                .collect::<Vec<_>>()
+                .join("; ")
         };
         let skipped = run.gates.iter().any(|g| g.bound.contains("skipped"));
 
@@ -499,14 +630,19 @@ impl<'a> Step<'a> {
         for i in 0..self.d.status.runs.len() {
             if i != idx && self.d.status.runs[i].phase == RunPhase::WaitingApproval {
                 let old = &self.d.status.runs[i];
-                let message = format!("{}: candidate {} superseded by {} from {name} before it was approved", old.name, old.version, candidate.version);
+                let message = format!(
+                    "{}: candidate {} superseded by {} from {name} before it was approved",
+                    old.name, old.version, candidate.version
+                );
                 self.note(false, "CandidateSuperseded", message.clone());
                 self.finish(i, RunPhase::Rejected, "Superseded", message);
             }
         }
 
         match spec.approval {
-            Approval::Automatic => self.approve(idx, "approved automatically (spec.approval: Automatic)"),
+            Approval::Automatic => {
+                self.approve(idx, "approved automatically (spec.approval: Automatic)")
+            }
             Approval::Manual => {
                 let p = self.w.pipeline.name_any();
                 let message = format!(
@@ -525,19 +661,35 @@ impl<'a> Step<'a> {
     fn approve(&mut self, idx: usize, how: &str) {
         let now = self.w.now.to_string();
         let run = &mut self.d.status.runs[idx];
-        let Some(candidate) = run.candidate.as_mut() else { return };
+        let Some(candidate) = run.candidate.as_mut() else {
+            return;
+        };
         candidate.approved_at = Some(now);
         let candidate = candidate.clone();
         let name = run.name.clone();
-        if self.d.status.latest_candidate.as_ref().is_some_and(|c| c.version == candidate.version) {
+        if self
+            .d
+            .status
+            .latest_candidate
+            .as_ref()
+            .is_some_and(|c| c.version == candidate.version)
+        {
             self.d.status.latest_candidate = Some(candidate.clone());
         }
         // Approvals only move forward: an older run never replaces a newer approved one.
-        let newer_approved = self.d.status.latest_approved.as_ref().is_some_and(|a| run_number(&a.run) > run_number(&name));
+        let newer_approved = self
+            .d
+            .status
+            .latest_approved
+            .as_ref()
+            .is_some_and(|a| run_number(&a.run) > run_number(&name));
         if !newer_approved {
             self.d.status.latest_approved = Some(candidate.clone());
         }
-        let message = format!("{name}: candidate {} {how}; it is published as status.latestApproved", candidate.version);
+        let message = format!(
+            "{name}: candidate {} {how}; it is published as status.latestApproved",
+            candidate.version
+        );
         self.note(false, "CandidateApproved", message.clone());
         self.finish(idx, RunPhase::Succeeded, "Approved", message);
     }
@@ -552,7 +704,10 @@ impl<'a> Step<'a> {
             }
             // Rejection wins when both name the run: the safe side.
             if a.reject_run.as_deref() == Some(run.name.as_str()) {
-                let message = format!("{}: candidate {} rejected with {ANNOTATION_REJECT_RUN}; nothing is published", run.name, run.version);
+                let message = format!(
+                    "{}: candidate {} rejected with {ANNOTATION_REJECT_RUN}; nothing is published",
+                    run.name, run.version
+                );
                 self.note(true, "CandidateRejected", message.clone());
                 self.finish(idx, RunPhase::Rejected, "Rejected", message);
             } else if a.approve_run.as_deref() == Some(run.name.as_str()) {
@@ -566,7 +721,12 @@ impl<'a> Step<'a> {
         let now = self.w.now;
         let status = &self.d.status;
         let next = parse_ts(status.next_schedule_time.as_deref());
-        let tick = match schedule::tick(self.w.schedule, status.observed_schedule.as_deref(), next, now) {
+        let tick = match schedule::tick(
+            self.w.schedule,
+            status.observed_schedule.as_deref(),
+            next,
+            now,
+        ) {
             Ok(t) => t,
             Err(why) => {
                 self.note(true, "ScheduleInvalid", why);
@@ -601,10 +761,24 @@ impl<'a> Step<'a> {
         let busy = self.active().is_some();
         match trigger {
             Some(t) if busy => {
-                let running = self.active().map(|i| self.d.status.runs[i].name.clone()).unwrap_or_default();
-                let message = format!("{} trigger queued behind {running}: {}", t.reason.as_str(), t.detail);
+                let running = self
+                    .active()
+                    .map(|i| self.d.status.runs[i].name.clone())
+                    .unwrap_or_default();
+                let message = format!(
+                    "{} trigger queued behind {running}: {}",
+                    t.reason.as_str(),
+                    t.detail
+                );
                 if let Some(old) = &self.d.status.queued {
-                    self.note(false, "RunQueued", format!("{message} (replaces the queued {} trigger)", old.reason.as_str()));
+                    self.note(
+                        false,
+                        "RunQueued",
+                        format!(
+                            "{message} (replaces the queued {} trigger)",
+                            old.reason.as_str()
+                        ),
+                    );
                 } else {
                     self.note(false, "RunQueued", message);
                 }
@@ -625,7 +799,13 @@ impl<'a> Step<'a> {
 
     fn start_or_skip(&mut self, t: Trigger, inputs: &RunInputs) {
         if !triggers::worth_running(t.reason, inputs, self.d.status.last_successful.as_ref()) {
-            let last = self.d.status.latest_candidate.as_ref().map(|c| c.run.clone()).unwrap_or_else(|| "the last successful run".into());
+            let last = self
+                .d
+                .status
+                .latest_candidate
+                .as_ref()
+                .map(|c| c.run.clone())
+                .unwrap_or_else(|| "the last successful run".into());
             self.note(
                 false,
                 "RunSkipped",
@@ -693,11 +873,30 @@ impl<'a> Step<'a> {
         status.runs.insert(0, run);
         status.last_trigger = Some(t.clone());
         self.d.started.push(t.reason);
-        let baseline = self.d.status.production.as_ref().map(|b| format!(" against {}", b.version)).unwrap_or_default();
-        self.note(false, "RunStarted", format!("{name} started by {} ({}): builds {version}{baseline}", t.reason.as_str(), t.detail));
+        let baseline = self
+            .d
+            .status
+            .production
+            .as_ref()
+            .map(|b| format!(" against {}", b.version))
+            .unwrap_or_default();
+        self.note(
+            false,
+            "RunStarted",
+            format!(
+                "{name} started by {} ({}): builds {version}{baseline}",
+                t.reason.as_str(),
+                t.detail
+            ),
+        );
         if let Err(why) = planned {
             self.note(true, "InvalidVersion", format!("{name}: {why}"));
-            self.finish(0, RunPhase::Failed, "InvalidVersion", format!("{name}: {why}"));
+            self.finish(
+                0,
+                RunPhase::Failed,
+                "InvalidVersion",
+                format!("{name}: {why}"),
+            );
             return;
         }
         self.advance();
@@ -716,42 +915,100 @@ impl<'a> Step<'a> {
             Some(RunPhase::Succeeded) => PipelinePhase::Succeeded,
             Some(RunPhase::Failed) | Some(RunPhase::Rejected) => PipelinePhase::Failed,
         });
-        status.message = newest.and_then(|r| r.message.clone()).or_else(|| Some("no run yet".into()));
+        status.message = newest
+            .and_then(|r| r.message.clone())
+            .or_else(|| Some("no run yet".into()));
         status.verdict = status.runs.iter().find_map(|r| r.verdict);
 
         let running = status.runs.iter().find(|r| r.phase == RunPhase::Running);
         match running {
             Some(r) => {
-                let msg = r.message.clone().unwrap_or_else(|| format!("{} is running", r.name));
-                set(&mut status.conditions, "Running", Status::True, "RunInProgress", msg, generation, now)
+                let msg = r
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| format!("{} is running", r.name));
+                set(
+                    &mut status.conditions,
+                    "Running",
+                    Status::True,
+                    "RunInProgress",
+                    msg,
+                    generation,
+                    now,
+                )
             }
-            None => set(&mut status.conditions, "Running", Status::False, "Idle", "no run is in progress", generation, now),
+            None => set(
+                &mut status.conditions,
+                "Running",
+                Status::False,
+                "Idle",
+                "no run is in progress",
+                generation,
+                now,
+            ),
         }
-        let waiting: Vec<&str> = status.runs.iter().filter(|r| r.phase == RunPhase::WaitingApproval).map(|r| r.name.as_str()).collect();
+        let waiting: Vec<&str> = status
+            .runs
+            .iter()
+            .filter(|r| r.phase == RunPhase::WaitingApproval)
+            .map(|r| r.name.as_str())
+            .collect();
         if let Some(first) = waiting.first() {
             let msg = format!("{first} waits for {ANNOTATION_APPROVE_RUN}={first}");
-            set(&mut status.conditions, "WaitingApproval", Status::True, "CandidateWaiting", msg, generation, now);
+            set(
+                &mut status.conditions,
+                "WaitingApproval",
+                Status::True,
+                "CandidateWaiting",
+                msg,
+                generation,
+                now,
+            );
         } else {
-            set(&mut status.conditions, "WaitingApproval", Status::False, "NothingWaiting", "no candidate waits for approval", generation, now);
+            set(
+                &mut status.conditions,
+                "WaitingApproval",
+                Status::False,
+                "NothingWaiting",
+                "no candidate waits for approval",
+                generation,
+                now,
+            );
         }
         if let Some(r) = status.runs.iter().find(|r| r.phase.is_finished()) {
             let reason = r.reason.clone().unwrap_or_else(|| r.phase.as_str().into());
             let msg = r.message.clone().unwrap_or_default();
             let ok = Status::from_bool(r.phase == RunPhase::Succeeded);
-            set(&mut status.conditions, "Succeeded", ok, &reason, msg, generation, now);
+            set(
+                &mut status.conditions,
+                "Succeeded",
+                ok,
+                &reason,
+                msg,
+                generation,
+                now,
+            );
         }
     }
 }
 
 /// The number in a run name (`r12` → 12), for ordering.
 pub fn run_number(name: &str) -> i64 {
-    name.strip_prefix('r').and_then(|n| n.parse().ok()).unwrap_or(0)
+    name.strip_prefix('r')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Decides the next status of a pipeline.
 pub fn decide(w: &World<'_>) -> Decision {
     let current = w.pipeline.status.clone().unwrap_or_default();
-    let mut s = Step { w, d: Decision { status: current, ..Decision::default() } };
+    let mut s = Step {
+        w,
+        d: Decision {
+            status: current,
+            ..Decision::default()
+        },
+    };
     s.d.status.observed_generation = w.pipeline.metadata.generation;
     s.production();
     s.advance();
@@ -765,15 +1022,39 @@ pub fn decide(w: &World<'_>) -> Decision {
     let (now, generation) = (w.now, w.pipeline.metadata.generation);
     let conditions = &mut s.d.status.conditions;
     match &w.inputs {
-        Ok(_) => set(conditions, "Ready", Status::True, "Accepted", "the pipeline is valid and its inputs are known", generation, now),
-        Err(why) => set(conditions, "Ready", Status::False, "InputsUnavailable", why.clone(), generation, now),
+        Ok(_) => set(
+            conditions,
+            "Ready",
+            Status::True,
+            "Accepted",
+            "the pipeline is valid and its inputs are known",
+            generation,
+            now,
+        ),
+        Err(why) => set(
+            conditions,
+            "Ready",
+            Status::False,
+            "InputsUnavailable",
+            why.clone(),
+            generation,
+            now,
+        ),
     }
     s.d
 }
 
 /// The API server refused an object the stage needs (its Job, or the serving objects):
 /// the run fails with the server's reason instead of retrying a template that cannot work.
-pub fn rejected(p: &ModelPipeline, status: &ModelPipelineStatus, run: &str, stage: Stage, what: &str, why: &str, now: Timestamp) -> Decision {
+pub fn rejected(
+    p: &ModelPipeline,
+    status: &ModelPipelineStatus,
+    run: &str,
+    stage: Stage,
+    what: &str,
+    why: &str,
+    now: Timestamp,
+) -> Decision {
     let annotations = Annotations::default();
     let jobs = BTreeMap::new();
     let serving = BTreeMap::new();
@@ -788,11 +1069,27 @@ pub fn rejected(p: &ModelPipeline, status: &ModelPipelineStatus, run: &str, stag
         integration: Err(String::new()),
         production: status.production.clone(),
     };
-    let mut s = Step { w: &w, d: Decision { status: status.clone(), ..Decision::default() } };
-    if let Some(idx) = s.d.status.runs.iter().position(|r| r.name == run && r.phase == RunPhase::Running)
-        && let Some(si) = s.d.status.runs[idx].stages.iter().position(|st| st.name == stage.as_str())
+    let mut s = Step {
+        w: &w,
+        d: Decision {
+            status: status.clone(),
+            ..Decision::default()
+        },
+    };
+    if let Some(idx) =
+        s.d.status
+            .runs
+            .iter()
+            .position(|r| r.name == run && r.phase == RunPhase::Running)
+        && let Some(si) = s.d.status.runs[idx]
+            .stages
+            .iter()
+            .position(|st| st.name == stage.as_str())
     {
-        let message = format!("stage {}: the API server rejected {what}: {why}", stage.as_str());
+        let message = format!(
+            "stage {}: the API server rejected {what}: {why}",
+            stage.as_str()
+        );
         s.fail_stage(idx, si, "Rejected", message, None);
     }
     s.summarize();

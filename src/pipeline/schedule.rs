@@ -17,11 +17,17 @@ pub struct Schedule {
 impl Schedule {
     /// The schedule of a spec, if it has one.
     pub fn from_spec(spec: &TriggerSpec) -> Result<Option<Self>, String> {
-        let Some(expr) = spec.schedule.as_deref() else { return Ok(None) };
-        let cron = CronParser::new().parse(expr).map_err(|e| format!("spec.triggers.schedule {expr:?} is not a cron expression: {e}"))?;
+        let Some(expr) = spec.schedule.as_deref() else {
+            return Ok(None);
+        };
+        let cron = CronParser::new().parse(expr).map_err(|e| {
+            format!("spec.triggers.schedule {expr:?} is not a cron expression: {e}")
+        })?;
         let (tz, key) = match spec.time_zone.as_deref() {
             Some(name) => (
-                TimeZone::get(name).map_err(|e| format!("spec.triggers.timeZone {name:?} is not a known IANA time zone: {e}"))?,
+                TimeZone::get(name).map_err(|e| {
+                    format!("spec.triggers.timeZone {name:?} is not a known IANA time zone: {e}")
+                })?,
                 format!("{expr} ({name})"),
             ),
             None => (TimeZone::UTC, expr.to_string()),
@@ -52,18 +58,37 @@ pub struct Tick {
 
 /// Looks at the schedule: a new or changed schedule only computes its next time; a due one
 /// fires once, even if the operator was down over several occurrences.
-pub fn tick(schedule: Option<&Schedule>, observed_key: Option<&str>, next: Option<Timestamp>, now: Timestamp) -> Result<Tick, String> {
-    let Some(schedule) = schedule else { return Ok(Tick::default()) };
+pub fn tick(
+    schedule: Option<&Schedule>,
+    observed_key: Option<&str>,
+    next: Option<Timestamp>,
+    now: Timestamp,
+) -> Result<Tick, String> {
+    let Some(schedule) = schedule else {
+        return Ok(Tick::default());
+    };
     let key = Some(schedule.key.clone());
     match next {
         Some(due) if observed_key == Some(schedule.key.as_str()) => {
             if now >= due {
-                Ok(Tick { fired: Some(due), next: Some(schedule.next_after(now)?), key })
+                Ok(Tick {
+                    fired: Some(due),
+                    next: Some(schedule.next_after(now)?),
+                    key,
+                })
             } else {
-                Ok(Tick { fired: None, next: Some(due), key })
+                Ok(Tick {
+                    fired: None,
+                    next: Some(due),
+                    key,
+                })
             }
         }
-        _ => Ok(Tick { fired: None, next: Some(schedule.next_after(now)?), key }),
+        _ => Ok(Tick {
+            fired: None,
+            next: Some(schedule.next_after(now)?),
+            key,
+        }),
     }
 }
 
@@ -76,23 +101,45 @@ mod tests {
     }
 
     fn sched(expr: &str, tz: Option<&str>) -> Schedule {
-        let spec = TriggerSpec { schedule: Some(expr.into()), time_zone: tz.map(Into::into) };
+        let spec = TriggerSpec {
+            schedule: Some(expr.into()),
+            time_zone: tz.map(Into::into),
+        };
         Schedule::from_spec(&spec).unwrap().unwrap()
     }
 
     #[test]
     fn no_schedule_means_no_times() {
-        assert!(Schedule::from_spec(&TriggerSpec::default()).unwrap().is_none());
-        assert_eq!(tick(None, Some("x"), Some(ts("2026-01-01T00:00:00Z")), ts("2027-01-01T00:00:00Z")).unwrap(), Tick::default());
+        assert!(
+            Schedule::from_spec(&TriggerSpec::default())
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            tick(
+                None,
+                Some("x"),
+                Some(ts("2026-01-01T00:00:00Z")),
+                ts("2027-01-01T00:00:00Z")
+            )
+            .unwrap(),
+            Tick::default()
+        );
     }
 
     #[test]
     fn next_occurrence_honours_the_time_zone() {
         // Mondays 03:00 in Paris (CET, UTC+1 in winter) is 02:00 UTC.
         let s = sched("0 3 * * 1", Some("Europe/Paris"));
-        assert_eq!(s.next_after(ts("2026-11-25T12:00:00Z")).unwrap(), ts("2026-11-30T02:00:00Z"));
+        assert_eq!(
+            s.next_after(ts("2026-11-25T12:00:00Z")).unwrap(),
+            ts("2026-11-30T02:00:00Z")
+        );
         let utc = sched("0 3 * * 1", None);
-        assert_eq!(utc.next_after(ts("2026-11-25T12:00:00Z")).unwrap(), ts("2026-11-30T03:00:00Z"));
+        assert_eq!(
+            utc.next_after(ts("2026-11-25T12:00:00Z")).unwrap(),
+            ts("2026-11-30T03:00:00Z")
+        );
         assert_eq!(utc.key, "0 3 * * 1");
         assert_eq!(s.key, "0 3 * * 1 (Europe/Paris)");
     }
@@ -100,8 +147,15 @@ mod tests {
     #[test]
     fn six_fields_have_seconds() {
         let s = sched("*/10 * * * * *", None);
-        assert_eq!(s.next_after(ts("2026-01-01T00:00:01Z")).unwrap(), ts("2026-01-01T00:00:10Z"));
-        assert_eq!(s.next_after(ts("2026-01-01T00:00:10Z")).unwrap(), ts("2026-01-01T00:00:20Z"), "strictly after");
+        assert_eq!(
+            s.next_after(ts("2026-01-01T00:00:01Z")).unwrap(),
+            ts("2026-01-01T00:00:10Z")
+        );
+        assert_eq!(
+            s.next_after(ts("2026-01-01T00:00:10Z")).unwrap(),
+            ts("2026-01-01T00:00:20Z"),
+            "strictly after"
+        );
     }
 
     #[test]
@@ -109,9 +163,22 @@ mod tests {
         let s = sched("0 * * * *", None);
         let now = ts("2026-01-01T10:30:00Z");
         let t = tick(Some(&s), None, None, now).unwrap();
-        assert_eq!(t, Tick { fired: None, next: Some(ts("2026-01-01T11:00:00Z")), key: Some("0 * * * *".into()) });
+        assert_eq!(
+            t,
+            Tick {
+                fired: None,
+                next: Some(ts("2026-01-01T11:00:00Z")),
+                key: Some("0 * * * *".into())
+            }
+        );
         // A stale next time from another schedule is recomputed, not fired.
-        let t = tick(Some(&s), Some("0 3 * * 1"), Some(ts("2026-01-01T00:00:00Z")), now).unwrap();
+        let t = tick(
+            Some(&s),
+            Some("0 3 * * 1"),
+            Some(ts("2026-01-01T00:00:00Z")),
+            now,
+        )
+        .unwrap();
         assert_eq!((t.fired, t.next), (None, Some(ts("2026-01-01T11:00:00Z"))));
     }
 
@@ -119,19 +186,45 @@ mod tests {
     fn a_due_schedule_fires_once_and_moves_on() {
         let s = sched("0 * * * *", None);
         let key = Some("0 * * * *");
-        let not_yet = tick(Some(&s), key, Some(ts("2026-01-01T11:00:00Z")), ts("2026-01-01T10:59:59Z")).unwrap();
+        let not_yet = tick(
+            Some(&s),
+            key,
+            Some(ts("2026-01-01T11:00:00Z")),
+            ts("2026-01-01T10:59:59Z"),
+        )
+        .unwrap();
         assert_eq!(not_yet.fired, None);
         // Down from 11:00 to 13:30: one run, the next at 14:00.
-        let t = tick(Some(&s), key, Some(ts("2026-01-01T11:00:00Z")), ts("2026-01-01T13:30:00Z")).unwrap();
+        let t = tick(
+            Some(&s),
+            key,
+            Some(ts("2026-01-01T11:00:00Z")),
+            ts("2026-01-01T13:30:00Z"),
+        )
+        .unwrap();
         assert_eq!(t.fired, Some(ts("2026-01-01T11:00:00Z")));
         assert_eq!(t.next, Some(ts("2026-01-01T14:00:00Z")));
     }
 
     #[test]
     fn bad_expressions_are_named() {
-        let spec = TriggerSpec { schedule: Some("every day".into()), time_zone: None };
-        assert!(Schedule::from_spec(&spec).unwrap_err().contains("\"every day\""));
-        let spec = TriggerSpec { schedule: Some("0 3 * * *".into()), time_zone: Some("Mars/Base".into()) };
-        assert!(Schedule::from_spec(&spec).unwrap_err().contains("Mars/Base"));
+        let spec = TriggerSpec {
+            schedule: Some("every day".into()),
+            time_zone: None,
+        };
+        assert!(
+            Schedule::from_spec(&spec)
+                .unwrap_err()
+                .contains("\"every day\"")
+        );
+        let spec = TriggerSpec {
+            schedule: Some("0 3 * * *".into()),
+            time_zone: Some("Mars/Base".into()),
+        };
+        assert!(
+            Schedule::from_spec(&spec)
+                .unwrap_err()
+                .contains("Mars/Base")
+        );
     }
 }

@@ -44,11 +44,21 @@ pub fn serving_labels(pipeline: &str, run: &str) -> BTreeMap<String, String> {
 }
 
 /// The ModelDeployments that follow `p` (`spec.modelFrom.pipeline`), by name.
-pub fn followers<'a>(p: &ModelPipeline, deployments: &'a [Arc<ModelDeployment>]) -> Vec<&'a ModelDeployment> {
+pub fn followers<'a>(
+    p: &ModelPipeline,
+    deployments: &'a [Arc<ModelDeployment>],
+) -> Vec<&'a ModelDeployment> {
     let mut found: Vec<&ModelDeployment> = deployments
         .iter()
         .map(AsRef::as_ref)
-        .filter(|md| md.namespace() == p.namespace() && md.spec.model_from.as_ref().is_some_and(|f| f.pipeline == p.name_any()))
+        .filter(|md| {
+            md.namespace() == p.namespace()
+                && md
+                    .spec
+                    .model_from
+                    .as_ref()
+                    .is_some_and(|f| f.pipeline == p.name_any())
+        })
         .collect();
     found.sort_by_key(|md| md.name_any());
     found
@@ -57,7 +67,12 @@ pub fn followers<'a>(p: &ModelPipeline, deployments: &'a [Arc<ModelDeployment>])
 /// The ModelDeployment whose serving template the integration stage uses: the one
 /// `spec.stages.integration.deployment` names, or else the first that follows the pipeline.
 pub fn target(p: &ModelPipeline, deployments: &[Arc<ModelDeployment>]) -> Result<Target, String> {
-    let named = p.spec.stages.integration.as_ref().and_then(|i| i.deployment.clone());
+    let named = p
+        .spec
+        .stages
+        .integration
+        .as_ref()
+        .and_then(|i| i.deployment.clone());
     let md = match &named {
         Some(name) => deployments
             .iter()
@@ -96,7 +111,13 @@ fn meta(p: &ModelPipeline, run: &str) -> ObjectMeta {
 ///
 /// The template's own pod labels are left out: a production Service or monitor that selects
 /// them must never pick up a candidate that has not passed its tests.
-pub fn desired_deployment(p: &ModelPipeline, run: &str, version: &str, artifact: &str, target: &Target) -> Deployment {
+pub fn desired_deployment(
+    p: &ModelPipeline,
+    run: &str,
+    version: &str,
+    artifact: &str,
+    target: &Target,
+) -> Deployment {
     let name = p.name_any();
     let labels = serving_labels(&name, run);
     let mut pod = target.template.clone();
@@ -114,7 +135,10 @@ pub fn desired_deployment(p: &ModelPipeline, run: &str, version: &str, artifact:
         metadata: meta(p, run),
         spec: Some(DeploymentSpec {
             replicas: Some(1),
-            selector: LabelSelector { match_labels: Some(labels), match_expressions: None },
+            selector: LabelSelector {
+                match_labels: Some(labels),
+                match_expressions: None,
+            },
             template: pod,
             ..DeploymentSpec::default()
         }),
@@ -143,12 +167,18 @@ pub fn desired_service(p: &ModelPipeline, run: &str, target: &Target) -> Service
 
 /// In-cluster address of the served candidate (`MODELSHIP_SERVICE_URL`).
 pub fn service_url(p: &ModelPipeline, run: &str, service_port: i32) -> String {
-    format!("http://{}.{}.svc:{service_port}", serving_name(&p.name_any(), run), p.namespace().unwrap_or_default())
+    format!(
+        "http://{}.{}.svc:{service_port}",
+        serving_name(&p.name_any(), run),
+        p.namespace().unwrap_or_default()
+    )
 }
 
 /// Whether the temporary Deployment has its replica available.
 pub fn available(d: &Deployment) -> bool {
-    d.status.as_ref().is_some_and(|s| s.available_replicas.unwrap_or(0) >= 1)
+    d.status
+        .as_ref()
+        .is_some_and(|s| s.available_replicas.unwrap_or(0) >= 1)
         && d.status.as_ref().and_then(|s| s.observed_generation) >= d.meta().generation
 }
 
@@ -162,29 +192,51 @@ mod tests {
         let mut md = sample_md();
         md.metadata.name = Some(name.into());
         md.spec.model = None;
-        md.spec.model_from = Some(crate::api::ModelFrom { pipeline: pipeline.into() });
+        md.spec.model_from = Some(crate::api::ModelFrom {
+            pipeline: pipeline.into(),
+        });
         Arc::new(md)
     }
 
     #[test]
     fn the_follower_is_the_target_unless_one_is_named() {
         let mut p = sample();
-        let mds = vec![following("zeta", "fraud"), following("alpha", "fraud"), following("other", "churn")];
-        assert_eq!(followers(&p, &mds).iter().map(|m| m.name_any()).collect::<Vec<_>>(), vec!["alpha", "zeta"]);
+        let mds = vec![
+            following("zeta", "fraud"),
+            following("alpha", "fraud"),
+            following("other", "churn"),
+        ];
+        assert_eq!(
+            followers(&p, &mds)
+                .iter()
+                .map(|m| m.name_any())
+                .collect::<Vec<_>>(),
+            vec!["alpha", "zeta"]
+        );
         assert_eq!(target(&p, &mds).unwrap().deployment, "alpha");
-        p.spec.stages.integration = Some(serde_json::from_value(serde_json::json!({
-            "template": {"spec": {"containers": [{"name": "t"}]}}, "deployment": "other"
-        })).unwrap());
+        p.spec.stages.integration = Some(
+            serde_json::from_value(serde_json::json!({
+                "template": {"spec": {"containers": [{"name": "t"}]}}, "deployment": "other"
+            }))
+            .unwrap(),
+        );
         assert_eq!(target(&p, &mds).unwrap().deployment, "other");
         p.spec.stages.integration.as_mut().unwrap().deployment = Some("missing".into());
-        assert!(target(&p, &mds).unwrap_err().contains("ModelDeployment missing"));
+        assert!(
+            target(&p, &mds)
+                .unwrap_err()
+                .contains("ModelDeployment missing")
+        );
     }
 
     #[test]
     fn without_a_follower_the_error_says_what_to_do() {
         let p = sample();
         let err = target(&p, &[following("x", "churn")]).unwrap_err();
-        assert!(err.contains("no ModelDeployment follows this pipeline"), "{err}");
+        assert!(
+            err.contains("no ModelDeployment follows this pipeline"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -194,12 +246,25 @@ mod tests {
         let t = target(&p, &mds).unwrap();
         let d = desired_deployment(&p, "r4", "fraud-v1.1.0-2026-11-26-f4c9a2", "s3://m/x/", &t);
         assert_eq!(d.metadata.name.as_deref(), Some("fraud-r4-serve"));
-        assert_eq!(d.metadata.owner_references.as_ref().unwrap()[0].kind, "ModelPipeline");
+        assert_eq!(
+            d.metadata.owner_references.as_ref().unwrap()[0].kind,
+            "ModelPipeline"
+        );
         let spec = d.spec.unwrap();
         assert_eq!(spec.replicas, Some(1));
-        let labels = spec.template.metadata.as_ref().unwrap().labels.clone().unwrap();
+        let labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .clone()
+            .unwrap();
         assert_eq!(labels, serving_labels("fraud", "r4"));
-        assert!(!labels.contains_key("app"), "the production template's labels are not copied");
+        assert!(
+            !labels.contains_key("app"),
+            "the production template's labels are not copied"
+        );
         assert_eq!(spec.selector.match_labels.unwrap(), labels);
         let env: BTreeMap<_, _> = spec.template.spec.unwrap().containers[0]
             .env
@@ -213,8 +278,14 @@ mod tests {
         let s = desired_service(&p, "r4", &t);
         assert_eq!(s.metadata.name.as_deref(), Some("fraud-r4-serve"));
         let port = &s.spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
-        assert_eq!((port.port, port.target_port.clone()), (80, Some(IntOrString::Int(8080))));
-        assert_eq!(service_url(&p, "r4", t.service_port), "http://fraud-r4-serve.models.svc:80");
+        assert_eq!(
+            (port.port, port.target_port.clone()),
+            (80, Some(IntOrString::Int(8080)))
+        );
+        assert_eq!(
+            service_url(&p, "r4", t.service_port),
+            "http://fraud-r4-serve.models.svc:80"
+        );
     }
 
     #[test]
@@ -224,9 +295,19 @@ mod tests {
         let mut d = desired_deployment(&p, "r1", "v", "s3://a/", &t);
         d.metadata.generation = Some(2);
         assert!(!available(&d));
-        d.status = Some(serde_json::from_value(serde_json::json!({"observedGeneration": 2, "availableReplicas": 1})).unwrap());
+        d.status = Some(
+            serde_json::from_value(
+                serde_json::json!({"observedGeneration": 2, "availableReplicas": 1}),
+            )
+            .unwrap(),
+        );
         assert!(available(&d));
-        d.status = Some(serde_json::from_value(serde_json::json!({"observedGeneration": 1, "availableReplicas": 1})).unwrap());
+        d.status = Some(
+            serde_json::from_value(
+                serde_json::json!({"observedGeneration": 1, "availableReplicas": 1}),
+            )
+            .unwrap(),
+        );
         assert!(!available(&d));
     }
 }

@@ -1,5 +1,8 @@
 //! Fixtures for the pipeline controller's unit tests.
-use crate::api::{ModelPipeline, ModelPipelineSpec, Run, RunPhase, StagePhase, StageStatus, Trigger, TriggerReason};
+use crate::api::{
+    ModelPipeline, ModelPipelineSpec, Run, RunPhase, StagePhase, StageStatus, Trigger,
+    TriggerReason,
+};
 use crate::pipeline::jobs::{job_name, planned_stages};
 use crate::pipeline::triggers::current_inputs;
 use kube::ResourceExt;
@@ -35,7 +38,11 @@ pub fn run(p: &ModelPipeline, name: &str) -> Run {
     let pipeline = p.name_any();
     Run {
         name: name.into(),
-        trigger: Trigger { reason: TriggerReason::Source, detail: "new pipeline".into(), time: T0.into() },
+        trigger: Trigger {
+            reason: TriggerReason::Source,
+            detail: "new pipeline".into(),
+            time: T0.into(),
+        },
         inputs: current_inputs(&p.spec, "2026-11-26".into()),
         phase: RunPhase::Running,
         reason: None,

@@ -24,8 +24,16 @@ pub struct Annotations {
 
 impl Annotations {
     pub fn from_map(map: &BTreeMap<String, String>) -> Self {
-        let get = |k: &str| map.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        Self { run: get(ANNOTATION_RUN), approve_run: get(ANNOTATION_APPROVE_RUN), reject_run: get(ANNOTATION_REJECT_RUN) }
+        let get = |k: &str| {
+            map.get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        Self {
+            run: get(ANNOTATION_RUN),
+            approve_run: get(ANNOTATION_APPROVE_RUN),
+            reject_run: get(ANNOTATION_REJECT_RUN),
+        }
     }
 }
 
@@ -82,18 +90,36 @@ pub fn data_version(spec: &DataSpec, configmap: Option<&ConfigMap>) -> Result<St
     };
     let r = &from.config_map_key_ref;
     let Some(cm) = configmap else {
-        return Err(format!("waiting for ConfigMap {} (spec.data.versionFrom) to exist", r.name));
+        return Err(format!(
+            "waiting for ConfigMap {} (spec.data.versionFrom) to exist",
+            r.name
+        ));
     };
-    match cm.data.as_ref().and_then(|d| d.get(&r.key)).map(|v| v.trim()) {
+    match cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&r.key))
+        .map(|v| v.trim())
+    {
         Some(v) if !v.is_empty() => Ok(v.to_string()),
-        Some(_) => Err(format!("key {:?} of ConfigMap {} (spec.data.versionFrom) is empty", r.key, r.name)),
-        None => Err(format!("ConfigMap {} has no key {:?} (spec.data.versionFrom)", r.name, r.key)),
+        Some(_) => Err(format!(
+            "key {:?} of ConfigMap {} (spec.data.versionFrom) is empty",
+            r.key, r.name
+        )),
+        None => Err(format!(
+            "ConfigMap {} has no key {:?} (spec.data.versionFrom)",
+            r.name, r.key
+        )),
     }
 }
 
 /// The inputs a run would train with now.
 pub fn current_inputs(spec: &ModelPipelineSpec, data_version: String) -> RunInputs {
-    RunInputs { source_revision: spec.source.revision.clone(), data_version, template_hash: template_hash(spec) }
+    RunInputs {
+        source_revision: spec.source.revision.clone(),
+        data_version,
+        template_hash: template_hash(spec),
+    }
 }
 
 /// What changed since the inputs were last seen.
@@ -116,24 +142,48 @@ pub struct Changes<'a> {
 pub fn detect(c: &Changes<'_>, now: Timestamp) -> Option<Trigger> {
     let mut found: Vec<(TriggerReason, String)> = Vec::new();
     if let Some(token) = c.token.filter(|t| Some(*t) != c.handled_token) {
-        found.push((TriggerReason::Manual, format!("requested with {ANNOTATION_RUN}={token}")));
+        found.push((
+            TriggerReason::Manual,
+            format!("requested with {ANNOTATION_RUN}={token}"),
+        ));
     }
     match c.observed {
         None => found.push((
             TriggerReason::Source,
-            format!("new pipeline: source revision {}, data version {}", c.current.source_revision, c.current.data_version),
+            format!(
+                "new pipeline: source revision {}, data version {}",
+                c.current.source_revision, c.current.data_version
+            ),
         )),
         Some(seen) => {
             if seen.source_revision != c.current.source_revision {
-                found.push((TriggerReason::Source, format!("source revision {} -> {}", seen.source_revision, c.current.source_revision)));
+                found.push((
+                    TriggerReason::Source,
+                    format!(
+                        "source revision {} -> {}",
+                        seen.source_revision, c.current.source_revision
+                    ),
+                ));
             }
             if seen.data_version != c.current.data_version {
-                found.push((TriggerReason::Data, format!("data version {} -> {}", seen.data_version, c.current.data_version)));
+                found.push((
+                    TriggerReason::Data,
+                    format!(
+                        "data version {} -> {}",
+                        seen.data_version, c.current.data_version
+                    ),
+                ));
             }
         }
     }
     if let Some(at) = c.schedule_fired {
-        found.push((TriggerReason::Schedule, format!("schedule {} fired at {at}", c.schedule_key.unwrap_or_default())));
+        found.push((
+            TriggerReason::Schedule,
+            format!(
+                "schedule {} fired at {at}",
+                c.schedule_key.unwrap_or_default()
+            ),
+        ));
     }
     let mut found = found.into_iter();
     let (reason, mut detail) = found.next()?;
@@ -141,13 +191,21 @@ pub fn detect(c: &Changes<'_>, now: Timestamp) -> Option<Trigger> {
     if !also.is_empty() {
         detail = format!("{detail} (also {})", also.join("; "));
     }
-    Some(Trigger { reason, detail, time: now.to_string() })
+    Some(Trigger {
+        reason,
+        detail,
+        time: now.to_string(),
+    })
 }
 
 /// Whether a trigger may start a run: one that does not force it starts nothing when the
 /// inputs are those of the last successful run (the same code, data and templates would
 /// train the same model).
-pub fn worth_running(reason: TriggerReason, current: &RunInputs, last_successful: Option<&RunInputs>) -> bool {
+pub fn worth_running(
+    reason: TriggerReason,
+    current: &RunInputs,
+    last_successful: Option<&RunInputs>,
+) -> bool {
     reason.forces() || last_successful != Some(current)
 }
 
@@ -161,11 +219,22 @@ mod tests {
     }
 
     fn inputs(rev: &str, data: &str) -> RunInputs {
-        RunInputs { source_revision: rev.into(), data_version: data.into(), template_hash: "h".into() }
+        RunInputs {
+            source_revision: rev.into(),
+            data_version: data.into(),
+            template_hash: "h".into(),
+        }
     }
 
     fn changes<'a>(observed: Option<&'a RunInputs>, current: &'a RunInputs) -> Changes<'a> {
-        Changes { observed, current, token: None, handled_token: None, schedule_fired: None, schedule_key: None }
+        Changes {
+            observed,
+            current,
+            token: None,
+            handled_token: None,
+            schedule_fired: None,
+            schedule_key: None,
+        }
     }
 
     fn detect_with(observed: Option<&RunInputs>, current: &RunInputs) -> Option<Trigger> {
@@ -197,9 +266,15 @@ mod tests {
     #[test]
     fn source_and_data_changes_name_what_changed() {
         let t = detect_with(Some(&inputs("a", "1")), &inputs("b", "1")).unwrap();
-        assert_eq!((t.reason, t.detail.as_str()), (TriggerReason::Source, "source revision a -> b"));
+        assert_eq!(
+            (t.reason, t.detail.as_str()),
+            (TriggerReason::Source, "source revision a -> b")
+        );
         let t = detect_with(Some(&inputs("a", "1")), &inputs("a", "2")).unwrap();
-        assert_eq!((t.reason, t.detail.as_str()), (TriggerReason::Data, "data version 1 -> 2"));
+        assert_eq!(
+            (t.reason, t.detail.as_str()),
+            (TriggerReason::Data, "data version 1 -> 2")
+        );
     }
 
     #[test]
@@ -227,9 +302,16 @@ mod tests {
     #[test]
     fn a_handled_token_starts_nothing_and_a_new_one_does() {
         let seen = inputs("a", "1");
-        let c = Changes { token: Some("t1"), handled_token: Some("t1"), ..changes(Some(&seen), &seen) };
+        let c = Changes {
+            token: Some("t1"),
+            handled_token: Some("t1"),
+            ..changes(Some(&seen), &seen)
+        };
         assert_eq!(detect(&c, now()), None);
-        let c = Changes { token: Some("t2"), ..c };
+        let c = Changes {
+            token: Some("t2"),
+            ..c
+        };
         assert_eq!(detect(&c, now()).unwrap().reason, TriggerReason::Manual);
     }
 
@@ -242,7 +324,13 @@ mod tests {
             ..changes(Some(&seen), &seen)
         };
         let t = detect(&c, now()).unwrap();
-        assert_eq!((t.reason, t.detail.as_str()), (TriggerReason::Schedule, "schedule 0 * * * * fired at 2026-11-26T09:00:00Z"));
+        assert_eq!(
+            (t.reason, t.detail.as_str()),
+            (
+                TriggerReason::Schedule,
+                "schedule 0 * * * * fired at 2026-11-26T09:00:00Z"
+            )
+        );
     }
 
     #[test]
@@ -252,7 +340,11 @@ mod tests {
         assert!(!worth_running(TriggerReason::Data, &last, Some(&last)));
         assert!(worth_running(TriggerReason::Manual, &last, Some(&last)));
         assert!(worth_running(TriggerReason::Schedule, &last, Some(&last)));
-        assert!(worth_running(TriggerReason::Source, &inputs("b", "1"), Some(&last)));
+        assert!(worth_running(
+            TriggerReason::Source,
+            &inputs("b", "1"),
+            Some(&last)
+        ));
         assert!(worth_running(TriggerReason::Source, &last, None));
     }
 
@@ -276,8 +368,10 @@ mod tests {
 
     #[test]
     fn key_order_does_not_change_the_hash() {
-        let a: serde_json::Value = serde_json::from_str(r#"{"b":1,"a":{"y":[1,{"q":2,"p":1}],"x":"s"}}"#).unwrap();
-        let b: serde_json::Value = serde_json::from_str(r#"{"a":{"x":"s","y":[1,{"p":1,"q":2}]},"b":1}"#).unwrap();
+        let a: serde_json::Value =
+            serde_json::from_str(r#"{"b":1,"a":{"y":[1,{"q":2,"p":1}],"x":"s"}}"#).unwrap();
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{"a":{"x":"s","y":[1,{"p":1,"q":2}]},"b":1}"#).unwrap();
         let (mut sa, mut sb) = (String::new(), String::new());
         write_canonical(&a, &mut sa);
         write_canonical(&b, &mut sb);
@@ -287,17 +381,40 @@ mod tests {
 
     #[test]
     fn data_version_from_spec_or_configmap() {
-        let spec: DataSpec = serde_json::from_value(serde_json::json!({"uri": "s3://d", "version": "v1"})).unwrap();
+        let spec: DataSpec =
+            serde_json::from_value(serde_json::json!({"uri": "s3://d", "version": "v1"})).unwrap();
         assert_eq!(data_version(&spec, None).unwrap(), "v1");
         let spec: DataSpec = serde_json::from_value(serde_json::json!({
             "uri": "s3://d", "versionFrom": {"configMapKeyRef": {"name": "data", "key": "version"}}
         }))
         .unwrap();
-        assert!(data_version(&spec, None).unwrap_err().contains("waiting for ConfigMap data"));
-        let cm = |data: serde_json::Value| -> ConfigMap { serde_json::from_value(serde_json::json!({"metadata": {"name": "data"}, "data": data})).unwrap() };
-        assert_eq!(data_version(&spec, Some(&cm(serde_json::json!({"version": " 2026-11-26\n"})))).unwrap(), "2026-11-26");
-        assert!(data_version(&spec, Some(&cm(serde_json::json!({"other": "x"})))).unwrap_err().contains("has no key \"version\""));
-        assert!(data_version(&spec, Some(&cm(serde_json::json!({"version": ""})))).unwrap_err().contains("is empty"));
+        assert!(
+            data_version(&spec, None)
+                .unwrap_err()
+                .contains("waiting for ConfigMap data")
+        );
+        let cm = |data: serde_json::Value| -> ConfigMap {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "data"}, "data": data}))
+                .unwrap()
+        };
+        assert_eq!(
+            data_version(
+                &spec,
+                Some(&cm(serde_json::json!({"version": " 2026-11-26\n"})))
+            )
+            .unwrap(),
+            "2026-11-26"
+        );
+        assert!(
+            data_version(&spec, Some(&cm(serde_json::json!({"other": "x"}))))
+                .unwrap_err()
+                .contains("has no key \"version\"")
+        );
+        assert!(
+            data_version(&spec, Some(&cm(serde_json::json!({"version": ""}))))
+                .unwrap_err()
+                .contains("is empty")
+        );
     }
 
     #[test]
@@ -308,6 +425,13 @@ mod tests {
             (ANNOTATION_REJECT_RUN.to_string(), "r2".to_string()),
         ]);
         let a = Annotations::from_map(&map);
-        assert_eq!(a, Annotations { run: Some("t1".into()), approve_run: None, reject_run: Some("r2".into()) });
+        assert_eq!(
+            a,
+            Annotations {
+                run: Some("t1".into()),
+                approve_run: None,
+                reject_run: Some("r2".into())
+            }
+        );
     }
 }

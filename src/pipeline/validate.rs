@@ -6,19 +6,30 @@ pub fn validate(p: &ModelPipeline) -> Result<(), String> {
     let spec = &p.spec;
     let stages = [
         ("checks", spec.stages.checks.as_ref().map(|s| &s.template)),
-        ("validate", spec.stages.validate.as_ref().map(|s| &s.template)),
+        (
+            "validate",
+            spec.stages.validate.as_ref().map(|s| &s.template),
+        ),
         ("train", Some(&spec.stages.train.template)),
         ("evaluate", Some(&spec.stages.evaluate.template)),
-        ("integration", spec.stages.integration.as_ref().map(|s| &s.stage.template)),
+        (
+            "integration",
+            spec.stages.integration.as_ref().map(|s| &s.stage.template),
+        ),
     ];
     for (name, template) in stages {
         if let Some(t) = template {
-            t.parse().map_err(|e| format!("spec.stages.{name}.template is not a pod template: {e}"))?;
+            t.parse()
+                .map_err(|e| format!("spec.stages.{name}.template is not a pod template: {e}"))?;
         }
     }
     super::schedule::Schedule::from_spec(&spec.triggers)?;
-    semver::Version::parse(&spec.model.initial_version)
-        .map_err(|e| format!("spec.model.initialVersion {:?}: {e}", spec.model.initial_version))?;
+    semver::Version::parse(&spec.model.initial_version).map_err(|e| {
+        format!(
+            "spec.model.initialVersion {:?}: {e}",
+            spec.model.initial_version
+        )
+    })?;
     Ok(())
 }
 
@@ -36,7 +47,11 @@ mod tests {
     fn bad_schedule_and_time_zone_are_named() {
         let mut p = sample();
         p.spec.triggers.schedule = Some("every monday".into());
-        assert!(validate(&p).unwrap_err().starts_with("spec.triggers.schedule \"every monday\""));
+        assert!(
+            validate(&p)
+                .unwrap_err()
+                .starts_with("spec.triggers.schedule \"every monday\"")
+        );
         p.spec.triggers.schedule = Some("0 3 * * 1".into());
         p.spec.triggers.time_zone = Some("Mars/Olympus".into());
         assert!(validate(&p).unwrap_err().contains("Mars/Olympus"));
@@ -46,6 +61,10 @@ mod tests {
     fn a_template_that_is_not_a_pod_template_is_named() {
         let mut p = sample();
         p.spec.stages.evaluate.template.0["spec"]["containers"] = serde_json::json!("main");
-        assert!(validate(&p).unwrap_err().starts_with("spec.stages.evaluate.template is not a pod template"));
+        assert!(
+            validate(&p)
+                .unwrap_err()
+                .starts_with("spec.stages.evaluate.template is not a pod template")
+        );
     }
 }

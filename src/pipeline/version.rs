@@ -19,9 +19,13 @@ pub struct Planned {
 /// says, or `initialVersion` for the first. An `initialVersion` above the bumped version
 /// wins, so raising it starts a new major line.
 pub fn next_semver(latest: Option<&str>, initial: &str, bump: Bump) -> Result<Version, String> {
-    let initial = Version::parse(initial).map_err(|e| format!("spec.model.initialVersion {initial:?}: {e}"))?;
-    let Some(latest) = latest else { return Ok(initial) };
-    let latest = Version::parse(latest).map_err(|e| format!("the latest candidate's semantic version {latest:?}: {e}"))?;
+    let initial = Version::parse(initial)
+        .map_err(|e| format!("spec.model.initialVersion {initial:?}: {e}"))?;
+    let Some(latest) = latest else {
+        return Ok(initial);
+    };
+    let latest = Version::parse(latest)
+        .map_err(|e| format!("the latest candidate's semantic version {latest:?}: {e}"))?;
     let bumped = match bump {
         Bump::Major => Version::new(latest.major + 1, 0, 0),
         Bump::Minor => Version::new(latest.major, latest.minor + 1, 0),
@@ -32,11 +36,20 @@ pub fn next_semver(latest: Option<&str>, initial: &str, bump: Bump) -> Result<Ve
 
 /// The first six letters and digits of a revision (`refs/heads/main` gives `refshe`).
 pub fn short_revision(revision: &str) -> String {
-    revision.chars().filter(|c| c.is_ascii_alphanumeric()).take(6).collect()
+    revision
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(6)
+        .collect()
 }
 
 /// `<model>-v<semver>-<YYYY-MM-DD>-<short revision>`, the date in UTC.
-pub fn version_name(model: &str, semver: &Version, date: Timestamp, revision: &str) -> Result<String, String> {
+pub fn version_name(
+    model: &str,
+    semver: &Version,
+    date: Timestamp,
+    revision: &str,
+) -> Result<String, String> {
     let day = date.strftime("%Y-%m-%d");
     let short = short_revision(revision);
     let mut name = format!("{model}-v{semver}-{day}");
@@ -51,7 +64,9 @@ pub fn version_name(model: &str, semver: &Version, date: Timestamp, revision: &s
         ));
     }
     if !is_label_value(&name) {
-        return Err(format!("candidate version {name:?} is not a valid label value"));
+        return Err(format!(
+            "candidate version {name:?} is not a valid label value"
+        ));
     }
     Ok(name)
 }
@@ -65,7 +80,9 @@ pub fn is_label_value(s: &str) -> bool {
             s.len() <= MAX_VERSION_LEN
                 && first.is_ascii_alphanumeric()
                 && last.is_ascii_alphanumeric()
-                && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         }
         _ => false,
     }
@@ -77,11 +94,20 @@ pub fn artifact_uri(base: &str, version: &str) -> String {
 }
 
 /// Plans the candidate of a run that starts at `now` from `revision`.
-pub fn plan(model: &ModelSpec, latest: Option<&str>, now: Timestamp, revision: &str) -> Result<Planned, String> {
+pub fn plan(
+    model: &ModelSpec,
+    latest: Option<&str>,
+    now: Timestamp,
+    revision: &str,
+) -> Result<Planned, String> {
     let semver = next_semver(latest, &model.initial_version, model.bump)?;
     let version = version_name(&model.name, &semver, now, revision)?;
     let artifact = artifact_uri(&model.artifact_base, &version);
-    Ok(Planned { semver: semver.to_string(), version, artifact })
+    Ok(Planned {
+        semver: semver.to_string(),
+        version,
+        artifact,
+    })
 }
 
 #[cfg(test)]
@@ -94,26 +120,62 @@ mod tests {
 
     #[test]
     fn first_candidate_uses_the_initial_version() {
-        assert_eq!(next_semver(None, "1.0.0", Bump::Minor).unwrap().to_string(), "1.0.0");
+        assert_eq!(
+            next_semver(None, "1.0.0", Bump::Minor).unwrap().to_string(),
+            "1.0.0"
+        );
     }
 
     #[test]
     fn each_part_bumps_and_resets_the_lower_parts() {
-        assert_eq!(next_semver(Some("1.2.3"), "1.0.0", Bump::Major).unwrap().to_string(), "2.0.0");
-        assert_eq!(next_semver(Some("1.2.3"), "1.0.0", Bump::Minor).unwrap().to_string(), "1.3.0");
-        assert_eq!(next_semver(Some("1.2.3"), "1.0.0", Bump::Patch).unwrap().to_string(), "1.2.4");
+        assert_eq!(
+            next_semver(Some("1.2.3"), "1.0.0", Bump::Major)
+                .unwrap()
+                .to_string(),
+            "2.0.0"
+        );
+        assert_eq!(
+            next_semver(Some("1.2.3"), "1.0.0", Bump::Minor)
+                .unwrap()
+                .to_string(),
+            "1.3.0"
+        );
+        assert_eq!(
+            next_semver(Some("1.2.3"), "1.0.0", Bump::Patch)
+                .unwrap()
+                .to_string(),
+            "1.2.4"
+        );
     }
 
     #[test]
     fn a_raised_initial_version_wins_over_the_bump() {
-        assert_eq!(next_semver(Some("1.2.3"), "2.0.0", Bump::Minor).unwrap().to_string(), "2.0.0");
-        assert_eq!(next_semver(Some("2.0.0"), "2.0.0", Bump::Minor).unwrap().to_string(), "2.1.0");
+        assert_eq!(
+            next_semver(Some("1.2.3"), "2.0.0", Bump::Minor)
+                .unwrap()
+                .to_string(),
+            "2.0.0"
+        );
+        assert_eq!(
+            next_semver(Some("2.0.0"), "2.0.0", Bump::Minor)
+                .unwrap()
+                .to_string(),
+            "2.1.0"
+        );
     }
 
     #[test]
     fn bad_versions_are_named() {
-        assert!(next_semver(None, "one", Bump::Minor).unwrap_err().contains("initialVersion"));
-        assert!(next_semver(Some("x"), "1.0.0", Bump::Minor).unwrap_err().contains("latest candidate"));
+        assert!(
+            next_semver(None, "one", Bump::Minor)
+                .unwrap_err()
+                .contains("initialVersion")
+        );
+        assert!(
+            next_semver(Some("x"), "1.0.0", Bump::Minor)
+                .unwrap_err()
+                .contains("latest candidate")
+        );
     }
 
     #[test]
@@ -134,9 +196,21 @@ mod tests {
     #[test]
     fn too_long_a_version_is_refused_with_the_reason() {
         let model = "a-model-name-that-is-thirty-ch";
-        let err = version_name(model, &Version::new(1000, 2000, 3000), day("2026-01-01T00:00:00Z"), "abcdef").unwrap_err();
+        let err = version_name(
+            model,
+            &Version::new(1000, 2000, 3000),
+            day("2026-01-01T00:00:00Z"),
+            "abcdef",
+        )
+        .unwrap_err();
         assert!(err.contains("more than the 63"), "{err}");
-        let ok = version_name(model, &Version::new(1, 0, 0), day("2026-01-01T00:00:00Z"), "abcdef").unwrap();
+        let ok = version_name(
+            model,
+            &Version::new(1, 0, 0),
+            day("2026-01-01T00:00:00Z"),
+            "abcdef",
+        )
+        .unwrap();
         assert!(ok.len() <= 63);
     }
 
@@ -151,14 +225,28 @@ mod tests {
 
     #[test]
     fn artifact_goes_under_the_base() {
-        assert_eq!(artifact_uri("s3://models/fraud/", "fraud-v1"), "s3://models/fraud/fraud-v1/");
-        assert_eq!(artifact_uri("s3://models/fraud", "fraud-v1"), "s3://models/fraud/fraud-v1/");
+        assert_eq!(
+            artifact_uri("s3://models/fraud/", "fraud-v1"),
+            "s3://models/fraud/fraud-v1/"
+        );
+        assert_eq!(
+            artifact_uri("s3://models/fraud", "fraud-v1"),
+            "s3://models/fraud/fraud-v1/"
+        );
     }
 
     #[test]
     fn plan_combines_everything() {
-        let model: ModelSpec = serde_json::from_value(serde_json::json!({"name": "fraud", "artifactBase": "s3://m"})).unwrap();
-        let p = plan(&model, Some("1.2.0"), day("2026-11-26T10:00:00Z"), "f4c9a2e1").unwrap();
+        let model: ModelSpec =
+            serde_json::from_value(serde_json::json!({"name": "fraud", "artifactBase": "s3://m"}))
+                .unwrap();
+        let p = plan(
+            &model,
+            Some("1.2.0"),
+            day("2026-11-26T10:00:00Z"),
+            "f4c9a2e1",
+        )
+        .unwrap();
         assert_eq!(p.semver, "1.3.0");
         assert_eq!(p.version, "fraud-v1.3.0-2026-11-26-f4c9a2");
         assert_eq!(p.artifact, "s3://m/fraud-v1.3.0-2026-11-26-f4c9a2/");

@@ -247,7 +247,9 @@ fn complete(buf: &[u8]) -> io::Result<Option<(u16, bool)>> {
     } else if let Some(length) = length {
         body.len() >= length
     } else {
-        return Err(invalid("an answer without a length (close-delimited) is not supported"));
+        return Err(invalid(
+            "an answer without a length (close-delimited) is not supported",
+        ));
     };
     Ok(done.then_some((status, keep)))
 }
@@ -259,7 +261,8 @@ fn chunked_end(body: &[u8]) -> io::Result<Option<usize>> {
         let Some(eol) = find(&body[at..], b"\r\n") else {
             return Ok(None);
         };
-        let line = std::str::from_utf8(&body[at..at + eol]).map_err(|_| invalid("bad chunk size"))?;
+        let line =
+            std::str::from_utf8(&body[at..at + eol]).map_err(|_| invalid("bad chunk size"))?;
         let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
             .map_err(|_| invalid("bad chunk size"))?;
         at += eol + 2;
@@ -317,7 +320,8 @@ impl Stats {
             if sorted.is_empty() {
                 return f64::NAN;
             }
-            let index = ((p / 100.0 * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+            let index =
+                ((p / 100.0 * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
             ms(sorted[index])
         };
         let answered = self.latencies.len() as u64;
@@ -329,14 +333,15 @@ impl Stats {
             .filter(|(code, _)| (200..300).contains(*code))
             .map(|(_, n)| n)
             .sum();
-        let elapsed = self
-            .last_answer
-            .map_or(0.0, |last| last.saturating_duration_since(start).as_secs_f64());
-        let mean = if answered > 0 {
-            ms(self.latencies.iter().sum::<u64>() / answered)
-        } else {
-            f64::NAN
-        };
+        let elapsed = self.last_answer.map_or(0.0, |last| {
+            last.saturating_duration_since(start).as_secs_f64()
+        });
+        let mean = self
+            .latencies
+            .iter()
+            .sum::<u64>()
+            .checked_div(answered)
+            .map_or(f64::NAN, ms);
         serde_json::json!({
             "mode": mode,
             "requests": requests,
@@ -369,7 +374,10 @@ impl Ticker {
     fn new() -> io::Result<Ticker> {
         // SAFETY: plain system calls on a descriptor this function owns.
         let fd = unsafe {
-            libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
         };
         if fd < 0 {
             return Err(io::Error::last_os_error());
@@ -386,14 +394,25 @@ impl Ticker {
     fn arm(&self, delay: Duration) -> io::Result<()> {
         let delay = delay.max(Duration::from_nanos(1));
         let spec = libc::itimerspec {
-            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
             it_value: libc::timespec {
                 tv_sec: delay.as_secs() as libc::time_t,
                 tv_nsec: delay.subsec_nanos() as libc::c_long,
             },
         };
         // SAFETY: `spec` is a valid itimerspec; the old value is not asked for.
-        if unsafe { libc::timerfd_settime(self.fd.get_ref().as_raw_fd(), 0, &spec, std::ptr::null_mut()) } < 0 {
+        if unsafe {
+            libc::timerfd_settime(
+                self.fd.get_ref().as_raw_fd(),
+                0,
+                &spec,
+                std::ptr::null_mut(),
+            )
+        } < 0
+        {
             return Err(io::Error::last_os_error());
         }
         Ok(())
@@ -477,7 +496,8 @@ fn send(pool: &Rc<RefCell<Pool>>, target: &Rc<Target>, max_connections: usize, c
         if conn.is_none() {
             if p.open >= max_connections {
                 if counted {
-                    p.stats.failed(&io::Error::other("no connection left (--max-connections)"));
+                    p.stats
+                        .failed(&io::Error::other("no connection left (--max-connections)"));
                 }
                 return;
             }
@@ -651,7 +671,11 @@ mod tests {
             ("4\r\nab", false),
         ] {
             let answer = format!("{head}{body}");
-            assert_eq!(complete(answer.as_bytes()).unwrap().is_some(), done, "{body:?}");
+            assert_eq!(
+                complete(answer.as_bytes()).unwrap().is_some(),
+                done,
+                "{body:?}"
+            );
         }
     }
 
@@ -678,9 +702,15 @@ mod tests {
         let mean_ms = offsets.last().unwrap().as_secs_f64() * 1e3 / offsets.len() as f64;
         assert!((mean_ms - 1.0).abs() < 0.02, "mean gap {mean_ms} ms");
         // An exponential distribution: about e^-1 of the gaps exceed the mean.
-        let long = offsets.windows(2).filter(|w| w[1] - w[0] > Duration::from_millis(1)).count();
+        let long = offsets
+            .windows(2)
+            .filter(|w| w[1] - w[0] > Duration::from_millis(1))
+            .count();
         let share = long as f64 / offsets.len() as f64;
-        assert!((share - (-1f64).exp()).abs() < 0.01, "share of long gaps {share}");
+        assert!(
+            (share - (-1f64).exp()).abs() < 0.01,
+            "share of long gaps {share}"
+        );
         // The same seed, the same schedule.
         let mut again = Schedule::new(Arrivals::Poisson, 1000, 7);
         assert_eq!(again.next(), offsets[0]);

@@ -20,15 +20,25 @@ const NAME: &str = "churn";
 const TIMEOUT: Duration = Duration::from_secs(180);
 
 fn model_uri(file: &str) -> String {
-    format!("file://{}", repo_root().join("model-server/models").join(file).display())
+    format!(
+        "file://{}",
+        repo_root().join("model-server/models").join(file).display()
+    )
 }
 
 fn step(start: Instant, text: &str) {
-    println!("\n\x1b[1m[{:>5.1}s] {text}\x1b[0m", start.elapsed().as_secs_f64());
+    println!(
+        "\n\x1b[1m[{:>5.1}s] {text}\x1b[0m",
+        start.elapsed().as_secs_f64()
+    );
 }
 
 async fn show(args: &[&str]) {
-    let out = kubectl().args(args).output().await.expect("running kubectl");
+    let out = kubectl()
+        .args(args)
+        .output()
+        .await
+        .expect("running kubectl");
     println!("$ kubectl {}", args.join(" "));
     print!("{}", String::from_utf8_lossy(&out.stdout));
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
@@ -36,7 +46,11 @@ async fn show(args: &[&str]) {
 
 async fn wait_phase(api: &Api<ModelDeployment>, phase: DeploymentPhase) -> ModelDeploymentStatus {
     wait_for(&format!("phase {phase}"), TIMEOUT, || async {
-        Ok(api.get(NAME).await?.status.filter(|s| s.phase == Some(phase)))
+        Ok(api
+            .get(NAME)
+            .await?
+            .status
+            .filter(|s| s.phase == Some(phase)))
     })
     .await
 }
@@ -48,9 +62,15 @@ fn print_analysis(status: &ModelDeploymentStatus) {
             "    {:<12} {:<12} value {:>9}  reference {:>9}  samples {:>5}  — {}",
             m.name,
             m.verdict.map(|v| v.to_string()).unwrap_or_default(),
-            m.value.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into()),
-            m.stable_value.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into()),
-            m.samples.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into()),
+            m.value
+                .map(|v| format!("{v:.4}"))
+                .unwrap_or_else(|| "-".into()),
+            m.stable_value
+                .map(|v| format!("{v:.4}"))
+                .unwrap_or_else(|| "-".into()),
+            m.samples
+                .map(|v| format!("{v:.0}"))
+                .unwrap_or_else(|| "-".into()),
             m.message.as_deref().unwrap_or_default()
         );
     }
@@ -89,18 +109,35 @@ async fn pipeline_act(start: Instant, client: &kube::Client) {
     use modelship::api::{ModelPipeline, ModelPipelineSpec};
     let pipelines: Api<ModelPipeline> = Api::namespaced(client.clone(), NS);
     let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), NS);
-    step(start, "A commit arrives: the ModelPipeline `churn` validates the data, trains, evaluates and gates a candidate");
-    let spec: ModelPipelineSpec = serde_json::from_value(pipeline_spec("4f1c9a2e7b", 0.91)).expect("a valid pipeline");
-    pipelines.create(&PostParams::default(), &ModelPipeline::new("churn", spec)).await.expect("creating the ModelPipeline");
+    step(
+        start,
+        "A commit arrives: the ModelPipeline `churn` validates the data, trains, evaluates and gates a candidate",
+    );
+    let spec: ModelPipelineSpec =
+        serde_json::from_value(pipeline_spec("4f1c9a2e7b", 0.91)).expect("a valid pipeline");
+    pipelines
+        .create(&PostParams::default(), &ModelPipeline::new("churn", spec))
+        .await
+        .expect("creating the ModelPipeline");
     let first = wait_for("an approved candidate", TIMEOUT, || async {
-        Ok(pipelines.get("churn").await?.status.and_then(|s| s.latest_approved))
+        Ok(pipelines
+            .get("churn")
+            .await?
+            .status
+            .and_then(|s| s.latest_approved))
     })
     .await;
     show(&["get", "jobs", "-n", NS, "-l", "modelship.io/pipeline=churn"]).await;
     show(&["get", "modelpipeline", "churn", "-n", NS, "-o", "jsonpath={range .status.runs[0].gates[*]}{.metric}{'\\t'}{.verdict}{'\\t'}{.reason}{'\\n'}{end}"]).await;
-    println!("    candidate {} at {}, approved automatically", first.version, first.artifact);
+    println!(
+        "    candidate {} at {}, approved automatically",
+        first.version, first.artifact
+    );
 
-    step(start, "A ModelDeployment follows the pipeline: it serves the approved candidate");
+    step(
+        start,
+        "A ModelDeployment follows the pipeline: it serves the approved candidate",
+    );
     let follower: ModelDeployment = serde_json::from_value(json!({
         "apiVersion": "modelship.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "churn-ci"},
         "spec": {
@@ -109,25 +146,55 @@ async fn pipeline_act(start: Instant, client: &kube::Client) {
         },
     }))
     .expect("a ModelDeployment");
-    mds.create(&PostParams::default(), &follower).await.expect("creating the follower");
+    mds.create(&PostParams::default(), &follower)
+        .await
+        .expect("creating the follower");
     wait_for("churn-ci to serve the candidate", TIMEOUT, || async {
-        Ok(mds.get("churn-ci").await?.status.and_then(|s| s.stable).filter(|s| s.version == first.version))
+        Ok(mds
+            .get("churn-ci")
+            .await?
+            .status
+            .and_then(|s| s.stable)
+            .filter(|s| s.version == first.version))
     })
     .await;
 
-    step(start, "The next commit: a new run, a new candidate, and the follower shadows it against production");
+    step(
+        start,
+        "The next commit: a new run, a new candidate, and the follower shadows it against production",
+    );
     let patch = json!({"spec": {"source": {"revision": "9d0e3b7c21"}}});
-    pipelines.patch("churn", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("a new revision");
+    pipelines
+        .patch("churn", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("a new revision");
     let second = wait_for("the second candidate", TIMEOUT, || async {
-        Ok(pipelines.get("churn").await?.status.and_then(|s| s.latest_approved).filter(|c| c.version != first.version))
+        Ok(pipelines
+            .get("churn")
+            .await?
+            .status
+            .and_then(|s| s.latest_approved)
+            .filter(|c| c.version != first.version))
     })
     .await;
-    wait_for("churn-ci to shadow the second candidate", TIMEOUT, || async {
-        Ok(mds.get("churn-ci").await?.status.filter(|s| s.phase == Some(DeploymentPhase::Shadowing)).and_then(|s| s.candidate).filter(|c| c.version == second.version))
-    })
+    wait_for(
+        "churn-ci to shadow the second candidate",
+        TIMEOUT,
+        || async {
+            Ok(mds
+                .get("churn-ci")
+                .await?
+                .status
+                .filter(|s| s.phase == Some(DeploymentPhase::Shadowing))
+                .and_then(|s| s.candidate)
+                .filter(|c| c.version == second.version))
+        },
+    )
     .await;
     show(&["get", "modelship", "-n", NS]).await;
-    println!("    from here churn-ci is judged like churn above: shadow analysis, promotion, bake, rollback");
+    println!(
+        "    from here churn-ci is judged like churn above: shadow analysis, promotion, bake, rollback"
+    );
 }
 
 #[tokio::main]
@@ -135,21 +202,53 @@ async fn main() {
     let start = Instant::now();
     let client = client().await;
 
-    step(start, "Installing the CRDs and the operator's RBAC (charts/modelship)");
+    step(
+        start,
+        "Installing the CRDs and the operator's RBAC (charts/modelship)",
+    );
     operator::install().await;
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    if namespaces.get_opt(NS).await.expect("reading namespaces").is_some() {
+    if namespaces
+        .get_opt(NS)
+        .await
+        .expect("reading namespaces")
+        .is_some()
+    {
         let _ = namespaces.delete(NS, &DeleteParams::default()).await;
-        wait_for("the previous demo namespace to go", TIMEOUT, || async { Ok(namespaces.get_opt(NS).await?.is_none().then_some(())) }).await;
+        wait_for("the previous demo namespace to go", TIMEOUT, || async {
+            Ok(namespaces.get_opt(NS).await?.is_none().then_some(()))
+        })
+        .await;
     }
     let ns = serde_json::from_value(json!({"metadata": {"name": NS}})).expect("a namespace");
-    namespaces.create(&PostParams::default(), &ns).await.expect("creating the demo namespace");
-    let service_accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), NS);
-    wait_for("the default ServiceAccount", TIMEOUT, || async { Ok(service_accounts.get_opt("default").await?) }).await;
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("creating the demo namespace");
+    let service_accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), NS);
+    wait_for("the default ServiceAccount", TIMEOUT, || async {
+        Ok(service_accounts.get_opt("default").await?)
+    })
+    .await;
 
-    step(start, "Running the operator (`modelship run`) under the chart's ServiceAccount, not as admin");
-    let operator = operator::start_with(NS, Options { name: "demo-operator".into(), ..Options::default() }).await;
-    println!("    operator metrics: {}/metrics   log: {}", operator.admin, operator.process.log_path().display());
+    step(
+        start,
+        "Running the operator (`modelship run`) under the chart's ServiceAccount, not as admin",
+    );
+    let operator = operator::start_with(
+        NS,
+        Options {
+            name: "demo-operator".into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    println!(
+        "    operator metrics: {}/metrics   log: {}",
+        operator.admin,
+        operator.process.log_path().display()
+    );
 
     // The second version alters no answer but is slower to load; the third fails in production.
     let pods = LocalPods::start(&client, NS, NAME, HashMap::new()).await;
@@ -161,27 +260,45 @@ async fn main() {
         "shadow": {"minDuration": "15s", "minRequests": 200, "compare": {"pointers": ["/predictions"], "tolerance": 0.05, "minAgreement": 0.8}},
         "analysis": {"interval": "2s", "window": "10s", "bakeTime": "20s"},
     });
-    step(start, "Deploying churn-v1.0.0 (a ModelDeployment; the first version goes straight to stable)");
+    step(
+        start,
+        "Deploying churn-v1.0.0 (a ModelDeployment; the first version goes straight to stable)",
+    );
     let md = ModelDeployment::new(NAME, serde_json::from_value(spec).expect("a valid spec"));
-    mds.create(&PostParams::default(), &md).await.expect("creating the ModelDeployment");
+    mds.create(&PostParams::default(), &md)
+        .await
+        .expect("creating the ModelDeployment");
     wait_phase(&mds, DeploymentPhase::Stable).await;
-    pods.wait_for_version(Role::Stable, Some("churn-v1.0.0"), TIMEOUT).await;
+    pods.wait_for_version(Role::Stable, Some("churn-v1.0.0"), TIMEOUT)
+        .await;
     show(&["get", "modelship", "-n", NS]).await;
     show(&["get", "deployments,services", "-n", NS]).await;
     let traffic = pods.drive(40);
     println!("    clients now send 40 predictions a second to the `{NAME}` Service (the router)");
 
-    step(start, "A retrained churn-v1.1.0 arrives: it is shadowed on a copy of production traffic");
+    step(
+        start,
+        "A retrained churn-v1.1.0 arrives: it is shadowed on a copy of production traffic",
+    );
     let patch = json!({"spec": {"model": {"version": "churn-v1.1.0", "artifact": model_uri("churn-v2.json")}}});
-    mds.patch(NAME, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("changing the version");
+    mds.patch(NAME, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("changing the version");
     wait_phase(&mds, DeploymentPhase::Shadowing).await;
-    pods.wait_for_version(Role::Shadow, Some("churn-v1.1.0"), TIMEOUT).await;
+    pods.wait_for_version(Role::Shadow, Some("churn-v1.1.0"), TIMEOUT)
+        .await;
     show(&["get", "modelship", "-n", NS]).await;
     let measured = wait_for("the first full analysis", TIMEOUT, || async {
-        Ok(mds.get(NAME).await?.status.filter(|s| s.analysis.as_ref().is_some_and(|a| a.metrics.iter().all(|m| m.samples.unwrap_or(0.0) >= 20.0) && !a.metrics.is_empty())))
+        Ok(mds.get(NAME).await?.status.filter(|s| {
+            s.analysis.as_ref().is_some_and(|a| {
+                a.metrics.iter().all(|m| m.samples.unwrap_or(0.0) >= 20.0) && !a.metrics.is_empty()
+            })
+        }))
     })
     .await;
-    println!("    the router compares every answer; the analysis judges the shadow against stable:");
+    println!(
+        "    the router compares every answer; the analysis judges the shadow against stable:"
+    );
     print_analysis(&measured);
 
     step(start, "Promoted on evidence, then watched while it bakes");
@@ -191,19 +308,40 @@ async fn main() {
     println!("    {}", stable.message.unwrap_or_default());
     show(&["get", "modelship", "-n", NS]).await;
 
-    step(start, "churn-v1.2.0 passes its shadow, then fails once it serves users");
+    step(
+        start,
+        "churn-v1.2.0 passes its shadow, then fails once it serves users",
+    );
     let patch = json!({"spec": {"model": {"version": "churn-v1.2.0", "artifact": model_uri("churn-v2.json")}}});
-    mds.patch(NAME, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("changing the version");
+    mds.patch(NAME, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("changing the version");
     wait_phase(&mds, DeploymentPhase::Baking).await;
-    pods.wait_for_version(Role::Stable, Some("churn-v1.2.0"), TIMEOUT).await;
-    pods.set_knobs(Role::Stable, json!({"error_rate": 0.3})).await;
+    pods.wait_for_version(Role::Stable, Some("churn-v1.2.0"), TIMEOUT)
+        .await;
+    pods.set_knobs(Role::Stable, json!({"error_rate": 0.3}))
+        .await;
     let onset = Instant::now();
     println!("    production now fails 30 % of requests");
     let rolled = wait_phase(&mds, DeploymentPhase::RolledBack).await;
-    println!("    rolled back {:.1}s after the onset: {}", onset.elapsed().as_secs_f64(), rolled.message.unwrap_or_default());
-    pods.wait_for_version(Role::Stable, Some("churn-v1.1.0"), TIMEOUT).await;
+    println!(
+        "    rolled back {:.1}s after the onset: {}",
+        onset.elapsed().as_secs_f64(),
+        rolled.message.unwrap_or_default()
+    );
+    pods.wait_for_version(Role::Stable, Some("churn-v1.1.0"), TIMEOUT)
+        .await;
     show(&["get", "modelship", "-n", NS]).await;
-    show(&["get", "events", "-n", NS, "--field-selector", "involvedObject.kind=ModelDeployment", "--sort-by=.metadata.creationTimestamp"]).await;
+    show(&[
+        "get",
+        "events",
+        "-n",
+        NS,
+        "--field-selector",
+        "involvedObject.kind=ModelDeployment",
+        "--sort-by=.metadata.creationTimestamp",
+    ])
+    .await;
 
     step(start, "The history in status explains every decision");
     show(&["get", "modeldeployment", NAME, "-n", NS, "-o", "jsonpath={range .status.history[*]}{.version}{'\\t'}{.outcome}{'\\t'}{.message}{'\\n'}{end}"]).await;
@@ -222,6 +360,9 @@ async fn main() {
 
     drop(operator);
     step(start, "Done");
-    println!("    The cluster keeps running: KUBECONFIG={} e2e/.cluster/bin/kubectl get modelship -A", modelship_e2e::kubeconfig_path().display());
+    println!(
+        "    The cluster keeps running: KUBECONFIG={} e2e/.cluster/bin/kubectl get modelship -A",
+        modelship_e2e::kubeconfig_path().display()
+    );
     println!("    Stop it with `make cluster-down prometheus-down`.");
 }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use modelship::api::{DeploymentPhase, ModelDeployment, ModelDeploymentStatus};
 use modelship_e2e::operator::{self, Operator};
 use modelship_e2e::pods::LocalPods;
@@ -20,7 +20,13 @@ pub const TIMEOUT: Duration = Duration::from_secs(120);
 pub const NAME: &str = "churn";
 
 pub fn model_uri(file: &str) -> String {
-    format!("file://{}", modelship_e2e::repo_root().join("model-server/models").join(file).display())
+    format!(
+        "file://{}",
+        modelship_e2e::repo_root()
+            .join("model-server/models")
+            .join(file)
+            .display()
+    )
 }
 
 fn merge(base: &mut Value, patch: &Value) {
@@ -78,31 +84,67 @@ pub struct World {
 impl World {
     /// A namespace, the operator, the local pods, and a ModelDeployment that is Stable on
     /// `churn-v1`. `knobs` gives model-server environment per version.
-    pub async fn stable(prefix: &str, overrides: Value, knobs: &[(&str, &[(&str, &str)])]) -> World {
+    pub async fn stable(
+        prefix: &str,
+        overrides: Value,
+        knobs: &[(&str, &[(&str, &str)])],
+    ) -> World {
         let client = client().await;
         let ns = test_namespace(&client, prefix).await;
         let operator = operator::start(ns.name()).await;
         let env: HashMap<String, Vec<(String, String)>> = knobs
             .iter()
-            .map(|(v, kv)| (v.to_string(), kv.iter().map(|(k, x)| (k.to_string(), x.to_string())).collect()))
+            .map(|(v, kv)| {
+                (
+                    v.to_string(),
+                    kv.iter()
+                        .map(|(k, x)| (k.to_string(), x.to_string()))
+                        .collect(),
+                )
+            })
             .collect();
         let pods = LocalPods::start(&client, ns.name(), NAME, env).await;
         let mds: Api<ModelDeployment> = ns.api();
-        mds.create(&PostParams::default(), &model_deployment("churn-v1", "churn-v1.json", overrides)).await.expect("creating the ModelDeployment");
-        let world = World { deployments: ns.api(), client, ns, operator, pods, mds };
+        mds.create(
+            &PostParams::default(),
+            &model_deployment("churn-v1", "churn-v1.json", overrides),
+        )
+        .await
+        .expect("creating the ModelDeployment");
+        let world = World {
+            deployments: ns.api(),
+            client,
+            ns,
+            operator,
+            pods,
+            mds,
+        };
         world.wait_phase(DeploymentPhase::Stable).await;
-        world.pods.wait_for_version(modelship_e2e::pods::Role::Stable, Some("churn-v1"), TIMEOUT).await;
+        world
+            .pods
+            .wait_for_version(modelship_e2e::pods::Role::Stable, Some("churn-v1"), TIMEOUT)
+            .await;
         world
     }
 
     pub async fn status(&self) -> ModelDeploymentStatus {
-        self.mds.get(NAME).await.expect("reading the ModelDeployment").status.unwrap_or_default()
+        self.mds
+            .get(NAME)
+            .await
+            .expect("reading the ModelDeployment")
+            .status
+            .unwrap_or_default()
     }
 
     /// Waits for a phase and returns the status seen then.
     pub async fn wait_phase(&self, phase: DeploymentPhase) -> ModelDeploymentStatus {
         wait_for(&format!("phase {phase}"), TIMEOUT, || async {
-            Ok(self.mds.get(NAME).await?.status.filter(|s| s.phase == Some(phase)))
+            Ok(self
+                .mds
+                .get(NAME)
+                .await?
+                .status
+                .filter(|s| s.phase == Some(phase)))
         })
         .await
     }
@@ -110,25 +152,46 @@ impl World {
     /// Asks for another version.
     pub async fn set_model(&self, version: &str, file: &str) {
         let patch = json!({"spec": {"model": {"version": version, "artifact": model_uri(file)}}});
-        self.mds.patch(NAME, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("changing spec.model");
+        self.mds
+            .patch(NAME, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("changing spec.model");
     }
 
     pub async fn annotate(&self, key: &str, value: &str) {
         let patch = json!({"metadata": {"annotations": {key: value}}});
-        self.mds.patch(NAME, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotating");
+        self.mds
+            .patch(NAME, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("annotating");
     }
 
     /// The version `<name>-stable` runs, from its pod template.
     pub async fn stable_deployment_version(&self) -> Option<String> {
-        let d = self.deployments.get_opt(&format!("{NAME}-stable")).await.ok()??;
-        d.spec?.template.metadata?.labels?.get("modelship.io/version").cloned()
+        let d = self
+            .deployments
+            .get_opt(&format!("{NAME}-stable"))
+            .await
+            .ok()??;
+        d.spec?
+            .template
+            .metadata?
+            .labels?
+            .get("modelship.io/version")
+            .cloned()
     }
 
     /// The reasons of the events about the ModelDeployment, oldest first.
     pub async fn event_reasons(&self) -> Vec<String> {
         let events: Api<k8s_openapi::api::events::v1::Event> = self.ns.api();
-        let mut list = events.list(&Default::default()).await.expect("listing events").items;
-        list.retain(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("ModelDeployment"));
+        let mut list = events
+            .list(&Default::default())
+            .await
+            .expect("listing events")
+            .items;
+        list.retain(|e| {
+            e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("ModelDeployment")
+        });
         list.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
         list.into_iter().filter_map(|e| e.reason).collect()
     }
@@ -136,20 +199,38 @@ impl World {
     /// Waits for an event with `reason` about the ModelDeployment (events are published just
     /// after the status is written).
     pub async fn wait_event(&self, reason: &str) {
-        wait_for(&format!("a {reason} event"), Duration::from_secs(30), || async {
-            Ok(self.event_reasons().await.iter().any(|r| r == reason).then_some(()))
-        })
+        wait_for(
+            &format!("a {reason} event"),
+            Duration::from_secs(30),
+            || async {
+                Ok(self
+                    .event_reasons()
+                    .await
+                    .iter()
+                    .any(|r| r == reason)
+                    .then_some(()))
+            },
+        )
         .await;
     }
 
     /// Asserts that for `during`, the phase never becomes one of `never` (a negative can only
     /// be shown over a window; it is checked at every poll, not slept through).
-    pub async fn never(&self, never: &[DeploymentPhase], during: Duration) -> ModelDeploymentStatus {
+    pub async fn never(
+        &self,
+        never: &[DeploymentPhase],
+        during: Duration,
+    ) -> ModelDeploymentStatus {
         let deadline = tokio::time::Instant::now() + during;
         let mut last = self.status().await;
         while tokio::time::Instant::now() < deadline {
             last = self.status().await;
-            assert!(!last.phase.is_some_and(|p| never.contains(&p)), "phase became {:?}: {:?}", last.phase, last.message);
+            assert!(
+                !last.phase.is_some_and(|p| never.contains(&p)),
+                "phase became {:?}: {:?}",
+                last.phase,
+                last.message
+            );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         last

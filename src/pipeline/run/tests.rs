@@ -50,7 +50,10 @@ impl Fixture {
     fn inputs(&self) -> Result<RunInputs, String> {
         match &self.data_error {
             Some(e) => Err(e.clone()),
-            None => Ok(current_inputs(&self.p.spec, self.p.spec.data.version.clone().unwrap_or_default())),
+            None => Ok(current_inputs(
+                &self.p.spec,
+                self.p.spec.data.version.clone().unwrap_or_default(),
+            )),
         }
     }
 
@@ -81,11 +84,18 @@ impl Fixture {
     }
 
     fn run(&self, name: &str) -> &Run {
-        self.status().runs.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("no run {name}"))
+        self.status()
+            .runs
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("no run {name}"))
     }
 
     fn later(&mut self, secs: i64) {
-        self.now = self.now.checked_add(jiff::SignedDuration::from_secs(secs)).unwrap();
+        self.now = self
+            .now
+            .checked_add(jiff::SignedDuration::from_secs(secs))
+            .unwrap();
     }
 
     fn job(&mut self, name: &str, state: JobState, pod: Option<PodOutcome>) {
@@ -96,14 +106,31 @@ impl Fixture {
         let pod = PodOutcome {
             exit_code: Some(0),
             message: message.map(Into::into),
-            images: BTreeMap::from([("main".into(), format!("registry.example/{name}@sha256:{}", &SHA[..12]))]),
+            images: BTreeMap::from([(
+                "main".into(),
+                format!("registry.example/{name}@sha256:{}", &SHA[..12]),
+            )]),
         };
-        self.job(name, JobState::Succeeded { completed_at: Some(self.now) }, Some(pod));
+        self.job(
+            name,
+            JobState::Succeeded {
+                completed_at: Some(self.now),
+            },
+            Some(pod),
+        );
     }
 
     fn fail(&mut self, name: &str, exit_code: i32, message: &str, job_reason: &str) {
-        let pod = PodOutcome { exit_code: Some(exit_code), message: Some(message.into()), images: BTreeMap::new() };
-        let state = JobState::Failed { reason: job_reason.into(), message: "Job has failed".into(), failed_at: Some(self.now) };
+        let pod = PodOutcome {
+            exit_code: Some(exit_code),
+            message: Some(message.into()),
+            images: BTreeMap::new(),
+        };
+        let state = JobState::Failed {
+            reason: job_reason.into(),
+            message: "Job has failed".into(),
+            failed_at: Some(self.now),
+        };
         self.job(name, state, Some(pod));
     }
 
@@ -112,13 +139,18 @@ impl Fixture {
         self.step();
         self.succeed("fraud-r1-train", Some(&train_result()));
         self.step();
-        self.succeed("fraud-r1-evaluate", Some(&result(&format!(r#"{{"f1":{f1}}}"#))));
+        self.succeed(
+            "fraud-r1-evaluate",
+            Some(&result(&format!(r#"{{"f1":{f1}}}"#))),
+        );
         self.step()
     }
 }
 
 fn train_result() -> String {
-    format!(r#"{{"schemaVersion":1,"metrics":{{"loss":0.12}},"artifact":{{"uri":"s3://models/fraud/fraud-v1.0.0-2026-11-26-f4c9a2/","sha256":"{SHA}"}},"datasetDigest":"sha256:data"}}"#)
+    format!(
+        r#"{{"schemaVersion":1,"metrics":{{"loss":0.12}},"artifact":{{"uri":"s3://models/fraud/fraud-v1.0.0-2026-11-26-f4c9a2/","sha256":"{SHA}"}},"datasetDigest":"sha256:data"}}"#
+    )
 }
 
 fn reasons(d: &Decision) -> Vec<&'static str> {
@@ -143,12 +175,18 @@ fn a_new_pipeline_starts_its_first_run_at_once() {
     let s = f.status();
     assert_eq!(s.run_count, 1);
     assert_eq!(s.phase, Some(PipelinePhase::Running));
-    assert_eq!(s.last_trigger.as_ref().unwrap().reason, TriggerReason::Source);
+    assert_eq!(
+        s.last_trigger.as_ref().unwrap().reason,
+        TriggerReason::Source
+    );
     assert_eq!(s.observed.as_ref().unwrap().source_revision, "f4c9a2e1");
     let r = f.run("r1");
     assert_eq!(r.phase, RunPhase::Running);
     assert_eq!(r.version, "fraud-v1.0.0-2026-11-26-f4c9a2");
-    assert_eq!(r.artifact, "s3://models/fraud/fraud-v1.0.0-2026-11-26-f4c9a2/");
+    assert_eq!(
+        r.artifact,
+        "s3://models/fraud/fraud-v1.0.0-2026-11-26-f4c9a2/"
+    );
     assert_eq!(r.stage.as_deref(), Some("train"));
     assert_eq!(stage(r, "train").phase, StagePhase::Running);
     assert_eq!(stage(r, "train").job, "fraud-r1-train");
@@ -187,21 +225,33 @@ fn stages_advance_in_order_and_a_passing_run_waits_for_approval() {
     f.later(30);
     f.succeed("fraud-r1-evaluate", Some(&result(r#"{"f1":0.9}"#)));
     let d = f.step();
-    assert_eq!(reasons(&d), vec!["StageSucceeded", "GatesPassed", "AwaitingApproval"]);
+    assert_eq!(
+        reasons(&d),
+        vec!["StageSucceeded", "GatesPassed", "AwaitingApproval"]
+    );
     assert_eq!(d.gate_verdicts, vec![Verdict::Pass]);
     assert!(d.finished.is_empty());
     let s = f.status();
     assert_eq!(s.phase, Some(PipelinePhase::WaitingApproval));
     assert_eq!(s.verdict, Some(Verdict::Pass));
-    assert_eq!(condition(s, "WaitingApproval"), ("True", "CandidateWaiting"));
+    assert_eq!(
+        condition(s, "WaitingApproval"),
+        ("True", "CandidateWaiting")
+    );
     assert_eq!(condition(s, "Running"), ("False", "Idle"));
     let c = s.latest_candidate.as_ref().unwrap();
     assert_eq!(c.version, "fraud-v1.0.0-2026-11-26-f4c9a2");
     assert_eq!(c.approved_at, None);
-    assert!(s.latest_approved.is_none(), "nothing is published before approval");
+    assert!(
+        s.latest_approved.is_none(),
+        "nothing is published before approval"
+    );
     assert_eq!(s.last_successful.as_ref(), Some(&f.run("r1").inputs));
     let msg = f.run("r1").message.clone().unwrap();
-    assert!(msg.contains("kubectl annotate modelpipeline fraud modelship.io/approve-run=r1"), "{msg}");
+    assert!(
+        msg.contains("kubectl annotate modelpipeline fraud modelship.io/approve-run=r1"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -222,7 +272,10 @@ fn the_candidate_carries_a_reproducibility_record() {
     assert_eq!(r.seed, 42);
     assert_eq!(r.template_hash, triggers::template_hash(&f.p.spec));
     assert_eq!(r.metrics, BTreeMap::from([("f1".to_string(), 0.9)]));
-    assert_eq!(r.images.keys().collect::<Vec<_>>(), vec!["evaluate/main", "train/main"]);
+    assert_eq!(
+        r.images.keys().collect::<Vec<_>>(),
+        vec!["evaluate/main", "train/main"]
+    );
 }
 
 #[test]
@@ -230,7 +283,10 @@ fn approval_publishes_the_candidate_and_only_for_the_named_run() {
     let mut f = Fixture::new();
     f.through_evaluate(0.9);
     f.annotations.approve_run = Some("r7".into());
-    assert!(f.step().notes.is_empty(), "an annotation naming another run does nothing");
+    assert!(
+        f.step().notes.is_empty(),
+        "an annotation naming another run does nothing"
+    );
     assert!(f.status().latest_approved.is_none());
     f.later(60);
     f.annotations.approve_run = Some("r1".into());
@@ -242,7 +298,10 @@ fn approval_publishes_the_candidate_and_only_for_the_named_run() {
     let a = s.latest_approved.as_ref().unwrap();
     assert_eq!(a.version, "fraud-v1.0.0-2026-11-26-f4c9a2");
     assert_eq!(a.approved_at.as_deref(), Some("2026-11-26T10:01:00Z"));
-    assert_eq!(s.latest_candidate.as_ref().unwrap().approved_at, a.approved_at);
+    assert_eq!(
+        s.latest_candidate.as_ref().unwrap().approved_at,
+        a.approved_at
+    );
     assert_eq!(f.run("r1").reason.as_deref(), Some("Approved"));
     assert_eq!(condition(s, "Succeeded"), ("True", "Approved"));
     // Once approved, the annotation acts no more.
@@ -270,7 +329,10 @@ fn automatic_approval_publishes_at_once() {
     let mut f = Fixture::new();
     f.p.spec.approval = Approval::Automatic;
     let d = f.through_evaluate(0.9);
-    assert_eq!(reasons(&d), vec!["StageSucceeded", "GatesPassed", "CandidateApproved"]);
+    assert_eq!(
+        reasons(&d),
+        vec!["StageSucceeded", "GatesPassed", "CandidateApproved"]
+    );
     let s = f.status();
     assert_eq!(s.phase, Some(PipelinePhase::Succeeded));
     assert_eq!(s.latest_approved.as_ref().unwrap().run, "r1");
@@ -292,30 +354,58 @@ fn failing_gates_fail_the_run_with_per_metric_reasons() {
     let s = f.status();
     assert_eq!(s.phase, Some(PipelinePhase::Failed));
     assert_eq!(s.verdict, Some(Verdict::Fail));
-    assert!(s.latest_candidate.is_none() && s.latest_approved.is_none() && s.last_successful.is_none());
+    assert!(
+        s.latest_candidate.is_none() && s.latest_approved.is_none() && s.last_successful.is_none()
+    );
     let r = f.run("r1");
     assert_eq!(r.reason.as_deref(), Some("GatesFailed"));
     assert_eq!(r.stage.as_deref(), Some("evaluate"));
     let g = &r.gates[0];
-    assert_eq!((g.metric.as_str(), g.value, g.baseline, g.verdict), ("f1", Some(0.9), Some(0.95), Verdict::Fail));
+    assert_eq!(
+        (g.metric.as_str(), g.value, g.baseline, g.verdict),
+        ("f1", Some(0.9), Some(0.95), Verdict::Fail)
+    );
     assert_eq!(g.baseline_from.as_deref(), Some("production"));
-    assert_eq!(g.reason, "f1 0.9 is below 0.94 (baseline 0.95 with at most 0.01 regression)");
-    assert!(r.message.as_ref().unwrap().contains("f1: f1 0.9 is below 0.94"), "{:?}", r.message);
-    assert_eq!(r.baseline.as_ref().unwrap().version, "fraud-v0.9.0-2026-10-01-aaaaaa");
+    assert_eq!(
+        g.reason,
+        "f1 0.9 is below 0.94 (baseline 0.95 with at most 0.01 regression)"
+    );
+    assert!(
+        r.message
+            .as_ref()
+            .unwrap()
+            .contains("f1: f1 0.9 is below 0.94"),
+        "{:?}",
+        r.message
+    );
+    assert_eq!(
+        r.baseline.as_ref().unwrap().version,
+        "fraud-v0.9.0-2026-10-01-aaaaaa"
+    );
 }
 
 #[test]
 fn a_baseline_measured_in_the_run_wins_over_production() {
     let mut f = Fixture::new();
-    f.production = Some(ProductionModel { version: "old".into(), metrics: BTreeMap::from([("f1".into(), 0.99)]), ..Default::default() });
+    f.production = Some(ProductionModel {
+        version: "old".into(),
+        metrics: BTreeMap::from([("f1".into(), 0.99)]),
+        ..Default::default()
+    });
     f.step();
     f.succeed("fraud-r1-train", Some(&train_result()));
     f.step();
-    f.succeed("fraud-r1-evaluate", Some(r#"{"schemaVersion":1,"metrics":{"f1":0.9},"baselineMetrics":{"f1":0.88}}"#));
+    f.succeed(
+        "fraud-r1-evaluate",
+        Some(r#"{"schemaVersion":1,"metrics":{"f1":0.9},"baselineMetrics":{"f1":0.88}}"#),
+    );
     f.step();
     let r = f.run("r1");
     assert_eq!(r.phase, RunPhase::WaitingApproval);
-    assert_eq!((r.gates[0].baseline, r.gates[0].baseline_from.as_deref()), (Some(0.88), Some("run")));
+    assert_eq!(
+        (r.gates[0].baseline, r.gates[0].baseline_from.as_deref()),
+        (Some(0.88), Some("run"))
+    );
     assert_eq!(stage(r, "evaluate").baseline_metrics["f1"], 0.88);
 }
 
@@ -325,9 +415,17 @@ fn without_any_baseline_the_relative_bound_is_skipped_and_said() {
     let d = f.through_evaluate(0.85);
     let r = f.run("r1");
     assert_eq!(r.phase, RunPhase::WaitingApproval);
-    assert!(r.gates[0].bound.contains("relative bound skipped: no baseline"));
+    assert!(
+        r.gates[0]
+            .bound
+            .contains("relative bound skipped: no baseline")
+    );
     let passed = d.notes.iter().find(|n| n.reason == "GatesPassed").unwrap();
-    assert!(passed.message.contains("no baseline was available"), "{}", passed.message);
+    assert!(
+        passed.message.contains("no baseline was available"),
+        "{}",
+        passed.message
+    );
 }
 
 #[test]
@@ -340,7 +438,10 @@ fn a_missing_gated_metric_fails() {
     f.step();
     let r = f.run("r1");
     assert_eq!(r.reason.as_deref(), Some("GatesFailed"));
-    assert_eq!(r.gates[0].reason, "f1 was not reported by the evaluate stage");
+    assert_eq!(
+        r.gates[0].reason,
+        "f1 was not reported by the evaluate stage"
+    );
 }
 
 fn with_checks_and_validate() -> Fixture {
@@ -358,7 +459,12 @@ fn a_failed_validation_stops_the_run_before_training() {
     f.succeed("fraud-r1-checks", None);
     f.step();
     assert_eq!(stage(f.run("r1"), "validate").phase, StagePhase::Running);
-    f.fail("fraud-r1-validate", 3, r#"{"schemaVersion":1,"metrics":{"drift_share":0.4}}"#, "PodFailurePolicy");
+    f.fail(
+        "fraud-r1-validate",
+        3,
+        r#"{"schemaVersion":1,"metrics":{"drift_share":0.4}}"#,
+        "PodFailurePolicy",
+    );
     let d = f.step();
     assert_eq!(reasons(&d), vec!["CheckFailed"]);
     assert_eq!(d.stage_durations, vec![("validate", "failed", 0.0)]);
@@ -368,9 +474,21 @@ fn a_failed_validation_stops_the_run_before_training() {
     assert_eq!(r.stage.as_deref(), Some("validate"));
     let v = stage(r, "validate");
     assert_eq!((v.phase, v.exit_code), (StagePhase::Failed, Some(3)));
-    assert_eq!(v.metrics["drift_share"], 0.4, "what a failed stage measured is kept");
-    assert!(v.message.as_ref().unwrap().starts_with("stage validate failed its check (exit code 3, not retried)"));
-    assert_eq!(stage(r, "train").phase, StagePhase::Pending, "training never started");
+    assert_eq!(
+        v.metrics["drift_share"], 0.4,
+        "what a failed stage measured is kept"
+    );
+    assert!(
+        v.message
+            .as_ref()
+            .unwrap()
+            .starts_with("stage validate failed its check (exit code 3, not retried)")
+    );
+    assert_eq!(
+        stage(r, "train").phase,
+        StagePhase::Pending,
+        "training never started"
+    );
     assert_eq!(condition(f.status(), "Succeeded"), ("False", "CheckFailed"));
 }
 
@@ -378,13 +496,20 @@ fn a_failed_validation_stops_the_run_before_training() {
 fn a_crash_names_the_job_reason_exit_code_and_message() {
     let mut f = Fixture::new();
     f.step();
-    f.fail("fraud-r1-train", 137, "OOMKilled while loading data", "BackoffLimitExceeded");
+    f.fail(
+        "fraud-r1-train",
+        137,
+        "OOMKilled while loading data",
+        "BackoffLimitExceeded",
+    );
     let d = f.step();
     assert_eq!(reasons(&d), vec!["StageFailed"]);
     let r = f.run("r1");
     assert_eq!(
         r.message.as_deref(),
-        Some("r1: stage train failed: BackoffLimitExceeded (Job has failed); exit code 137: OOMKilled while loading data")
+        Some(
+            "r1: stage train failed: BackoffLimitExceeded (Job has failed); exit code 137: OOMKilled while loading data"
+        )
     );
 }
 
@@ -392,14 +517,19 @@ fn a_crash_names_the_job_reason_exit_code_and_message() {
 fn an_invalid_result_fails_the_run_with_what_was_wrong() {
     let mut f = Fixture::new();
     f.step();
-    f.succeed("fraud-r1-train", Some(r#"{"schemaVersion":2,"metrics":{}}"#));
+    f.succeed(
+        "fraud-r1-train",
+        Some(r#"{"schemaVersion":2,"metrics":{}}"#),
+    );
     let d = f.step();
     assert_eq!(reasons(&d), vec!["InvalidResult"]);
     let r = f.run("r1");
     assert_eq!(r.reason.as_deref(), Some("InvalidResult"));
     assert_eq!(
         r.message.as_deref(),
-        Some("r1: stage train reported an invalid result: the termination message has schemaVersion 2, but this operator reads only schemaVersion 1")
+        Some(
+            "r1: stage train reported an invalid result: the termination message has schemaVersion 2, but this operator reads only schemaVersion 1"
+        )
     );
     assert_eq!(stage(r, "evaluate").phase, StagePhase::Pending);
 }
@@ -410,14 +540,26 @@ fn a_required_result_that_is_missing_fails() {
     f.step();
     f.succeed("fraud-r1-train", None);
     f.step();
-    assert!(f.run("r1").message.as_ref().unwrap().contains("left no termination message"));
+    assert!(
+        f.run("r1")
+            .message
+            .as_ref()
+            .unwrap()
+            .contains("left no termination message")
+    );
 }
 
 #[test]
 fn a_finished_job_waits_briefly_for_its_pod_then_gives_up() {
     let mut f = Fixture::new();
     f.step();
-    f.job("fraud-r1-train", JobState::Succeeded { completed_at: Some(f.now) }, None);
+    f.job(
+        "fraud-r1-train",
+        JobState::Succeeded {
+            completed_at: Some(f.now),
+        },
+        None,
+    );
     let d = f.step();
     assert_eq!(d.wake, Some(Duration::from_secs(1)));
     assert_eq!(f.run("r1").phase, RunPhase::Running);
@@ -432,15 +574,26 @@ fn a_finished_job_waits_briefly_for_its_pod_then_gives_up() {
 fn a_failed_job_waits_briefly_for_its_pod_unless_its_deadline_removed_it() {
     let mut f = Fixture::new();
     f.step();
-    let failed = |reason: &str, at| JobState::Failed { reason: reason.into(), message: "m".into(), failed_at: Some(at) };
-    f.job("fraud-r1-train", failed("BackoffLimitExceeded", f.now), None);
+    let failed = |reason: &str, at| JobState::Failed {
+        reason: reason.into(),
+        message: "m".into(),
+        failed_at: Some(at),
+    };
+    f.job(
+        "fraud-r1-train",
+        failed("BackoffLimitExceeded", f.now),
+        None,
+    );
     assert_eq!(f.step().wake, Some(Duration::from_secs(1)));
     assert_eq!(f.run("r1").phase, RunPhase::Running);
     f.job("fraud-r1-train", failed("DeadlineExceeded", f.now), None);
     f.step();
     let r = f.run("r1");
     assert_eq!(r.phase, RunPhase::Failed);
-    assert_eq!(r.message.as_deref(), Some("r1: stage train failed: DeadlineExceeded (m)"));
+    assert_eq!(
+        r.message.as_deref(),
+        Some("r1: stage train failed: DeadlineExceeded (m)")
+    );
 }
 
 #[test]
@@ -450,7 +603,13 @@ fn a_job_of_an_earlier_pipeline_of_the_same_name_is_waited_for() {
     f.job("fraud-r1-train", JobState::Foreign, None);
     let d = f.step();
     assert_eq!(d.wake, Some(Duration::from_secs(5)));
-    assert!(stage(f.run("r1"), "train").message.as_ref().unwrap().contains("earlier pipeline of the same name"));
+    assert!(
+        stage(f.run("r1"), "train")
+            .message
+            .as_ref()
+            .unwrap()
+            .contains("earlier pipeline of the same name")
+    );
     assert_eq!(f.run("r1").phase, RunPhase::Running);
 }
 
@@ -461,23 +620,50 @@ fn a_trigger_during_a_run_is_queued_latest_wins_and_starts_after() {
     f.p.spec.source.revision = "b2".into();
     let d = f.step();
     assert_eq!(reasons(&d), vec!["RunQueued"]);
-    assert_eq!(f.status().queued.as_ref().unwrap().detail, "source revision f4c9a2e1 -> b2");
+    assert_eq!(
+        f.status().queued.as_ref().unwrap().detail,
+        "source revision f4c9a2e1 -> b2"
+    );
     f.p.spec.data.version = Some("2026-11-27".into());
     let d = f.step();
-    assert!(d.notes[0].message.contains("replaces the queued source trigger"), "{:?}", d.notes);
-    assert_eq!(f.status().queued.as_ref().unwrap().reason, TriggerReason::Data);
+    assert!(
+        d.notes[0]
+            .message
+            .contains("replaces the queued source trigger"),
+        "{:?}",
+        d.notes
+    );
+    assert_eq!(
+        f.status().queued.as_ref().unwrap().reason,
+        TriggerReason::Data
+    );
     assert_eq!(f.status().run_count, 1, "one run at a time");
 
     f.fail("fraud-r1-train", 1, "boom", "BackoffLimitExceeded");
     let d = f.step();
-    assert_eq!(reasons(&d), vec!["StageFailed", "RunStarted", "StageStarted"]);
+    assert_eq!(
+        reasons(&d),
+        vec!["StageFailed", "RunStarted", "StageStarted"]
+    );
     let s = f.status();
     assert!(s.queued.is_none());
     let r2 = f.run("r2");
     assert_eq!(r2.trigger.reason, TriggerReason::Data);
-    assert_eq!((r2.inputs.source_revision.as_str(), r2.inputs.data_version.as_str()), ("b2", "2026-11-27"));
-    assert_eq!(r2.version, "fraud-v1.0.0-2026-11-26-b2", "a failed run does not use up a version");
-    assert_eq!(s.runs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), vec!["r2", "r1"]);
+    assert_eq!(
+        (
+            r2.inputs.source_revision.as_str(),
+            r2.inputs.data_version.as_str()
+        ),
+        ("b2", "2026-11-27")
+    );
+    assert_eq!(
+        r2.version, "fraud-v1.0.0-2026-11-26-b2",
+        "a failed run does not use up a version"
+    );
+    assert_eq!(
+        s.runs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        vec!["r2", "r1"]
+    );
 }
 
 #[test]
@@ -502,7 +688,10 @@ fn a_new_data_version_starts_a_data_run() {
     f.p.spec.data.version = Some("2026-11-27".into());
     let d = f.step();
     assert_eq!(d.started, vec![TriggerReason::Data]);
-    assert_eq!(f.run("r2").trigger.detail, "data version 2026-11-26 -> 2026-11-27");
+    assert_eq!(
+        f.run("r2").trigger.detail,
+        "data version 2026-11-26 -> 2026-11-27"
+    );
 }
 
 #[test]
@@ -514,9 +703,16 @@ fn unknown_data_version_starts_nothing_but_the_run_goes_on() {
     f.succeed("fraud-r1-train", Some(&train_result()));
     let d = f.step();
     assert_eq!(reasons(&d), vec!["StageSucceeded", "StageStarted"]);
-    assert_eq!(condition(f.status(), "Ready"), ("False", "InputsUnavailable"));
+    assert_eq!(
+        condition(f.status(), "Ready"),
+        ("False", "InputsUnavailable")
+    );
     assert!(f.status().queued.is_none());
-    assert_eq!(f.status().observed.as_ref().unwrap().source_revision, "f4c9a2e1", "nothing was observed");
+    assert_eq!(
+        f.status().observed.as_ref().unwrap().source_revision,
+        "f4c9a2e1",
+        "nothing was observed"
+    );
 }
 
 #[test]
@@ -526,17 +722,30 @@ fn the_same_inputs_as_the_last_success_start_nothing_unless_forced() {
     f.through_evaluate(0.9);
     // Back and forth: the inputs are those of r1 again.
     f.p.spec.source.revision = "b2".into();
-    f.p.status.as_mut().unwrap().observed.as_mut().unwrap().source_revision = "b2".into();
+    f.p.status
+        .as_mut()
+        .unwrap()
+        .observed
+        .as_mut()
+        .unwrap()
+        .source_revision = "b2".into();
     f.p.spec.source.revision = "f4c9a2e1".into();
     let d = f.step();
     assert_eq!(reasons(&d), vec!["RunSkipped"]);
-    assert!(d.notes[0].message.contains("those of r1"), "{}", d.notes[0].message);
+    assert!(
+        d.notes[0].message.contains("those of r1"),
+        "{}",
+        d.notes[0].message
+    );
     assert_eq!(f.status().run_count, 1);
     // A request forces it.
     f.annotations.run = Some("again-1".into());
     let d = f.step();
     assert_eq!(d.started, vec![TriggerReason::Manual]);
-    assert_eq!(f.run("r2").trigger.detail, "requested with modelship.io/run=again-1");
+    assert_eq!(
+        f.run("r2").trigger.detail,
+        "requested with modelship.io/run=again-1"
+    );
     assert_eq!(f.status().handled_run_request.as_deref(), Some("again-1"));
 }
 
@@ -560,8 +769,14 @@ fn a_token_during_a_run_is_queued_once() {
     f.step();
     f.annotations.run = Some("t1".into());
     assert_eq!(reasons(&f.step()), vec!["RunQueued"]);
-    assert!(f.step().notes.is_empty(), "the same token queues nothing more");
-    assert_eq!(f.status().queued.as_ref().unwrap().reason, TriggerReason::Manual);
+    assert!(
+        f.step().notes.is_empty(),
+        "the same token queues nothing more"
+    );
+    assert_eq!(
+        f.status().queued.as_ref().unwrap().reason,
+        TriggerReason::Manual
+    );
 }
 
 #[test]
@@ -571,18 +786,34 @@ fn the_schedule_fires_a_run() {
     f.p.spec.triggers.schedule = Some("0 * * * *".into());
     f.schedule = Schedule::from_spec(&f.p.spec.triggers).unwrap();
     let d = f.through_evaluate(0.9);
-    assert_eq!(f.status().next_schedule_time.as_deref(), Some("2026-11-26T11:00:00Z"));
+    assert_eq!(
+        f.status().next_schedule_time.as_deref(),
+        Some("2026-11-26T11:00:00Z")
+    );
     assert_eq!(f.status().observed_schedule.as_deref(), Some("0 * * * *"));
     assert_eq!(d.wake, Some(Duration::from_secs(3600)));
     f.later(1800);
     assert!(f.step().started.is_empty());
     f.later(1800);
     let d = f.step();
-    assert_eq!(d.started, vec![TriggerReason::Schedule], "a schedule retrains even with the same inputs");
+    assert_eq!(
+        d.started,
+        vec![TriggerReason::Schedule],
+        "a schedule retrains even with the same inputs"
+    );
     let s = f.status();
-    assert_eq!(s.last_schedule_time.as_deref(), Some("2026-11-26T11:00:00Z"));
-    assert_eq!(s.next_schedule_time.as_deref(), Some("2026-11-26T12:00:00Z"));
-    assert_eq!(f.run("r2").trigger.detail, "schedule 0 * * * * fired at 2026-11-26T11:00:00Z");
+    assert_eq!(
+        s.last_schedule_time.as_deref(),
+        Some("2026-11-26T11:00:00Z")
+    );
+    assert_eq!(
+        s.next_schedule_time.as_deref(),
+        Some("2026-11-26T12:00:00Z")
+    );
+    assert_eq!(
+        f.run("r2").trigger.detail,
+        "schedule 0 * * * * fired at 2026-11-26T11:00:00Z"
+    );
 }
 
 #[test]
@@ -597,7 +828,10 @@ fn an_older_waiting_candidate_is_superseded_by_a_newer_one() {
     let d = f.step();
     assert!(reasons(&d).contains(&"CandidateSuperseded"));
     let r1 = f.run("r1");
-    assert_eq!((r1.phase, r1.reason.as_deref()), (RunPhase::Rejected, Some("Superseded")));
+    assert_eq!(
+        (r1.phase, r1.reason.as_deref()),
+        (RunPhase::Rejected, Some("Superseded"))
+    );
     assert_eq!(f.run("r2").phase, RunPhase::WaitingApproval);
     assert_eq!(f.status().latest_candidate.as_ref().unwrap().run, "r2");
     assert_eq!(f.run("r2").semver, "1.1.0");
@@ -611,11 +845,23 @@ fn history_is_trimmed_as_runs_finish() {
     for i in 1..=3 {
         f.annotations.run = Some(format!("t{i}"));
         dropped.extend(f.step().dropped);
-        f.fail(&format!("fraud-r{}-train", f.status().run_count), 1, "x", "BackoffLimitExceeded");
+        f.fail(
+            &format!("fraud-r{}-train", f.status().run_count),
+            1,
+            "x",
+            "BackoffLimitExceeded",
+        );
     }
     dropped.extend(f.step().dropped);
     assert_eq!(dropped, vec!["r1"]);
-    assert_eq!(f.status().runs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), vec!["r3", "r2"]);
+    assert_eq!(
+        f.status()
+            .runs
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["r3", "r2"]
+    );
 }
 
 fn with_integration() -> Fixture {
@@ -639,8 +885,16 @@ fn integration_serves_the_candidate_then_tests_and_gates_it() {
     let r = f.run("r1");
     let it = stage(r, "integration");
     assert_eq!(it.phase, StagePhase::Starting);
-    assert_eq!(it.service_url.as_deref(), Some("http://fraud-r1-serve.models.svc:80"));
-    assert!(it.message.as_ref().unwrap().contains("Deployment fraud-r1-serve"));
+    assert_eq!(
+        it.service_url.as_deref(),
+        Some("http://fraud-r1-serve.models.svc:80")
+    );
+    assert!(
+        it.message
+            .as_ref()
+            .unwrap()
+            .contains("Deployment fraud-r1-serve")
+    );
 
     f.serving.insert("fraud-r1-serve".into(), false);
     f.later(10);
@@ -655,11 +909,20 @@ fn integration_serves_the_candidate_then_tests_and_gates_it() {
 
     f.succeed("fraud-r1-integration", Some(&result(r#"{"p99_ms":42}"#)));
     let d = f.step();
-    assert_eq!(reasons(&d), vec!["StageSucceeded", "GatesPassed", "CandidateApproved"]);
+    assert_eq!(
+        reasons(&d),
+        vec!["StageSucceeded", "GatesPassed", "CandidateApproved"]
+    );
     let r = f.run("r1");
     assert_eq!(r.gates.len(), 2);
     assert_eq!(r.phase, RunPhase::Succeeded);
-    let repro = r.candidate.as_ref().unwrap().reproducibility.as_ref().unwrap();
+    let repro = r
+        .candidate
+        .as_ref()
+        .unwrap()
+        .reproducibility
+        .as_ref()
+        .unwrap();
     assert_eq!(repro.integration_metrics["p99_ms"], 42.0);
 }
 
@@ -684,7 +947,13 @@ fn integration_fails_when_the_candidate_never_becomes_available() {
     f.later(121);
     let d = f.step();
     assert_eq!(reasons(&d), vec!["ServingUnavailable"]);
-    assert!(f.run("r1").message.as_ref().unwrap().contains("did not become available within 120s"));
+    assert!(
+        f.run("r1")
+            .message
+            .as_ref()
+            .unwrap()
+            .contains("did not become available within 120s")
+    );
 }
 
 #[test]
@@ -694,17 +963,31 @@ fn integration_without_a_serving_template_fails_with_the_reason() {
     f.through_evaluate(0.9);
     let r = f.run("r1");
     assert_eq!(r.reason.as_deref(), Some("NoServingTemplate"));
-    assert!(r.message.as_ref().unwrap().contains("no ModelDeployment follows this pipeline"));
+    assert!(
+        r.message
+            .as_ref()
+            .unwrap()
+            .contains("no ModelDeployment follows this pipeline")
+    );
 }
 
 #[test]
 fn train_may_say_where_the_artifact_is() {
     let mut f = Fixture::new();
     f.step();
-    f.succeed("fraud-r1-train", Some(r#"{"schemaVersion":1,"metrics":{},"artifact":{"uri":"gs://elsewhere/model/"}}"#));
+    f.succeed(
+        "fraud-r1-train",
+        Some(r#"{"schemaVersion":1,"metrics":{},"artifact":{"uri":"gs://elsewhere/model/"}}"#),
+    );
     f.step();
     assert_eq!(effective_artifact(f.run("r1")), "gs://elsewhere/model/");
-    assert_eq!(stage(f.run("r1"), "train").artifact, Some(ArtifactRef { uri: Some("gs://elsewhere/model/".into()), sha256: None }));
+    assert_eq!(
+        stage(f.run("r1"), "train").artifact,
+        Some(ArtifactRef {
+            uri: Some("gs://elsewhere/model/".into()),
+            sha256: None
+        })
+    );
 }
 
 #[test]
@@ -712,7 +995,11 @@ fn production_changes_are_recorded_and_become_the_next_baseline() {
     let mut f = Fixture::new();
     f.p.spec.approval = Approval::Automatic;
     f.through_evaluate(0.9);
-    let prod = ProductionModel { version: "fraud-v1.0.0-2026-11-26-f4c9a2".into(), metrics: BTreeMap::from([("f1".into(), 0.9)]), ..Default::default() };
+    let prod = ProductionModel {
+        version: "fraud-v1.0.0-2026-11-26-f4c9a2".into(),
+        metrics: BTreeMap::from([("f1".into(), 0.9)]),
+        ..Default::default()
+    };
     f.production = Some(prod.clone());
     let d = f.step();
     assert_eq!(reasons(&d), vec!["ProductionChanged"]);
@@ -738,11 +1025,24 @@ fn a_version_that_cannot_be_a_label_fails_the_run_at_once() {
 fn a_rejected_job_fails_its_run() {
     let mut f = Fixture::new();
     f.step();
-    let d = rejected(&f.p, f.status(), "r1", Stage::Train, "Job fraud-r1-train", "spec.template.spec.containers[0].image: Required value", f.now);
+    let d = rejected(
+        &f.p,
+        f.status(),
+        "r1",
+        Stage::Train,
+        "Job fraud-r1-train",
+        "spec.template.spec.containers[0].image: Required value",
+        f.now,
+    );
     assert_eq!(reasons(&d), vec!["Rejected"]);
     let r = d.status.runs.iter().find(|r| r.name == "r1").unwrap();
     assert_eq!(r.phase, RunPhase::Failed);
-    assert!(r.message.as_ref().unwrap().contains("the API server rejected Job fraud-r1-train: spec.template"));
+    assert!(
+        r.message
+            .as_ref()
+            .unwrap()
+            .contains("the API server rejected Job fraud-r1-train: spec.template")
+    );
     assert_eq!(d.status.condition("Ready"), f.status().condition("Ready"));
 }
 
