@@ -1,6 +1,6 @@
 //! The Jobs of a run: one per stage, built from the user's pod template with the run's
 //! environment contract. Pure.
-use crate::api::{ModelPipeline, ModelPipelineSpec, Run, StageSpec};
+use crate::api::{ModelPipeline, ModelPipelineSpec, Run, StagePhase, StageSpec, StageStatus};
 use crate::deployment::desired::{LABEL_MANAGED_BY, MANAGED_BY, set_env};
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
@@ -66,6 +66,28 @@ pub fn planned_stages(spec: &ModelPipelineSpec) -> Vec<Stage> {
     Stage::ALL
         .into_iter()
         .filter(|s| stage_spec(spec, *s).is_some())
+        .collect()
+}
+
+/// The status of a new run's stages: each planned stage, pending, with its Job's name.
+pub fn pending_stages(spec: &ModelPipelineSpec, pipeline: &str, run: &str) -> Vec<StageStatus> {
+    planned_stages(spec)
+        .into_iter()
+        .map(|stage| StageStatus {
+            name: stage.as_str().to_string(),
+            job: job_name(pipeline, run, stage),
+            phase: StagePhase::Pending,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            message: None,
+            metrics: BTreeMap::new(),
+            baseline_metrics: BTreeMap::new(),
+            artifact: None,
+            dataset_digest: None,
+            images: BTreeMap::new(),
+            service_url: None,
+        })
         .collect()
 }
 

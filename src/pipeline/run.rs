@@ -4,7 +4,7 @@
 //! makes the Jobs and serving objects match the status.
 use super::gates::{self, Measured};
 use super::history;
-use super::jobs::{EXIT_CHECK_FAILED, Stage, job_name, planned_stages};
+use super::jobs::{EXIT_CHECK_FAILED, Stage, job_name, pending_stages};
 use super::results::{self, StageResult};
 use super::schedule::{self, Schedule};
 use super::serving;
@@ -14,8 +14,8 @@ use super::triggers::{
 use super::version;
 use crate::api::{
     Approval, Candidate, GateStage, ModelPipeline, ModelPipelineStatus, PipelinePhase,
-    ProductionModel, Reproducibility, Run, RunInputs, RunPhase, StagePhase, StageStatus, Trigger,
-    TriggerReason, Verdict,
+    ProductionModel, Reproducibility, Run, RunInputs, RunPhase, StagePhase, Trigger, TriggerReason,
+    Verdict,
 };
 use crate::conditions::{Status, set};
 use jiff::Timestamp;
@@ -833,24 +833,7 @@ impl<'a> Step<'a> {
             Ok(v) => (v.semver.clone(), v.version.clone(), v.artifact.clone()),
             Err(_) => Default::default(),
         };
-        let stages = planned_stages(&p.spec)
-            .into_iter()
-            .map(|s| StageStatus {
-                name: s.as_str().to_string(),
-                job: job_name(&pipeline, &name, s),
-                phase: StagePhase::Pending,
-                started_at: None,
-                finished_at: None,
-                exit_code: None,
-                message: None,
-                metrics: BTreeMap::new(),
-                baseline_metrics: BTreeMap::new(),
-                artifact: None,
-                dataset_digest: None,
-                images: BTreeMap::new(),
-                service_url: None,
-            })
-            .collect();
+        let stages = pending_stages(&p.spec, &pipeline, &name);
         let run = Run {
             name: name.clone(),
             trigger: t.clone(),

@@ -1,12 +1,8 @@
 //! Fixtures for the pipeline controller's unit tests.
-use crate::api::{
-    ModelPipeline, ModelPipelineSpec, Run, RunPhase, StagePhase, StageStatus, Trigger,
-    TriggerReason,
-};
-use crate::pipeline::jobs::{job_name, planned_stages};
+use crate::api::{ModelPipeline, ModelPipelineSpec, Run, RunPhase, Trigger, TriggerReason};
+use crate::pipeline::jobs::pending_stages;
 use crate::pipeline::triggers::current_inputs;
 use kube::ResourceExt;
-use std::collections::BTreeMap;
 
 /// When the fixtures' runs start.
 pub const T0: &str = "2026-11-26T10:00:00Z";
@@ -52,24 +48,7 @@ pub fn run(p: &ModelPipeline, name: &str) -> Run {
         semver: "1.0.0".into(),
         artifact: "s3://models/fraud/fraud-v1.0.0-2026-11-26-f4c9a2/".into(),
         baseline: None,
-        stages: planned_stages(&p.spec)
-            .into_iter()
-            .map(|s| StageStatus {
-                name: s.as_str().into(),
-                job: job_name(&pipeline, name, s),
-                phase: StagePhase::Pending,
-                started_at: None,
-                finished_at: None,
-                exit_code: None,
-                message: None,
-                metrics: BTreeMap::new(),
-                baseline_metrics: BTreeMap::new(),
-                artifact: None,
-                dataset_digest: None,
-                images: BTreeMap::new(),
-                service_url: None,
-            })
-            .collect(),
+        stages: pending_stages(&p.spec, &pipeline, name),
         verdict: None,
         gates: Vec::new(),
         candidate: None,

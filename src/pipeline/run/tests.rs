@@ -1,7 +1,7 @@
 //! Unit tests of the run state machine: what starts a run, how stages advance, how gates,
 //! approvals, queueing and history settle it.
 use super::*;
-use crate::api::{ArtifactRef, ModelPipeline};
+use crate::api::{ArtifactRef, ModelPipeline, StageStatus};
 use crate::pipeline::testing::{T0, sample};
 use crate::pipeline::triggers::current_inputs;
 
