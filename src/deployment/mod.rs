@@ -17,8 +17,8 @@ use crate::scope::Scope;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
 use std::sync::Arc;
 
@@ -35,24 +35,10 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let children = watcher::Config::default().labels(CHILD_SELECTOR);
-    let (deployments, deployment_writer) = reflector::store();
-    let deployment_events = watcher(scope.api::<Deployment>(&client), children.clone())
-        .default_backoff()
-        .reflect(deployment_writer)
-        .touched_objects();
-    let (services, service_writer) = reflector::store();
-    let service_events = watcher(scope.api::<Service>(&client), children)
-        .default_backoff()
-        .reflect(service_writer)
-        .touched_objects();
-    let (pipelines, pipeline_writer) = reflector::store();
-    let pipeline_events = watcher(
-        scope.api::<ModelPipeline>(&client),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(pipeline_writer)
-    .touched_objects();
+    let (deployments, deployment_events) = scope.reflect::<Deployment>(&client, children.clone());
+    let (services, service_events) = scope.reflect::<Service>(&client, children);
+    let (pipelines, pipeline_events) =
+        scope.reflect::<ModelPipeline>(&client, watcher::Config::default());
 
     let controller = Controller::new(
         scope.api::<ModelDeployment>(&client),
@@ -184,7 +170,7 @@ mod tests {
         gauge
             .with_label_values(&["models", "gone", "error-rate", "judged"])
             .set(0.2);
-        let (store, mut writer) = reflector::store();
+        let (store, mut writer) = kube::runtime::reflector::store();
         writer.apply_watcher_event(&watcher::Event::Apply(testing::sample()));
         sweep_series(&gauge, &store);
         assert!(

@@ -23,8 +23,8 @@ use jobs::LABEL_PIPELINE;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
 use std::sync::Arc;
 
@@ -38,45 +38,20 @@ pub async fn run(
 ) {
     // Only the pipeline's own children are watched: they carry the pipeline label.
     let children = watcher::Config::default().labels(LABEL_PIPELINE);
-    let (jobs, job_writer) = reflector::store();
-    let job_events = watcher(scope.api::<Job>(&client), children.clone())
-        .default_backoff()
-        .reflect(job_writer)
-        .touched_objects();
-    let (deployments, deployment_writer) = reflector::store();
-    let deployment_events = watcher(scope.api::<Deployment>(&client), children.clone())
-        .default_backoff()
-        .reflect(deployment_writer)
-        .touched_objects();
-    let (services, service_writer) = reflector::store();
-    let service_events = watcher(scope.api::<Service>(&client), children)
-        .default_backoff()
-        .reflect(service_writer)
-        .touched_objects();
+    let (jobs, job_events) = scope.reflect::<Job>(&client, children.clone());
+    let (deployments, deployment_events) = scope.reflect::<Deployment>(&client, children.clone());
+    let (services, service_events) = scope.reflect::<Service>(&client, children);
     // Stage pods hold the results (termination messages) until their Job is deleted.
-    let (pods, pod_writer) = reflector::store();
-    let pod_events = watcher(
-        scope.api::<Pod>(&client),
+    let (pods, pod_events) = scope.reflect::<Pod>(
+        &client,
         watcher::Config::default().labels(&reconcile::stage_pod_selector()),
-    )
-    .default_backoff()
-    .reflect(pod_writer)
-    .touched_objects();
+    );
     // A data pipeline announces new data in a ConfigMap that any pipeline may point at.
-    let (configmaps, configmap_writer) = reflector::store();
-    let configmap_events = watcher(scope.api::<ConfigMap>(&client), watcher::Config::default())
-        .default_backoff()
-        .reflect(configmap_writer)
-        .touched_objects();
+    let (configmaps, configmap_events) =
+        scope.reflect::<ConfigMap>(&client, watcher::Config::default());
     // The ModelDeployments that follow a pipeline say what production trusts.
-    let (model_deployments, md_writer) = reflector::store();
-    let md_events = watcher(
-        scope.api::<ModelDeployment>(&client),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(md_writer)
-    .touched_objects();
+    let (model_deployments, md_events) =
+        scope.reflect::<ModelDeployment>(&client, watcher::Config::default());
 
     let controller = Controller::new(
         scope.api::<ModelPipeline>(&client),
