@@ -1,4 +1,5 @@
-//! Degradation knobs: a share of errors, added latency, and a share of altered predictions.
+//! Degradation knobs: a share of errors, added latency (fixed or spread), a share of altered
+//! predictions, and a shift of every score.
 //! Read on every request without a lock; changed at runtime through `PUT /admin/knobs`.
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,6 +17,14 @@ pub struct Knobs {
     /// Share of requests whose predictions are altered, from 0 to 1. Deterministic: decided by
     /// the `x-request-id` header, or the body when there is none.
     pub alter_share: f64,
+    /// Spread of the added latency: each request waits `latency_ms` times a log-normal factor
+    /// with this σ (and mean 1), like a real model's service time. 0: exactly `latency_ms`.
+    #[serde(default)]
+    pub latency_spread: f64,
+    /// Added to every score (a shift of the prediction distribution); labels follow the
+    /// shifted score.
+    #[serde(default)]
+    pub score_shift: f64,
 }
 
 /// A partial update: absent fields keep their value.
@@ -25,6 +34,8 @@ pub struct KnobsPatch {
     pub error_rate: Option<f64>,
     pub latency_ms: Option<f64>,
     pub alter_share: Option<f64>,
+    pub latency_spread: Option<f64>,
+    pub score_shift: Option<f64>,
 }
 
 impl Knobs {
@@ -43,6 +54,18 @@ impl Knobs {
                 self.latency_ms
             ));
         }
+        if !(0.0..=2.0).contains(&self.latency_spread) {
+            return Err(format!(
+                "latency_spread must be within 0 and 2, got {}",
+                self.latency_spread
+            ));
+        }
+        if !self.score_shift.is_finite() || self.score_shift.abs() > 1000.0 {
+            return Err(format!(
+                "score_shift must be within -1000 and 1000, got {}",
+                self.score_shift
+            ));
+        }
         Ok(self)
     }
 
@@ -51,6 +74,8 @@ impl Knobs {
             error_rate: patch.error_rate.unwrap_or(self.error_rate),
             latency_ms: patch.latency_ms.unwrap_or(self.latency_ms),
             alter_share: patch.alter_share.unwrap_or(self.alter_share),
+            latency_spread: patch.latency_spread.unwrap_or(self.latency_spread),
+            score_shift: patch.score_shift.unwrap_or(self.score_shift),
         }
         .validate()
     }
@@ -76,37 +101,60 @@ pub fn fails(n: u64, rate: f64) -> bool {
     rate > 0.0 && below(xxh3_64_with_seed(&n.to_le_bytes(), ERROR_SEED), rate)
 }
 
-/// The knobs in atomics (`f64` bits).
+/// The latency factor of request `n`: log-normal with σ `spread` and mean 1, drawn from a
+/// hash of the request number (Box–Muller), so runs are repeatable.
+pub fn latency_factor(n: u64, spread: f64) -> f64 {
+    if spread <= 0.0 {
+        return 1.0;
+    }
+    let unit = |seed: u64| {
+        // In (0, 1]: never 0, whose logarithm is infinite.
+        (xxh3_64_with_seed(&n.to_le_bytes(), seed) >> 11) as f64 / (1u64 << 53) as f64
+            + f64::EPSILON
+    };
+    let (u1, u2) = (unit(LATENCY_SEED), unit(LATENCY_SEED + 1));
+    let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+    (spread * z - spread * spread / 2.0).exp()
+}
+
+const LATENCY_SEED: u64 = 0x6c61_7465_6e63_7900;
+
+/// The knobs in atomics (`f64` bits), read on every request without a lock.
 pub struct LiveKnobs {
-    error_rate: AtomicU64,
-    latency_ms: AtomicU64,
-    alter_share: AtomicU64,
+    values: [AtomicU64; 5],
 }
 
 impl LiveKnobs {
     pub fn new(knobs: Knobs) -> Self {
-        LiveKnobs {
-            error_rate: AtomicU64::new(knobs.error_rate.to_bits()),
-            latency_ms: AtomicU64::new(knobs.latency_ms.to_bits()),
-            alter_share: AtomicU64::new(knobs.alter_share.to_bits()),
-        }
+        let live = LiveKnobs {
+            values: Default::default(),
+        };
+        live.set(knobs);
+        live
     }
 
     pub fn get(&self) -> Knobs {
+        let v = |i: usize| f64::from_bits(self.values[i].load(Ordering::Relaxed));
         Knobs {
-            error_rate: f64::from_bits(self.error_rate.load(Ordering::Relaxed)),
-            latency_ms: f64::from_bits(self.latency_ms.load(Ordering::Relaxed)),
-            alter_share: f64::from_bits(self.alter_share.load(Ordering::Relaxed)),
+            error_rate: v(0),
+            latency_ms: v(1),
+            alter_share: v(2),
+            latency_spread: v(3),
+            score_shift: v(4),
         }
     }
 
     pub fn set(&self, knobs: Knobs) {
-        self.error_rate
-            .store(knobs.error_rate.to_bits(), Ordering::Relaxed);
-        self.latency_ms
-            .store(knobs.latency_ms.to_bits(), Ordering::Relaxed);
-        self.alter_share
-            .store(knobs.alter_share.to_bits(), Ordering::Relaxed);
+        let values = [
+            knobs.error_rate,
+            knobs.latency_ms,
+            knobs.alter_share,
+            knobs.latency_spread,
+            knobs.score_shift,
+        ];
+        for (slot, value) in self.values.iter().zip(values) {
+            slot.store(value.to_bits(), Ordering::Relaxed);
+        }
     }
 }
 
@@ -146,6 +194,20 @@ mod tests {
     }
 
     #[test]
+    fn latency_factors_are_log_normal_with_mean_one() {
+        let n = 100_000u64;
+        let mut factors: Vec<f64> = (0..n).map(|i| latency_factor(i, 0.3)).collect();
+        let mean = factors.iter().sum::<f64>() / n as f64;
+        assert!((mean - 1.0).abs() < 0.01, "{mean}");
+        factors.sort_by(f64::total_cmp);
+        // The 99th percentile of exp(0.3 z - 0.045) is exp(0.3 * 2.326 - 0.045) = 1.92.
+        let p99 = factors[(n as usize) * 99 / 100];
+        assert!((p99 - 1.92).abs() < 0.05, "{p99}");
+        assert_eq!(latency_factor(7, 0.0), 1.0);
+        assert_eq!(latency_factor(7, 0.3), latency_factor(7, 0.3));
+    }
+
+    #[test]
     fn error_share() {
         let count = (0..100_000u64).filter(|n| fails(*n, 0.1)).count();
         assert!((count as f64 / 100_000.0 - 0.1).abs() < 0.005, "{count}");
@@ -158,6 +220,8 @@ mod tests {
             error_rate: 0.0,
             latency_ms: 0.0,
             alter_share: 0.0,
+            latency_spread: 0.0,
+            score_shift: 0.0,
         };
         let patched = knobs
             .apply(KnobsPatch {

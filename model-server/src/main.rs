@@ -6,7 +6,8 @@
 //!   `model_server_altered_total` (requests answered with altered predictions).
 //! - `GET /healthz`.
 //! - `GET /admin/knobs` and `PUT /admin/knobs` (JSON, partial) read and change the degradation
-//!   knobs at runtime: `error_rate`, `latency_ms`, `alter_share`.
+//!   knobs at runtime: `error_rate`, `latency_ms`, `latency_spread`, `alter_share`,
+//!   `score_shift`.
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,6 +52,12 @@ struct Args {
     /// Share of requests with altered predictions (0 to 1), by `x-request-id` or body.
     #[arg(long, env = "MODEL_SERVER_ALTER_SHARE", default_value_t = 0.0)]
     alter_share: f64,
+    /// σ of a log-normal factor (mean 1) on the added latency; 0 keeps it fixed.
+    #[arg(long, env = "MODEL_SERVER_LATENCY_SPREAD", default_value_t = 0.0)]
+    latency_spread: f64,
+    /// Added to every score (a shift of the prediction distribution).
+    #[arg(long, env = "MODEL_SERVER_SCORE_SHIFT", default_value_t = 0.0)]
+    score_shift: f64,
     /// Log filter, in `RUST_LOG` syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
@@ -150,13 +157,12 @@ async fn predict(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -
 
 async fn answer(app: &App, headers: &HeaderMap, body: &[u8]) -> Response {
     let knobs = app.knobs.get();
+    let n = app.requests.fetch_add(1, Ordering::Relaxed);
     if knobs.latency_ms > 0.0 {
-        tokio::time::sleep(Duration::from_secs_f64(knobs.latency_ms / 1000.0)).await;
+        let ms = knobs.latency_ms * knobs::latency_factor(n, knobs.latency_spread);
+        tokio::time::sleep(Duration::from_secs_f64(ms / 1000.0)).await;
     }
-    if knobs::fails(
-        app.requests.fetch_add(1, Ordering::Relaxed),
-        knobs.error_rate,
-    ) {
+    if knobs::fails(n, knobs.error_rate) {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "injected error");
     }
     let request: PredictRequest = match serde_json::from_slice(body) {
@@ -170,7 +176,7 @@ async fn answer(app: &App, headers: &HeaderMap, body: &[u8]) -> Response {
     };
     let mut predictions = Vec::with_capacity(request.instances.len());
     for instance in &request.instances {
-        match app.model.predict(instance) {
+        match app.model.predict_shifted(instance, knobs.score_shift) {
             Ok(p) => predictions.push(p),
             Err(e) => return error(StatusCode::BAD_REQUEST, e),
         }
@@ -256,6 +262,8 @@ async fn run(args: Args) -> Result<(), String> {
         error_rate: args.error_rate,
         latency_ms: args.latency_ms,
         alter_share: args.alter_share,
+        latency_spread: args.latency_spread,
+        score_shift: args.score_shift,
     }
     .validate()?;
     let metrics = Metrics::new().map_err(|e| e.to_string())?;

@@ -107,6 +107,23 @@ impl Model {
         })
     }
 
+    /// Predicts with `shift` added to the score (clamped to [0, 1] for a probability); the
+    /// label follows the shifted score.
+    pub fn predict_shifted(&self, instance: &[f64], shift: f64) -> Result<Prediction<'_>, String> {
+        let p = self.predict(instance)?;
+        if shift == 0.0 {
+            return Ok(p);
+        }
+        let score = match self.kind {
+            Kind::Logistic => (p.score + shift).clamp(0.0, 1.0),
+            Kind::Linear => p.score + shift,
+        };
+        Ok(Prediction {
+            score,
+            label: self.label(score),
+        })
+    }
+
     fn label(&self, score: f64) -> &str {
         &self.labels[usize::from(score >= self.threshold)]
     }
