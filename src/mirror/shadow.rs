@@ -49,24 +49,31 @@ pub async fn mirror(
                     return Err(Code::Error);
                 }
             };
+            // Timed to the response head, as stable is, so the two tracks' latencies compare.
+            let head = start.elapsed().as_secs_f64();
             let status = response.status().as_u16();
             match collect_bounded(response.into_body(), config.max_body_bytes).await {
                 Ok(Collected::Complete { body, .. }) => {
-                    Ok((status, ShadowAnswer::Complete { status, body }))
+                    Ok((status, head, ShadowAnswer::Complete { status, body }))
                 }
-                Ok(Collected::TooLarge { .. }) => Ok((status, ShadowAnswer::TooLarge)),
+                Ok(Collected::TooLarge { .. }) => Ok((status, head, ShadowAnswer::TooLarge)),
                 Err(error) => {
                     tracing::debug!(%error, "reading the shadow's answer");
                     Err(Code::Error)
                 }
             }
         };
-        let (code, answer) = match tokio::time::timeout(config.shadow_timeout, call).await {
-            Ok(Ok((status, answer))) => (Code::Status(status), answer),
-            Ok(Err(code)) => (code, ShadowAnswer::Failed),
-            Err(_) => (Code::Timeout, ShadowAnswer::Failed),
-        };
-        metrics.request(Track::Shadow, code, start.elapsed().as_secs_f64());
+        let (code, seconds, answer) =
+            match tokio::time::timeout(config.shadow_timeout, call).await {
+                Ok(Ok((status, head, answer))) => (Code::Status(status), head, answer),
+                Ok(Err(code)) => (code, start.elapsed().as_secs_f64(), ShadowAnswer::Failed),
+                Err(_) => (
+                    Code::Timeout,
+                    start.elapsed().as_secs_f64(),
+                    ShadowAnswer::Failed,
+                ),
+            };
+        metrics.request(Track::Shadow, code, seconds);
         answer
     };
     // Stable's body reaches the mirror once the client has received it; a client that never
