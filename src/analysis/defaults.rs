@@ -1,7 +1,10 @@
 //! The metrics judged when a ModelDeployment with the built-in router lists none: they read
 //! the router's own metrics, which Prometheus scrapes with the target labels `namespace` and
 //! `deployment` (the ModelDeployment's name); see the chart's PodMonitor.
-use crate::api::{AnalysisMetric, AnalysisPhase, ModelDeployment, RelativeBound, TrafficProvider};
+use crate::api::{
+    AnalysisMetric, AnalysisPhase, ModelDeployment, RelativeBound, SignificanceTest, TestKind,
+    TrafficProvider,
+};
 
 const SELECTOR: &str = r#"namespace="{{namespace}}",deployment="{{name}}""#;
 
@@ -9,6 +12,19 @@ fn requests(track_filter: &str, extra: &str) -> String {
     format!(
         "sum(increase(modelship_mirror_requests_total{{{SELECTOR},{track_filter}{extra}}}[{{{{window}}}}]))"
     )
+}
+
+/// How sure the defaults must be that a value beyond its bound is not noise before it counts
+/// as a failure: a one-sided p-value of at most 0.001 (see docs/analysis.md for what the
+/// judge's benchmark measured with it).
+pub const CONFIDENCE: f64 = 0.999;
+
+fn proportion_test() -> Option<SignificanceTest> {
+    Some(SignificanceTest {
+        kind: TestKind::Proportion,
+        quantile: None,
+        confidence: CONFIDENCE,
+    })
 }
 
 /// Error rate of a track: answers that are not 1xx–4xx (5xx, transport errors, timeouts).
@@ -23,47 +39,54 @@ pub fn error_rate() -> AnalysisMetric {
         min_samples: Some(20),
         min: None,
         max: None,
-        // At most 10 % above stable's rate, plus one percentage point so that a stable at 0 %
-        // does not demand a perfect candidate.
+        // At most 10 % above the reference's rate, plus one percentage point so that a
+        // reference at 0 % does not demand a perfect candidate; and significantly above it.
         relative_to_stable: Some(RelativeBound {
             max_increase_percent: Some(10.0),
             max_decrease_percent: None,
             slack: 0.01,
         }),
-        failure_limit: 1,
+        failure_limit: 0,
         consecutive_error_limit: 4,
         dry_run: false,
         phases: Vec::new(),
+        test: proportion_test(),
     }
 }
 
-/// 99th percentile latency of a track, as the router measured it.
+/// 99th percentile latency of a track, as the router measured it, judged on the histogram's
+/// buckets: the p99 must not be more than 15 % (plus 2 ms) above the reference's, with a tail
+/// significantly heavier than the reference's before it fails.
 pub fn latency_p99() -> AnalysisMetric {
     let track = r#"track="{{track}}""#;
     AnalysisMetric {
         name: "latency-p99".into(),
         query: format!(
-            "histogram_quantile(0.99, sum by (le) (rate(modelship_mirror_request_duration_seconds_bucket{{{SELECTOR},{track}}}[{{{{window}}}}])))"
+            "sum by (le) (increase(modelship_mirror_request_duration_seconds_bucket{{{SELECTOR},{track}}}[{{{{window}}}}]))"
         ),
-        samples_query: Some(requests(track, "")),
-        min_samples: Some(20),
+        samples_query: None,
+        // A p99 of fewer samples is a handful of requests.
+        min_samples: Some(200),
         min: None,
         max: None,
-        // At most 50 % slower than stable, plus 25 ms: a p99 over a short window is noisy, and
-        // a false rejection costs a retrain; a real regression is usually far larger.
         relative_to_stable: Some(RelativeBound {
-            max_increase_percent: Some(50.0),
+            max_increase_percent: Some(15.0),
             max_decrease_percent: None,
-            slack: 0.025,
+            slack: 0.002,
         }),
-        failure_limit: 1,
+        failure_limit: 0,
         consecutive_error_limit: 4,
         dry_run: false,
         phases: Vec::new(),
+        test: Some(SignificanceTest {
+            kind: TestKind::Quantile,
+            quantile: Some(0.99),
+            confidence: CONFIDENCE,
+        }),
     }
 }
 
-/// Share of compared requests on which the shadow agreed with production.
+/// Share of compared requests on which the judged track agreed with its reference.
 pub fn agreement(min_agreement: f64) -> AnalysisMetric {
     let compared =
         format!("modelship_mirror_comparisons_total{{{SELECTOR},result=~\"match|mismatch\"}}");
@@ -77,10 +100,11 @@ pub fn agreement(min_agreement: f64) -> AnalysisMetric {
         min: Some(min_agreement),
         max: None,
         relative_to_stable: None,
-        failure_limit: 1,
+        failure_limit: 0,
         consecutive_error_limit: 4,
         dry_run: false,
         phases: vec![AnalysisPhase::Shadowing],
+        test: proportion_test(),
     }
 }
 
@@ -90,11 +114,13 @@ pub fn effective_metrics(md: &ModelDeployment) -> Vec<AnalysisMetric> {
     {
         return md.spec.analysis.metrics.clone();
     }
-    vec![
-        error_rate(),
-        latency_p99(),
-        agreement(md.spec.shadow.compare.min_agreement),
-    ]
+    let mut agreement = agreement(md.spec.shadow.compare.min_agreement);
+    if md.spec.shadow.enabled {
+        // The previous version answers mirrored copies during the bake, so the answers are
+        // still compared, now the other way round.
+        agreement.phases.clear();
+    }
+    vec![error_rate(), latency_p99(), agreement]
 }
 
 /// How many requests the shadow answered since the window started (built-in router only).
@@ -113,7 +139,9 @@ mod tests {
     fn default_queries_are_valid_templates_and_select_the_deployment_and_track() {
         for m in [error_rate(), latency_p99(), agreement(0.9)] {
             check(&m.query).unwrap();
-            check(m.samples_query.as_deref().unwrap()).unwrap();
+            if let Some(q) = m.samples_query.as_deref() {
+                check(q).unwrap();
+            }
             let q = render(
                 &m.query,
                 &Vars {

@@ -1,6 +1,7 @@
 //! Analysis: PromQL measurements of a track, judged against bounds and against production.
 pub mod defaults;
 pub mod prometheus;
+pub mod stats;
 pub mod template;
 pub mod verdict;
 
@@ -62,26 +63,48 @@ pub async fn measure<S: MetricsSource>(
         .collect();
 
     let rounds = active.iter().map(|m| {
+        let histogram = m
+            .test
+            .as_ref()
+            .is_some_and(|t| t.kind == crate::api::TestKind::Quantile);
         let value_q = render(&m.query, &judged);
-        let ref_q = match (&m.relative_to_stable, &reference) {
-            (Some(_), Some(r)) => Some(render(&m.query, r)),
+        let live = match (&m.relative_to_stable, &reference) {
+            (Some(_), Some(r)) => Some(r),
             _ => None,
         };
+        let ref_q = live.map(|r| render(&m.query, r));
         let samples_q = m.samples_query.as_ref().map(|q| render(q, &judged));
+        let ref_samples_q = live.and_then(|r| m.samples_query.as_ref().map(|q| render(q, r)));
+        let read = move |q: String| async move {
+            if histogram {
+                source.histogram(q).await
+            } else {
+                source.query(q).await
+            }
+        };
+        let optional = move |q: Option<String>| async move {
+            match q {
+                Some(q) => Some(source.query(q).await),
+                None => None,
+            }
+        };
         async move {
-            let value = source.query(value_q).await;
-            let reference = match ref_q {
-                Some(q) => Some(source.query(q).await),
-                None => None,
-            };
-            let samples = match samples_q {
-                Some(q) => Some(source.query(q).await),
-                None => None,
-            };
+            let (value, reference, samples, reference_samples) = futures::join!(
+                read(value_q),
+                async {
+                    match ref_q {
+                        Some(q) => Some(read(q).await),
+                        None => None,
+                    }
+                },
+                optional(samples_q),
+                optional(ref_samples_q),
+            );
             Readings {
                 value,
                 reference,
                 samples,
+                reference_samples,
             }
         }
     });
@@ -173,6 +196,10 @@ mod tests {
                 .map(|(_, v)| v.clone())
                 .unwrap_or(Reading::Empty)
         }
+
+        async fn histogram(&self, promql: String) -> Reading {
+            self.query(promql).await
+        }
     }
 
     fn metric(name: &str, query: &str) -> AnalysisMetric {
@@ -192,6 +219,7 @@ mod tests {
             consecutive_error_limit: 2,
             dry_run: false,
             phases: vec![],
+            test: None,
         }
     }
 

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 /// Where measurements come from. Prometheus in production; a fake in unit tests.
 pub trait MetricsSource: Send + Sync {
+    /// A query that returns one number.
     fn query(&self, promql: String) -> impl std::future::Future<Output = Reading> + Send;
+    /// A query that returns a histogram's buckets, one series per `le`.
+    fn histogram(&self, promql: String) -> impl std::future::Future<Output = Reading> + Send;
 }
 
 /// A Prometheus server.
@@ -55,6 +58,35 @@ pub fn reading_from(result: Result<Data, PromError>) -> Reading {
     }
 }
 
+/// Turns the query API's answer into a histogram's buckets: one series per `le` label.
+pub fn buckets_from(result: Result<Data, PromError>) -> Reading {
+    match result {
+        Ok(Data::Vector(v)) if v.is_empty() => Reading::Empty,
+        Ok(Data::Vector(v)) => {
+            let mut buckets = Vec::with_capacity(v.len());
+            for sample in &v {
+                let le = sample.metric().get("le").map(|le| match le.as_str() {
+                    "+Inf" | "Inf" | "inf" => Ok(f64::INFINITY),
+                    other => other.parse::<f64>(),
+                });
+                match le {
+                    Some(Ok(le)) => buckets.push((le, sample.sample().value())),
+                    _ => {
+                        return Reading::Invalid(
+                            "a Quantile test's query must return one series per `le` bucket and nothing else, for example sum by (le) (increase(x_bucket[{{window}}]))".into(),
+                        );
+                    }
+                }
+            }
+            Reading::Buckets(buckets)
+        }
+        Ok(Data::Scalar(_)) => Reading::Invalid(
+            "a Quantile test's query returned one number; it must return one series per `le` bucket".into(),
+        ),
+        other => reading_from(other),
+    }
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -69,15 +101,23 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+impl Prometheus {
+    async fn instant(&self, promql: String) -> Result<Data, PromError> {
+        self.client
+            .query(promql)
+            .get()
+            .await
+            .map(|r| r.data().clone())
+    }
+}
+
 impl MetricsSource for Prometheus {
     async fn query(&self, promql: String) -> Reading {
-        reading_from(
-            self.client
-                .query(promql)
-                .get()
-                .await
-                .map(|r| r.data().clone()),
-        )
+        reading_from(self.instant(promql).await)
+    }
+
+    async fn histogram(&self, promql: String) -> Reading {
+        buckets_from(self.instant(promql).await)
     }
 }
 

@@ -1,5 +1,9 @@
 //! Judging one measurement, and the analysis as a whole. Pure.
-use crate::api::{AnalysisMetric, AnalysisPhase, AnalysisStatus, MetricStatus, Verdict};
+use super::stats::{self, Histogram, Side};
+use crate::api::{
+    AnalysisMetric, AnalysisPhase, AnalysisStatus, MetricStatus, SignificanceTest, TestKind,
+    Verdict,
+};
 use crate::deployment::phase::AnalysisSummary;
 
 /// What a query returned.
@@ -7,6 +11,8 @@ use crate::deployment::phase::AnalysisSummary;
 pub enum Reading {
     /// One number.
     Value(f64),
+    /// A histogram's bucket counts, `(le, count)`, for a `Quantile` test.
+    Buckets(Vec<(f64, f64)>),
     /// No series: nothing to judge.
     Empty,
     /// Prometheus could not be reached or could not answer; says nothing about the model.
@@ -19,9 +25,12 @@ pub enum Reading {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Readings {
     pub value: Reading,
-    /// Stable's value (shadowing) or `None` when the bound has no live reference.
+    /// The live reference's value (stable's while shadowing, the previous version's while
+    /// baking), or `None` when the bound has no live reference.
     pub reference: Option<Reading>,
     pub samples: Option<Reading>,
+    /// The samples behind the live reference (`samplesQuery` on the reference's track).
+    pub reference_samples: Option<Reading>,
 }
 
 /// The bounds that apply given a reference value.
@@ -55,6 +64,14 @@ fn fmt(v: f64) -> String {
     }
 }
 
+fn fmt_p(p: f64) -> String {
+    if p >= 0.001 {
+        format!("{p:.3}")
+    } else {
+        format!("{p:.1e}")
+    }
+}
+
 /// Judges one measurement and folds it into the metric's running status.
 pub fn judge(
     metric: &AnalysisMetric,
@@ -71,6 +88,9 @@ pub fn judge(
         failures: previous.map_or(0, |p| p.failures),
         passes: previous.map_or(0, |p| p.passes),
         consecutive_errors: previous.map_or(0, |p| p.consecutive_errors),
+        min_samples: metric.min_samples,
+        max_p_value: metric.test.as_ref().map(|t| 1.0 - t.confidence),
+        failure_limit: metric.failure_limit,
         ..MetricStatus::default()
     };
     let (verdict, message) = judge_readings(metric, readings, baseline, &mut st);
@@ -89,62 +109,128 @@ pub fn judge(
     st
 }
 
+/// What a value stands on, for the significance test.
+enum Evidence {
+    /// A share of this many samples.
+    Share(f64),
+    /// A quantile of this histogram.
+    Quantile(Histogram, f64),
+    /// A number without a test.
+    Plain,
+}
+
+/// Reads a value (and, for a histogram, its samples) from a reading.
+fn read_value(
+    reading: &Reading,
+    test: Option<&SignificanceTest>,
+    whose: &str,
+) -> Result<(f64, Option<Histogram>), (Verdict, String)> {
+    match reading {
+        Reading::Value(v) if v.is_finite() => match test.map(|t| t.kind) {
+            Some(TestKind::Quantile) => Err((
+                Verdict::Error,
+                format!("{whose}query returned one number; a Quantile test needs one series per `le` bucket, for example sum by (le) (increase(x_bucket[...]))"),
+            )),
+            _ => Ok((*v, None)),
+        },
+        Reading::Value(v) => Err((
+            Verdict::Inconclusive,
+            format!("{whose}query returned {v} (no traffic to divide by?)"),
+        )),
+        Reading::Buckets(buckets) => {
+            let Some(q) = test.and_then(|t| t.quantile) else {
+                return Err((
+                    Verdict::Error,
+                    format!("{whose}query returned several series; aggregate it to one number (for example with sum)"),
+                ));
+            };
+            let Some(h) = Histogram::new(buckets.clone()) else {
+                return Err((
+                    Verdict::Error,
+                    format!("{whose}histogram has no le=\"+Inf\" bucket or a bucket bound that is not a number"),
+                ));
+            };
+            match h.quantile(q) {
+                Some(v) => Ok((v, Some(h))),
+                None => Err((
+                    Verdict::Inconclusive,
+                    format!("{whose}histogram has no samples in the window"),
+                )),
+            }
+        }
+        Reading::Empty => Err((
+            Verdict::Inconclusive,
+            format!("{whose}query returned no data"),
+        )),
+        Reading::Unavailable(e) => Err((Verdict::Inconclusive, format!("metrics unavailable: {e}"))),
+        Reading::Invalid(e) => Err((Verdict::Error, format!("{whose}query failed: {e}"))),
+    }
+}
+
+/// Reads a sample count: `Ok(None)` when there is no samples query.
+fn read_samples(reading: Option<&Reading>, whose: &str) -> Result<Option<f64>, (Verdict, String)> {
+    match reading {
+        None => Ok(None),
+        Some(Reading::Value(n)) if n.is_finite() => Ok(Some(*n)),
+        Some(Reading::Value(_) | Reading::Empty) => Ok(Some(0.0)),
+        Some(Reading::Buckets(_)) => Err((
+            Verdict::Error,
+            format!("{whose}samples query returned several series; aggregate it to one number"),
+        )),
+        Some(Reading::Unavailable(e)) => {
+            Err((Verdict::Inconclusive, format!("metrics unavailable: {e}")))
+        }
+        Some(Reading::Invalid(e)) => {
+            Err((Verdict::Error, format!("{whose}samples query failed: {e}")))
+        }
+    }
+}
+
 fn judge_readings(
     metric: &AnalysisMetric,
     r: &Readings,
     baseline: Option<f64>,
     st: &mut MetricStatus,
 ) -> (Verdict, String) {
-    let value = match &r.value {
-        Reading::Value(v) => *v,
-        Reading::Empty => return (Verdict::Inconclusive, "the query returned no data".into()),
-        Reading::Unavailable(e) => {
-            return (Verdict::Inconclusive, format!("metrics unavailable: {e}"));
-        }
-        Reading::Invalid(e) => return (Verdict::Error, format!("query failed: {e}")),
-    };
-    if !value.is_finite() {
-        return (
-            Verdict::Inconclusive,
-            format!("the query returned {value} (no traffic to divide by?)"),
-        );
+    match judge_checked(metric, r, baseline, st) {
+        Ok(v) | Err(v) => v,
     }
+}
+
+fn judge_checked(
+    metric: &AnalysisMetric,
+    r: &Readings,
+    baseline: Option<f64>,
+    st: &mut MetricStatus,
+) -> Result<(Verdict, String), (Verdict, String)> {
+    let test = metric.test.as_ref();
+    let (value, histogram) = read_value(&r.value, test, "the ")?;
     st.value = Some(value);
-    if let Some(samples) = &r.samples {
-        match samples {
-            Reading::Value(n) if n.is_finite() => st.samples = Some(*n),
-            Reading::Value(_) | Reading::Empty => st.samples = Some(0.0),
-            Reading::Unavailable(e) => {
-                return (Verdict::Inconclusive, format!("metrics unavailable: {e}"));
-            }
-            Reading::Invalid(e) => return (Verdict::Error, format!("samples query failed: {e}")),
-        }
-    }
+    st.samples = match &histogram {
+        Some(h) => Some(h.total()),
+        None => read_samples(r.samples.as_ref(), "the ")?,
+    };
     if let (Some(min_samples), Some(n)) = (metric.min_samples, st.samples)
         && n < min_samples as f64
     {
-        return (
+        return Err((
             Verdict::Inconclusive,
             format!("{n:.0} samples, fewer than the minimum {min_samples}"),
-        );
+        ));
     }
+    // The reference: measured live, or the value recorded for the previous version.
+    let mut reference_histogram = None;
     let reference = match (&metric.relative_to_stable, &r.reference) {
         (None, _) => None,
-        (Some(_), Some(Reading::Value(v))) if v.is_finite() => {
-            st.stable_value = Some(*v);
-            Some(*v)
-        }
-        (Some(_), Some(Reading::Invalid(e))) => {
-            return (Verdict::Error, format!("stable's query failed: {e}"));
-        }
-        (Some(_), Some(Reading::Unavailable(e))) => {
-            return (Verdict::Inconclusive, format!("metrics unavailable: {e}"));
-        }
-        (Some(_), Some(_)) => {
-            return (
-                Verdict::Inconclusive,
-                "stable's query returned no data to compare with".into(),
-            );
+        (Some(_), Some(reading)) => {
+            let (v, h) = read_value(reading, test, "stable's ")?;
+            st.stable_value = Some(v);
+            reference_histogram = h;
+            st.reference_samples = match &reference_histogram {
+                Some(h) => Some(h.total()),
+                None => read_samples(r.reference_samples.as_ref(), "stable's ")?,
+            };
+            Some(v)
         }
         (Some(_), None) => {
             st.stable_value = baseline;
@@ -160,38 +246,74 @@ fn judge_readings(
         }
         _ => "",
     };
-    if let Some(m) = min
-        && value < m
-    {
-        return (
-            Verdict::Fail,
-            format!("{} below the minimum {}{relative_note}", fmt(value), fmt(m)),
-        );
-    }
-    if let Some(m) = max
-        && value > m
-    {
-        return (
-            Verdict::Fail,
-            format!("{} above the maximum {}{relative_note}", fmt(value), fmt(m)),
-        );
-    }
-    let bound = match (min, max) {
-        (Some(a), Some(b)) => format!("within [{}, {}]", fmt(a), fmt(b)),
-        (Some(a), None) => format!("at least {}", fmt(a)),
-        (None, Some(b)) => format!("at most {}", fmt(b)),
-        (None, None) => "no bound applies".into(),
+    let beyond = match (min, max) {
+        (Some(m), _) if value < m => Some((Side::Below, m, "below the minimum")),
+        (_, Some(m)) if value > m => Some((Side::Above, m, "above the maximum")),
+        _ => None,
     };
-    if min.is_none() && max.is_none() {
-        return (
+    let Some((side, bound, words)) = beyond else {
+        let bound = match (min, max) {
+            (Some(a), Some(b)) => format!("within [{}, {}]", fmt(a), fmt(b)),
+            (Some(a), None) => format!("at least {}", fmt(a)),
+            (None, Some(b)) => format!("at most {}", fmt(b)),
+            (None, None) => {
+                return Ok((
+                    Verdict::Inconclusive,
+                    format!("{}: no bound applies{relative_note}", fmt(value)),
+                ));
+            }
+        };
+        return Ok((
+            Verdict::Pass,
+            format!("{} {bound}{relative_note}", fmt(value)),
+        ));
+    };
+    let what = format!("{} {words} {}{relative_note}", fmt(value), fmt(bound));
+    let Some(test) = test else {
+        return Ok((Verdict::Fail, what));
+    };
+    let evidence = match (test.kind, histogram) {
+        (TestKind::Quantile, Some(h)) => Evidence::Quantile(h, test.quantile.unwrap_or(0.99)),
+        (TestKind::Proportion, _) => Evidence::Share(st.samples.unwrap_or(0.0)),
+        _ => Evidence::Plain,
+    };
+    let live = r.reference.is_some();
+    let p = match evidence {
+        Evidence::Plain => 0.0,
+        Evidence::Share(n) => {
+            let reference = (live && metric.relative_to_stable.is_some())
+                .then(|| st.stable_value.zip(st.reference_samples))
+                .flatten();
+            // Shares are compared on the failing side: for a minimum, the complements.
+            let flip = |v: f64| if side == Side::Below { 1.0 - v } else { v };
+            match reference {
+                Some((rv, rn)) => stats::two_proportions(flip(value) * n, n, flip(rv) * rn, rn),
+                None => stats::proportion_above(flip(value), n, flip(bound)),
+            }
+        }
+        Evidence::Quantile(h, q) => match (&reference_histogram, live) {
+            (Some(rh), true) => stats::quantile_vs_reference(&h, rh, q, side),
+            _ => stats::quantile_vs_bound(&h, q, bound, side),
+        },
+    };
+    st.p_value = Some(p);
+    let max_p = 1.0 - test.confidence;
+    let against = if live && metric.relative_to_stable.is_some() {
+        "the difference from stable"
+    } else {
+        "the excess over the bound"
+    };
+    if p <= max_p {
+        Ok((
+            Verdict::Fail,
+            format!("{what}, and {against} is significant (p = {}, at most {} fails)", fmt_p(p), fmt_p(max_p)),
+        ))
+    } else {
+        Ok((
             Verdict::Inconclusive,
-            format!("{}: {bound}{relative_note}", fmt(value)),
-        );
+            format!("{what}, but {against} could be noise (p = {}, more than {})", fmt_p(p), fmt_p(max_p)),
+        ))
     }
-    (
-        Verdict::Pass,
-        format!("{} {bound}{relative_note}", fmt(value)),
-    )
 }
 
 /// Whether a metric is judged in a phase.
@@ -214,10 +336,13 @@ pub fn summarize(
         requests: status.requests,
         ..AnalysisSummary::default()
     };
+    // Every metric that failed is named, not only the first.
+    let mut failed = Vec::new();
+    let mut errored = Vec::new();
     for (m, st) in &judged {
         let Some(st) = st else { continue };
-        if st.failures > m.failure_limit && summary.failed.is_none() {
-            summary.failed = Some(format!(
+        if st.failures > m.failure_limit {
+            failed.push(format!(
                 "{} failed {} measurement(s), more than its limit of {}: {}",
                 m.name,
                 st.failures,
@@ -225,8 +350,8 @@ pub fn summarize(
                 st.message.as_deref().unwrap_or_default()
             ));
         }
-        if st.consecutive_errors > m.consecutive_error_limit && summary.errored.is_none() {
-            summary.errored = Some(format!(
+        if st.consecutive_errors > m.consecutive_error_limit {
+            errored.push(format!(
                 "{}'s query failed {} times in a row, more than its limit of {}: {}",
                 m.name,
                 st.consecutive_errors,
@@ -235,6 +360,8 @@ pub fn summarize(
             ));
         }
     }
+    summary.failed = (!failed.is_empty()).then(|| failed.join("; "));
+    summary.errored = (!errored.is_empty()).then(|| errored.join("; "));
     let not_passing: Vec<String> = judged
         .iter()
         .filter(|(_, st)| st.and_then(|s| s.verdict) != Some(Verdict::Pass))
@@ -277,6 +404,7 @@ mod tests {
             value,
             reference,
             samples: Some(Reading::Value(samples)),
+            reference_samples: Some(Reading::Value(samples)),
         }
     }
 
@@ -293,16 +421,132 @@ mod tests {
         assert_eq!(ok.verdict, Some(Verdict::Pass), "{:?}", ok.message);
         assert_eq!(ok.stable_value, Some(0.01));
         assert!((ok.max.unwrap() - 0.021).abs() < 1e-9);
-        let bad = judge(
+        // 5 errors in 100 against none in 100 is beyond the bound but could be noise.
+        let unsure = judge(
             &m,
             Some(&ok),
             &readings(Reading::Value(0.05), Some(Reading::Value(0.0)), 100.0),
             None,
             "t",
         );
+        assert_eq!(unsure.verdict, Some(Verdict::Inconclusive));
+        assert_eq!((unsure.failures, unsure.passes), (0, 1));
+        let msg = unsure.message.unwrap();
+        assert!(
+            msg.starts_with("0.05 above the maximum 0.01, but the difference from stable could be noise (p = 0.012"),
+            "{msg}"
+        );
+        assert_eq!(unsure.max_p_value, Some(1.0 - defaults::CONFIDENCE));
+        // 50 in 1000 against none is not.
+        let bad = judge(
+            &m,
+            Some(&ok),
+            &readings(Reading::Value(0.05), Some(Reading::Value(0.0)), 1000.0),
+            None,
+            "t",
+        );
         assert_eq!(bad.verdict, Some(Verdict::Fail));
         assert_eq!((bad.failures, bad.passes), (1, 1));
+        assert!(bad.p_value.unwrap() < 1e-6);
+        assert!(
+            bad.message
+                .as_deref()
+                .unwrap()
+                .starts_with("0.05 above the maximum 0.01, and the difference from stable is significant"),
+            "{:?}",
+            bad.message
+        );
+        // Without a test, any value beyond the bound fails.
+        let plain = AnalysisMetric {
+            test: None,
+            ..m.clone()
+        };
+        let bad = judge(
+            &plain,
+            None,
+            &readings(Reading::Value(0.05), Some(Reading::Value(0.0)), 100.0),
+            None,
+            "t",
+        );
+        assert_eq!(bad.verdict, Some(Verdict::Fail));
         assert_eq!(bad.message.as_deref(), Some("0.05 above the maximum 0.01"));
+    }
+
+    #[test]
+    fn a_share_below_a_fixed_minimum_needs_enough_samples_to_fail() {
+        let m = defaults::agreement(0.9);
+        let at = |value: f64, n: f64| {
+            judge(
+                &m,
+                None,
+                &Readings {
+                    value: Reading::Value(value),
+                    reference: None,
+                    samples: Some(Reading::Value(n)),
+                    reference_samples: None,
+                },
+                None,
+                "t",
+            )
+        };
+        assert_eq!(at(0.93, 500.0).verdict, Some(Verdict::Pass));
+        assert_eq!(at(0.88, 500.0).verdict, Some(Verdict::Inconclusive));
+        assert_eq!(at(0.85, 2000.0).verdict, Some(Verdict::Fail));
+    }
+
+    fn latency_buckets(n: f64, scale: f64) -> Reading {
+        // n samples spread log-uniformly over 5–40 ms, all times `scale`.
+        let bounds: Vec<f64> = (0..60).map(|k| 0.00025 * 1.2f64.powi(k)).collect();
+        let (lo, hi) = (0.005 * scale, 0.040 * scale);
+        let at = |x: f64| n * ((x.ln() - lo.ln()) / (hi.ln() - lo.ln())).clamp(0.0, 1.0);
+        let mut b: Vec<(f64, f64)> = bounds.iter().map(|&le| (le, at(le))).collect();
+        b.push((f64::INFINITY, n));
+        Reading::Buckets(b)
+    }
+
+    #[test]
+    fn latency_is_judged_on_the_histograms_of_both_tracks() {
+        let m = defaults::latency_p99();
+        let judge_scaled = |scale: f64, n: f64| {
+            judge(
+                &m,
+                None,
+                &Readings {
+                    value: latency_buckets(n, scale),
+                    reference: Some(latency_buckets(n, 1.0)),
+                    samples: None,
+                    reference_samples: None,
+                },
+                None,
+                "t",
+            )
+        };
+        let same = judge_scaled(1.0, 2000.0);
+        assert_eq!(same.verdict, Some(Verdict::Pass), "{:?}", same.message);
+        assert_eq!(same.samples, Some(2000.0));
+        assert_eq!(same.reference_samples, Some(2000.0));
+        let slower = judge_scaled(1.3, 2000.0);
+        assert_eq!(slower.verdict, Some(Verdict::Fail), "{:?}", slower.message);
+        assert!(slower.value.unwrap() > slower.max.unwrap());
+        assert!(slower.p_value.unwrap() < 0.001);
+        // Too few samples to judge a p99.
+        let few = judge_scaled(1.3, 100.0);
+        assert_eq!(few.verdict, Some(Verdict::Inconclusive));
+        assert!(few.message.unwrap().contains("fewer than the minimum 200"));
+        // A single number where buckets are expected is a broken query.
+        let wrong = judge(
+            &m,
+            None,
+            &Readings {
+                value: Reading::Value(0.1),
+                reference: None,
+                samples: None,
+                reference_samples: None,
+            },
+            None,
+            "t",
+        );
+        assert_eq!(wrong.verdict, Some(Verdict::Error));
     }
 
     #[test]

@@ -408,7 +408,9 @@ fn default_interval() -> String {
     "30s".into()
 }
 fn default_window() -> String {
-    "2m".into()
+    // Three intervals: a regression that starts during a bake fills the window within three
+    // measurements (docs/analysis.md).
+    "90s".into()
 }
 fn default_bake_time() -> String {
     "15m".into()
@@ -419,7 +421,9 @@ fn default_bake_time() -> String {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.min) || !has(self.max) || self.min <= self.max").message("min must not be above max"))]
 #[x_kube(validation = Rule::new("has(self.min) || has(self.max) || has(self.relativeToStable)").message("give the metric at least one bound: min, max or relativeToStable"))]
-#[x_kube(validation = Rule::new("!has(self.minSamples) || self.minSamples == 0 || has(self.samplesQuery)").message("minSamples needs samplesQuery, the PromQL that counts the samples behind a measurement"))]
+#[x_kube(validation = Rule::new("!has(self.minSamples) || self.minSamples == 0 || has(self.samplesQuery) || (has(self.test) && self.test.kind == 'Quantile')").message("minSamples needs samplesQuery, the PromQL that counts the samples behind a measurement"))]
+#[x_kube(validation = Rule::new("!has(self.test) || self.test.kind != 'Proportion' || has(self.samplesQuery)").message("a Proportion test needs samplesQuery: the count of which the value is a share (for an error rate, the requests)"))]
+#[x_kube(validation = Rule::new("!has(self.test) || self.test.kind != 'Quantile' || !has(self.samplesQuery)").message("a Quantile test counts its samples from the histogram itself: remove samplesQuery"))]
 #[x_kube(validation = Rule::new("!has(self.relativeToStable) || self.query.contains('{{track}}') || self.query.contains('{{version}}')").message("a metric compared with stable must select the track in its query with {{track}} or {{version}}"))]
 pub struct AnalysisMetric {
     /// Name, unique within the analysis; used in status, events and metrics.
@@ -474,6 +478,51 @@ pub struct AnalysisMetric {
     /// Judge only in these phases; default both.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub phases: Vec<AnalysisPhase>,
+
+    /// How a value beyond its bound is told from noise. Without a test, any measurement
+    /// beyond a bound fails; with one, it fails only when the difference is also
+    /// statistically significant, and is inconclusive otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<SignificanceTest>,
+}
+
+/// A statistical test between the judged track and its reference.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.kind != 'Quantile' || has(self.quantile)").message("a Quantile test needs quantile, for example 0.99"))]
+pub struct SignificanceTest {
+    /// `Proportion`: the value is a share of the count `samplesQuery` returns (an error rate,
+    /// an agreement); the judged track's share is compared with the reference's (or with the
+    /// bound when there is no live reference) by a one-sided binomial z-test.
+    /// `Quantile`: `query` returns a histogram's bucket counts over the window, one series
+    /// per `le` (for example `sum by (le) (increase(x_bucket{...}[{{window}}]))`); the value
+    /// is its `quantile`, and the test compares the share of each track's samples above the
+    /// quantile of both tracks pooled.
+    pub kind: TestKind,
+
+    /// The quantile a `Quantile` test judges, between 0 and 1 (exclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.5, max = 0.9999))]
+    pub quantile: Option<f64>,
+
+    /// How unlikely under no real difference a measurement must be to fail: it fails when
+    /// the one-sided p-value is at most `1 - confidence`.
+    #[serde(default = "default_confidence")]
+    #[schemars(range(min = 0.5, max = 0.999999))]
+    pub confidence: f64,
+}
+
+fn default_confidence() -> f64 {
+    0.999
+}
+
+/// The kind of a significance test.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestKind {
+    /// The value is a share of a count: a binomial test.
+    Proportion,
+    /// The value is a quantile of a histogram: a test of the tail above it.
+    Quantile,
 }
 
 fn default_consecutive_error_limit() -> i32 {
@@ -652,6 +701,22 @@ pub struct MetricStatus {
     /// Samples behind the value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples: Option<f64>,
+    /// Samples behind the reference value, where the reference was measured live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_samples: Option<f64>,
+    /// Fewest samples for a measurement to count (the metric's `minSamples`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_samples: Option<i64>,
+    /// The one-sided p-value of the metric's significance test, when a value beyond its bound
+    /// was tested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+    /// The largest p-value that fails (`1 - test.confidence`), when the metric has a test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_p_value: Option<f64>,
+    /// Failed measurements tolerated (the metric's `failureLimit`).
+    #[serde(default)]
+    pub failure_limit: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Verdict>,
     /// Failed measurements in the window.
