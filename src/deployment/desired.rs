@@ -372,6 +372,24 @@ fn cpu_cores(q: &str) -> Option<u32> {
     Some((cores.ceil() as u32).max(1))
 }
 
+/// What the shadow track runs: the candidate while it is shadowed; and, with shadowing on,
+/// the version it replaced while it is promoted and baked, so that the bake judges the new
+/// stable against the previous version on the same mirrored traffic at the same time.
+/// `None`: no shadow.
+pub fn shadow_version<'a>(
+    md: &ModelDeployment,
+    status: &'a crate::api::ModelDeploymentStatus,
+) -> Option<&'a VersionRef> {
+    use crate::api::DeploymentPhase;
+    match status.phase {
+        Some(DeploymentPhase::Shadowing) => status.candidate.as_ref(),
+        Some(DeploymentPhase::Promoting | DeploymentPhase::Baking) if md.spec.shadow.enabled => {
+            status.previous.as_ref()
+        }
+        _ => None,
+    }
+}
+
 /// Shadow replicas: as the spec says, or the stable replicas scaled by the mirrored share,
 /// at least one.
 pub fn shadow_replicas(md: &ModelDeployment) -> i32 {
@@ -489,6 +507,68 @@ mod tests {
     }
 
     #[test]
+    fn the_previous_version_answers_copies_while_the_new_one_is_promoted_and_baked() {
+        use crate::api::{DeploymentPhase, ModelDeploymentStatus};
+        let mut md = sample();
+        let v = |name: &str| VersionRef {
+            version: name.into(),
+            artifact: format!("s3://m/{name}"),
+            since: None,
+        };
+        let cfg = ChildConfig {
+            router_image: "img".into(),
+        };
+        let template = md.spec.template.parse().unwrap();
+        let mut status = ModelDeploymentStatus {
+            stable: Some(v("v1")),
+            candidate: Some(v("v2")),
+            ..Default::default()
+        };
+        let shadow_of = |md: &ModelDeployment, status: &ModelDeploymentStatus| {
+            let kids = children(md, &template, 0, status, &cfg);
+            let shadow = kids
+                .deployments
+                .iter()
+                .find(|d| d.name_any() == "fraud-shadow")
+                .map(|d| deployment_version(d).unwrap());
+            let router = kids
+                .deployments
+                .iter()
+                .find(|d| d.name_any() == "fraud-router")
+                .unwrap();
+            let mirrors = router.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers
+                [0]
+            .args
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|a| a.starts_with("--shadow="));
+            assert_eq!(mirrors, shadow.is_some(), "the router mirrors exactly when a shadow runs");
+            shadow
+        };
+        status.phase = Some(DeploymentPhase::Shadowing);
+        assert_eq!(shadow_of(&md, &status).as_deref(), Some("v2"));
+        // Promoted: stable serves v2, and v1 answers the copies.
+        status.previous = status.stable.replace(v("v2"));
+        for phase in [DeploymentPhase::Promoting, DeploymentPhase::Baking] {
+            status.phase = Some(phase);
+            assert_eq!(shadow_of(&md, &status).as_deref(), Some("v1"), "{phase:?}");
+        }
+        for phase in [
+            DeploymentPhase::Stable,
+            DeploymentPhase::Rejected,
+            DeploymentPhase::RolledBack,
+        ] {
+            status.phase = Some(phase);
+            assert_eq!(shadow_of(&md, &status), None, "{phase:?}");
+        }
+        // Without shadowing there is nothing to mirror to, and nothing during the bake.
+        md.spec.shadow.enabled = false;
+        status.phase = Some(DeploymentPhase::Baking);
+        assert_eq!(shadow_of(&md, &status), None);
+    }
+
+    #[test]
     fn router_mirrors_only_with_a_shadow() {
         let md = sample();
         let args = router_args(&md, false);
@@ -575,7 +655,6 @@ pub fn children(
     status: &crate::api::ModelDeploymentStatus,
     cfg: &ChildConfig,
 ) -> Children {
-    use crate::api::DeploymentPhase;
     let mut out = Children::default();
     if let Some(stable) = &status.stable {
         out.deployments.push(track_deployment(
@@ -589,18 +668,15 @@ pub fn children(
     }
     out.services.push(track_service(md, Track::Stable));
     out.services.push(client_service(md));
-    let shadow = match (status.phase, &status.candidate) {
-        (Some(DeploymentPhase::Shadowing), Some(candidate)) => Some(candidate),
-        _ => None,
-    };
+    let shadow = shadow_version(md, status);
     match shadow {
-        Some(candidate) => {
+        Some(version) => {
             out.deployments.push(track_deployment(
                 md,
                 template,
                 container_index,
                 Track::Shadow,
-                candidate,
+                version,
                 shadow_replicas(md),
             ));
             out.services.push(track_service(md, Track::Shadow));

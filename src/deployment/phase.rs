@@ -514,8 +514,15 @@ fn promoting(s: &mut Step<'_>) {
             metrics,
             ..s.fresh_analysis()
         });
+        let against = match (&s.status.previous, inp.shadow_enabled) {
+            (Some(previous), true) => format!(
+                "against {}, which answers mirrored copies meanwhile",
+                previous.version
+            ),
+            _ => "against what the previous version measured".to_string(),
+        };
         let msg = format!(
-            "{} serves production; watching it for {}s",
+            "{} serves production; watching it for {}s {against}",
             candidate.version,
             inp.bake_time.as_secs()
         );

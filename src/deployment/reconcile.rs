@@ -180,7 +180,7 @@ async fn step(
 
     // Conditions from what the children were last seen doing. The provider's route is set up
     // before the status is written, because whether it could be is part of the status.
-    let shadowing = next.phase == Some(DeploymentPhase::Shadowing);
+    let shadowing = desired::shadow_version(md, &next).is_some();
     let traffic_state = match traffic::provider_kind(md.spec.traffic.provider) {
         None => Ok("the built-in router carries traffic and compares the shadow's answers with production's".to_string()),
         Some(_) => traffic::ensure(&ctx.shared.client, md, shadowing).await?,
@@ -334,6 +334,14 @@ async fn measure<S: analysis::prometheus::MetricsSource>(
     let candidate = status.candidate.clone().unwrap_or_default();
     let stable = status.stable.clone().unwrap_or_default();
     let baking = status.phase == Some(DeploymentPhase::Baking);
+    // While baking, the previous version answers mirrored copies on the shadow track (see
+    // `desired::shadow_version`): the live reference. Without a shadow, the value recorded
+    // for it is.
+    let live_reference = if baking {
+        desired::shadow_version(md, status).map(|previous| ("shadow", previous.version.clone()))
+    } else {
+        Some(("stable", stable.version.clone()))
+    };
     let elapsed = previous
         .started_at
         .as_deref()
@@ -365,7 +373,7 @@ async fn measure<S: analysis::prometheus::MetricsSource>(
         // While baking the candidate is what the stable track serves.
         track: if baking { "stable" } else { "shadow" },
         version: &candidate.version,
-        reference: (!baking).then_some(("stable", stable.version.as_str())),
+        reference: live_reference.as_ref().map(|(t, v)| (*t, v.as_str())),
         requests_query,
     };
     let mut measured = analysis::measure(source, metrics, &target, previous, now).await;

@@ -128,12 +128,40 @@ pub fn set_conditions(
         ),
     }
 
+    set_metrics_available(c, phase, obs.metrics.as_ref(), generation, now);
+}
+
+/// `MetricsAvailable` follows one rule, so that it changes only when what it says changes:
+/// while a version is under analysis (shadowing, promoting, baking) it is `True` when
+/// Prometheus answered the latest measurement's queries and `False` when it did not, and it
+/// keeps that answer between measurements and across those phases; before the first
+/// measurement of a version it is `Unknown` (`NotMeasuredYet`), and when nothing is being
+/// analysed it is `Unknown` (`NotAnalysing`).
+fn set_metrics_available(
+    c: &mut Vec<crate::api::Condition>,
+    phase: Option<DeploymentPhase>,
+    measured: Option<&Result<(), String>>,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) {
     let analysing = matches!(
         phase,
-        Some(DeploymentPhase::Shadowing) | Some(DeploymentPhase::Baking)
+        Some(DeploymentPhase::Shadowing | DeploymentPhase::Promoting | DeploymentPhase::Baking)
     );
-    match (&obs.metrics, analysing) {
-        (Some(Ok(())), true) => set(
+    if !analysing {
+        set(
+            c,
+            METRICS_AVAILABLE,
+            Status::Unknown,
+            "NotAnalysing",
+            "no version is being analysed",
+            generation,
+            now,
+        );
+        return;
+    }
+    match measured {
+        Some(Ok(())) => set(
             c,
             METRICS_AVAILABLE,
             Status::True,
@@ -142,7 +170,7 @@ pub fn set_conditions(
             generation,
             now,
         ),
-        (Some(Err(e)), true) => set(
+        Some(Err(e)) => set(
             c,
             METRICS_AVAILABLE,
             Status::False,
@@ -153,16 +181,25 @@ pub fn set_conditions(
             generation,
             now,
         ),
-        (None, true) => {}
-        (_, false) => set(
-            c,
-            METRICS_AVAILABLE,
-            Status::Unknown,
-            "NotAnalysing",
-            "no analysis is running",
-            generation,
-            now,
-        ),
+        None => {
+            // Between measurements the last answer stands, for the current generation.
+            let answered = c
+                .iter_mut()
+                .find(|x| x.type_ == METRICS_AVAILABLE && x.status != "Unknown");
+            if let Some(last) = answered {
+                last.observed_generation = generation;
+            } else {
+                set(
+                    c,
+                    METRICS_AVAILABLE,
+                    Status::Unknown,
+                    "NotMeasuredYet",
+                    "the version has not been measured yet",
+                    generation,
+                    now,
+                );
+            }
+        }
     }
 }
 
@@ -299,6 +336,53 @@ mod tests {
             ("False", "PrometheusUnreachable")
         );
         assert!(c.message.contains("connection refused"));
+    }
+
+    #[test]
+    fn metrics_available_follows_the_last_answer_across_every_phase() {
+        use DeploymentPhase::*;
+        let obs = |metrics| Observed {
+            stable_available: true,
+            router_available: Some(true),
+            traffic: Ok(String::new()),
+            metrics,
+        };
+        let ok = || Some(Ok(()));
+        let down = || Some(Err("connection refused".to_string()));
+        // (phase after the round, what was measured in it, the condition's status and reason)
+        let steps: Vec<(DeploymentPhase, Option<Result<(), String>>, &str, &str)> = vec![
+            (Stable, None, "Unknown", "NotAnalysing"),
+            (Shadowing, None, "Unknown", "NotMeasuredYet"),
+            (Shadowing, ok(), "True", "QueriesAnswered"),
+            (Shadowing, None, "True", "QueriesAnswered"),
+            (Shadowing, down(), "False", "PrometheusUnreachable"),
+            (Shadowing, None, "False", "PrometheusUnreachable"),
+            (Shadowing, ok(), "True", "QueriesAnswered"),
+            // Promotion and the start of the bake measure nothing: the last answer stands.
+            (Promoting, None, "True", "QueriesAnswered"),
+            (Baking, None, "True", "QueriesAnswered"),
+            (Baking, down(), "False", "PrometheusUnreachable"),
+            (Baking, ok(), "True", "QueriesAnswered"),
+            (Stable, ok(), "Unknown", "NotAnalysing"),
+            (Shadowing, None, "Unknown", "NotMeasuredYet"),
+            (Shadowing, down(), "False", "PrometheusUnreachable"),
+            (Rejected, None, "Unknown", "NotAnalysing"),
+            (Shadowing, ok(), "True", "QueriesAnswered"),
+            (Promoting, None, "True", "QueriesAnswered"),
+            (Baking, ok(), "True", "QueriesAnswered"),
+            (RolledBack, ok(), "Unknown", "NotAnalysing"),
+        ];
+        let mut st = ModelDeploymentStatus::default();
+        for (i, (phase, metrics, status, reason)) in steps.into_iter().enumerate() {
+            st.phase = Some(phase);
+            set_conditions(&mut st, &obs(metrics), Some(1), now());
+            let c = st.condition(METRICS_AVAILABLE).unwrap();
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str()),
+                (status, reason),
+                "step {i}: {phase:?}"
+            );
+        }
     }
 
     #[test]
