@@ -80,6 +80,8 @@ pub struct Options {
     pub wait_ready: bool,
     /// A name for the process's log file.
     pub name: String,
+    /// `--resync`: how often every object is reconciled without a change.
+    pub resync: String,
     /// Extra arguments for `modelship run`.
     pub args: Vec<String>,
 }
@@ -90,6 +92,7 @@ impl Default for Options {
             lease_duration: 4,
             wait_ready: true,
             name: "operator".into(),
+            resync: "30s".into(),
             args: Vec::new(),
         }
     }
@@ -170,7 +173,7 @@ pub async fn start_with(namespace: &str, options: Options) -> Operator {
         .args(["--prometheus-url", &prom::url()])
         .args(["--prometheus-timeout", "2s"])
         .args(["--router-image", "modelship:e2e"])
-        .args(["--resync", "30s"])
+        .args(["--resync", &options.resync])
         .args(&options.args)
         .env("KUBECONFIG", &kubeconfig)
         .env("MODELSHIP_LOG_FORMAT", "text")

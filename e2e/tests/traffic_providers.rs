@@ -36,7 +36,7 @@ const RECHECK: Duration = Duration::from_secs(60);
 /// The operator, with a resync far longer than `RECHECK`.
 async fn start_operator(namespace: &str) -> operator::Operator {
     let options = operator::Options {
-        args: vec!["--resync".into(), "10m".into()],
+        resync: "10m".into(),
         ..operator::Options::default()
     };
     operator::start_with(namespace, options).await
