@@ -21,8 +21,10 @@ pub struct Target<'a> {
     /// The judged track and version.
     pub track: &'a str,
     pub version: &'a str,
-    /// The live reference (stable's track and version) while shadowing; `None` while baking,
-    /// where the value recorded for the previous version is the reference.
+    /// The live reference's track and version: stable while shadowing, the previous version
+    /// answering copies on the shadow track while baking; `None` when there is no live
+    /// reference (a bake without a shadow), where the value recorded for the previous version
+    /// is the reference.
     pub reference: Option<(&'a str, &'a str)>,
     /// PromQL for the requests the judged track answered in the window, if known.
     pub requests_query: Option<String>,
