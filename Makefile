@@ -4,7 +4,8 @@
 #                      the CRDs and the operator's RBAC, run the operator, and walk a model
 #                      through shadowing, promotion and an automatic rollback
 #   make test          start the local cluster and Prometheus (or reuse running ones),
-#                      build the workspace binaries, run every test (unit and end-to-end)
+#                      build the workspace binaries, check formatting and clippy, run every
+#                      test (unit and end-to-end)
 #   make crds          regenerate crds/ (and the chart's copy) from the Rust types
 #   make manifests     regenerate config/manifests/modelship.yaml from the chart
 #   make bench-analysis the analysis judge's benchmark (docs/analysis.md); BENCH_ARGS=--help
@@ -17,19 +18,24 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: demo test build crds manifests provider-crds bench-analysis build-cluster cluster-up cluster-down prometheus-up prometheus-down
+.PHONY: demo test build lint crds manifests provider-crds bench-analysis build-cluster cluster-up cluster-down prometheus-up prometheus-down
 
 demo: cluster-up prometheus-up build
 	$(CARGO) run -q -p modelship-e2e --bin demo
 
-test: cluster-up prometheus-up provider-crds build
+test: cluster-up prometheus-up provider-crds build lint
 	$(CARGO) test --workspace --no-fail-fast -- --show-output
+
+# Formatting and clippy, warnings as errors.
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -q -- -D warnings
 
 build:
 	$(CARGO) build --workspace --bins
 
 # The judge's false verdicts on noise and its time to catch known regressions, on the local
-# Prometheus with the router and model servers as local processes (about 25 minutes).
+# Prometheus with the router and model servers as local processes (about 20 minutes).
 bench-analysis: prometheus-up
 	$(CARGO) build --release -p modelship -p model-server -p modelship-e2e --bins
 	$(CARGO) run --release -q -p modelship-e2e --bin bench-analysis -- $(BENCH_ARGS)

@@ -58,7 +58,10 @@ async fn a_new_operator_process_resumes_and_completes_the_bake() {
     let start: jiff::Timestamp = window.parse().unwrap();
     let ended: jiff::Timestamp = done.history[0].time.parse().unwrap();
     let baked = ended.duration_since(start);
-    assert!(baked >= jiff::SignedDuration::from_secs(20), "baked {baked:?}");
+    assert!(
+        baked >= jiff::SignedDuration::from_secs(20),
+        "baked {baked:?}"
+    );
     // Exactly one Promoting and one Promoted: the new process did not repeat a decision.
     let reasons = world.event_reasons().await;
     assert_eq!(

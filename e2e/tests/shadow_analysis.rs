@@ -248,7 +248,11 @@ async fn a_candidate_that_degrades_after_promotion_is_rolled_back_by_itself() {
     // The verdict names the metric that was degraded, and only it: every default metric is
     // judged here, latency included, against churn-v1 answering the same copies meanwhile.
     let entry = &status.history[0];
-    assert!(entry.message.contains("error-rate failed"), "{}", entry.message);
+    assert!(
+        entry.message.contains("error-rate failed"),
+        "{}",
+        entry.message
+    );
     for m in &entry.metrics {
         if m.name == "error-rate" {
             assert_eq!(m.verdict, Some(Verdict::Fail), "{m:?}");

@@ -2,6 +2,11 @@
 //! quantiles and tail shares of Prometheus histograms. Pure.
 use statrs::distribution::{ContinuousCDF, Normal};
 
+/// Whether a count is positive; false for NaN, so that a missing count is never judged.
+fn positive(n: f64) -> bool {
+    n.partial_cmp(&0.0) == Some(std::cmp::Ordering::Greater)
+}
+
 /// The chance of a standard normal variable above `z`.
 fn upper_tail(z: f64) -> f64 {
     if z.is_nan() {
@@ -14,7 +19,7 @@ fn upper_tail(z: f64) -> f64 {
 /// One-sided p-value that a share of `x1` in `n1` is above a share of `x2` in `n2`, by the
 /// pooled two-proportion z-test. 1 when either count is empty.
 pub fn two_proportions(x1: f64, n1: f64, x2: f64, n2: f64) -> f64 {
-    if !(n1 > 0.0 && n2 > 0.0) {
+    if !(positive(n1) && positive(n2)) {
         return 1.0;
     }
     let (p1, p2) = (x1 / n1, x2 / n2);
@@ -30,7 +35,7 @@ pub fn two_proportions(x1: f64, n1: f64, x2: f64, n2: f64) -> f64 {
 /// `bound`, by the one-sample z-test. A bound of 0 (or 1) is exceeded for certain by any
 /// share above it.
 pub fn proportion_above(share: f64, n: f64, bound: f64) -> f64 {
-    if !(n > 0.0) {
+    if !positive(n) {
         return 1.0;
     }
     let bound = bound.clamp(0.0, 1.0);
@@ -87,7 +92,7 @@ impl Histogram {
     /// `histogram_quantile` does. `None` without samples.
     pub fn quantile(&self, q: f64) -> Option<f64> {
         let total = self.total();
-        if !(total > 0.0) {
+        if !positive(total) {
             return None;
         }
         let rank = q.clamp(0.0, 1.0) * total;
@@ -201,12 +206,7 @@ pub fn quantile_vs_bound(judged: &Histogram, q: f64, bound: f64, side: Side) -> 
         }
         Side::Below => {
             // Samples at or below the last bucket bound at or below `bound` are surely below.
-            let Some(cut) = judged
-                .buckets
-                .iter()
-                .map(|b| b.0)
-                .rfind(|le| *le <= bound)
-            else {
+            let Some(cut) = judged.buckets.iter().map(|b| b.0).rfind(|le| *le <= bound) else {
                 return 1.0;
             };
             let share = judged.at_or_below(cut) / n;
@@ -229,7 +229,11 @@ mod tests {
         let p = two_proportions(30.0, 1000.0, 10.0, 1000.0);
         assert!(close(p, 0.00071, 0.00005), "{p}");
         // The same shares are no evidence either way; the other direction is no evidence.
-        assert!(close(two_proportions(10.0, 1000.0, 10.0, 1000.0), 0.5, 1e-9));
+        assert!(close(
+            two_proportions(10.0, 1000.0, 10.0, 1000.0),
+            0.5,
+            1e-9
+        ));
         assert!(two_proportions(10.0, 1000.0, 30.0, 1000.0) > 0.99);
         // Empty counts and all-zero shares say nothing.
         assert_eq!(two_proportions(0.0, 0.0, 1.0, 10.0), 1.0);
@@ -274,7 +278,10 @@ mod tests {
     #[test]
     fn counts_are_made_monotonic() {
         let h = hist(&[(f64::INFINITY, 10.0), (0.1, 10.5), (0.05, 4.0)]);
-        assert_eq!(h.buckets, vec![(0.05, 4.0), (0.1, 10.5), (f64::INFINITY, 10.5)]);
+        assert_eq!(
+            h.buckets,
+            vec![(0.05, 4.0), (0.1, 10.5), (f64::INFINITY, 10.5)]
+        );
     }
 
     /// A histogram of `n` samples spread log-uniformly from `lo` to `hi`, on buckets 20 % apart.

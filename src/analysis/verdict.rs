@@ -129,7 +129,9 @@ fn read_value(
         Reading::Value(v) if v.is_finite() => match test.map(|t| t.kind) {
             Some(TestKind::Quantile) => Err((
                 Verdict::Error,
-                format!("{whose}query returned one number; a Quantile test needs one series per `le` bucket, for example sum by (le) (increase(x_bucket[...]))"),
+                format!(
+                    "{whose}query returned one number; a Quantile test needs one series per `le` bucket, for example sum by (le) (increase(x_bucket[...]))"
+                ),
             )),
             _ => Ok((*v, None)),
         },
@@ -141,13 +143,17 @@ fn read_value(
             let Some(q) = test.and_then(|t| t.quantile) else {
                 return Err((
                     Verdict::Error,
-                    format!("{whose}query returned several series; aggregate it to one number (for example with sum)"),
+                    format!(
+                        "{whose}query returned several series; aggregate it to one number (for example with sum)"
+                    ),
                 ));
             };
             let Some(h) = Histogram::new(buckets.clone()) else {
                 return Err((
                     Verdict::Error,
-                    format!("{whose}histogram has no le=\"+Inf\" bucket or a bucket bound that is not a number"),
+                    format!(
+                        "{whose}histogram has no le=\"+Inf\" bucket or a bucket bound that is not a number"
+                    ),
                 ));
             };
             match h.quantile(q) {
@@ -162,7 +168,9 @@ fn read_value(
             Verdict::Inconclusive,
             format!("{whose}query returned no data"),
         )),
-        Reading::Unavailable(e) => Err((Verdict::Inconclusive, format!("metrics unavailable: {e}"))),
+        Reading::Unavailable(e) => {
+            Err((Verdict::Inconclusive, format!("metrics unavailable: {e}")))
+        }
         Reading::Invalid(e) => Err((Verdict::Error, format!("{whose}query failed: {e}"))),
     }
 }
@@ -306,12 +314,20 @@ fn judge_checked(
     if p <= max_p {
         Ok((
             Verdict::Fail,
-            format!("{what}, and {against} is significant (p = {}, at most {} fails)", fmt_p(p), fmt_p(max_p)),
+            format!(
+                "{what}, and {against} is significant (p = {}, at most {} fails)",
+                fmt_p(p),
+                fmt_p(max_p)
+            ),
         ))
     } else {
         Ok((
             Verdict::Inconclusive,
-            format!("{what}, but {against} could be noise (p = {}, more than {})", fmt_p(p), fmt_p(max_p)),
+            format!(
+                "{what}, but {against} could be noise (p = {}, more than {})",
+                fmt_p(p),
+                fmt_p(max_p)
+            ),
         ))
     }
 }
@@ -449,10 +465,9 @@ mod tests {
         assert_eq!((bad.failures, bad.passes), (1, 1));
         assert!(bad.p_value.unwrap() < 1e-6);
         assert!(
-            bad.message
-                .as_deref()
-                .unwrap()
-                .starts_with("0.05 above the maximum 0.01, and the difference from stable is significant"),
+            bad.message.as_deref().unwrap().starts_with(
+                "0.05 above the maximum 0.01, and the difference from stable is significant"
+            ),
             "{:?}",
             bad.message
         );

@@ -536,14 +536,25 @@ mod tests {
                 .iter()
                 .find(|d| d.name_any() == "fraud-router")
                 .unwrap();
-            let mirrors = router.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers
-                [0]
-            .args
-            .as_ref()
-            .unwrap()
-            .iter()
-            .any(|a| a.starts_with("--shadow="));
-            assert_eq!(mirrors, shadow.is_some(), "the router mirrors exactly when a shadow runs");
+            let mirrors = router
+                .spec
+                .as_ref()
+                .unwrap()
+                .template
+                .spec
+                .as_ref()
+                .unwrap()
+                .containers[0]
+                .args
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|a| a.starts_with("--shadow="));
+            assert_eq!(
+                mirrors,
+                shadow.is_some(),
+                "the router mirrors exactly when a shadow runs"
+            );
             shadow
         };
         status.phase = Some(DeploymentPhase::Shadowing);

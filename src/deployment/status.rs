@@ -350,7 +350,13 @@ mod tests {
         let ok = || Some(Ok(()));
         let down = || Some(Err("connection refused".to_string()));
         // (phase after the round, what was measured in it, the condition's status and reason)
-        let steps: Vec<(DeploymentPhase, Option<Result<(), String>>, &str, &str)> = vec![
+        type Step = (
+            DeploymentPhase,
+            Option<Result<(), String>>,
+            &'static str,
+            &'static str,
+        );
+        let steps: Vec<Step> = vec![
             (Stable, None, "Unknown", "NotAnalysing"),
             (Shadowing, None, "Unknown", "NotMeasuredYet"),
             (Shadowing, ok(), "True", "QueriesAnswered"),

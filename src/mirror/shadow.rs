@@ -63,16 +63,16 @@ pub async fn mirror(
                 }
             }
         };
-        let (code, seconds, answer) =
-            match tokio::time::timeout(config.shadow_timeout, call).await {
-                Ok(Ok((status, head, answer))) => (Code::Status(status), head, answer),
-                Ok(Err(code)) => (code, start.elapsed().as_secs_f64(), ShadowAnswer::Failed),
-                Err(_) => (
-                    Code::Timeout,
-                    start.elapsed().as_secs_f64(),
-                    ShadowAnswer::Failed,
-                ),
-            };
+        let (code, seconds, answer) = match tokio::time::timeout(config.shadow_timeout, call).await
+        {
+            Ok(Ok((status, head, answer))) => (Code::Status(status), head, answer),
+            Ok(Err(code)) => (code, start.elapsed().as_secs_f64(), ShadowAnswer::Failed),
+            Err(_) => (
+                Code::Timeout,
+                start.elapsed().as_secs_f64(),
+                ShadowAnswer::Failed,
+            ),
+        };
         metrics.request(Track::Shadow, code, seconds);
         answer
     };

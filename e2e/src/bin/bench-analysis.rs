@@ -301,7 +301,7 @@ struct Rig {
     _target: prom::Target,
 }
 
-fn model_server(name: &str, port: u16, model: &PathBuf) -> Process {
+fn model_server(name: &str, port: u16, model: &std::path::Path) -> Process {
     let knobs = base_knobs();
     let mut cmd = Command::new(binary("model-server"));
     cmd.args([
@@ -583,7 +583,9 @@ async fn run_aa(
                         }
                     }
                     match m.verdict {
-                        Some(Verdict::Fail) => *result.failed.entry(m.name.clone()).or_default() += 1,
+                        Some(Verdict::Fail) => {
+                            *result.failed.entry(m.name.clone()).or_default() += 1
+                        }
                         Some(Verdict::Inconclusive) if m.p_value.is_some() => {
                             *result.held.entry(m.name.clone()).or_default() += 1
                         }
@@ -757,17 +759,16 @@ async fn run_ab(
                 let mut results: Vec<Option<Outcome>> = vec![None; judges.len()];
                 for k in 1..=args.max_intervals {
                     tick(start, k, args.interval).await;
-                    let rounds = judges
-                        .iter_mut()
-                        .zip(results.iter_mut())
-                        .map(|(judge, result)| async move {
+                    let rounds = judges.iter_mut().zip(results.iter_mut()).map(
+                        |(judge, result)| async move {
                             if result.is_some() {
                                 return;
                             }
                             if let Some(names) = judge.measure(source, window).await {
                                 *result = Some(Outcome::Caught(k, names));
                             }
-                        });
+                        },
+                    );
                     futures_join_all(rounds).await;
                     if results.iter().all(Option::is_some) {
                         break;
@@ -783,7 +784,10 @@ async fn run_ab(
                     regression.key,
                     phase,
                     trial + 1,
-                    outcomes.iter().map(|(_, l)| l.last().cloned()).collect::<Vec<_>>(),
+                    outcomes
+                        .iter()
+                        .map(|(_, l)| l.last().cloned())
+                        .collect::<Vec<_>>(),
                     regression.metric,
                     current
                         .and_then(|m| m.message)
@@ -866,7 +870,9 @@ async fn main() -> anyhow::Result<()> {
     let source = Prometheus::new(&prom::url(), Duration::from_secs(10))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let window = format!("{}s", args.window.as_secs().max(1));
-    let mut rig = Rig::start().await.context("starting the router and model servers")?;
+    let mut rig = Rig::start()
+        .await
+        .context("starting the router and model servers")?;
     let (load, sent) = drive(rig.router_port, args.rate);
     let burners: Vec<Process> = (0..args.burners)
         .map(|i| {
