@@ -25,10 +25,76 @@ pub struct Shared {
     pub metrics: Metrics,
     pub backoff: Backoff,
     pub settings: Settings,
-    /// The resourceVersion of each object's last status write, to notice a cache that has
-    /// not caught up with our own write yet (see `cache_is_stale`).
-    written: Mutex<HashMap<String, u64>>,
+    /// Our own status writes that the cache has not shown yet (see `cache_is_stale`).
+    written: OwnWrites,
 }
+
+/// Per object, the resourceVersions our own status writes replaced and the one they made.
+/// resourceVersions are opaque (API conventions): they are only ever compared for equality.
+/// An object is forgotten once the cache shows our latest write, so the map holds only the
+/// objects with a write in flight.
+#[derive(Default)]
+pub struct OwnWrites(Mutex<HashMap<String, Superseded>>);
+
+impl OwnWrites {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Superseded>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Our status write replaced `read` with `written`.
+    pub fn wrote(&self, key: &str, read: Option<&str>, written: Option<&str>) {
+        let (Some(read), Some(written)) = (read, written) else {
+            return;
+        };
+        if read == written {
+            return;
+        }
+        let mut map = self.map();
+        let entry = map.entry(key.to_string()).or_default();
+        if entry.replaced.len() == SUPERSEDED_KEPT {
+            entry.replaced.remove(0);
+        }
+        entry.replaced.push(read.to_string());
+        entry.latest = written.to_string();
+    }
+
+    /// Whether `seen` is a version one of our writes replaced.
+    pub fn is_stale(&self, key: &str, seen: Option<&str>) -> bool {
+        let Some(seen) = seen else {
+            return false;
+        };
+        let mut map = self.map();
+        let Some(entry) = map.get(key) else {
+            return false;
+        };
+        if entry.replaced.iter().any(|r| r == seen) {
+            return true;
+        }
+        if entry.latest == seen {
+            map.remove(key);
+        }
+        false
+    }
+
+    pub fn forget(&self, key: &str) {
+        self.map().remove(key);
+    }
+
+    /// Objects with a write the cache has not shown yet.
+    pub fn pending(&self) -> usize {
+        self.map().len()
+    }
+}
+
+/// The resourceVersions our status writes to one object replaced, and the one they made.
+#[derive(Default)]
+struct Superseded {
+    replaced: Vec<String>,
+    latest: String,
+}
+
+/// Writes remembered per object before the cache catches up (a reconcile writes a few at most).
+const SUPERSEDED_KEPT: usize = 8;
 
 impl Shared {
     pub fn new(client: Client, reporter: Reporter, metrics: Metrics, settings: Settings) -> Self {
@@ -38,7 +104,7 @@ impl Shared {
             metrics,
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
             settings,
-            written: Mutex::new(HashMap::new()),
+            written: OwnWrites::default(),
         }
     }
 
@@ -67,27 +133,16 @@ impl Shared {
         }
     }
 
-    /// Remembers the resourceVersion our status write produced.
-    pub fn wrote(&self, key: &str, resource_version: Option<&str>) {
-        if let Some(rv) = resource_version.and_then(|v| v.parse::<u64>().ok()) {
-            self.written
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(key.to_string(), rv);
-        }
+    /// Remembers that our status write replaced `read` with `written`.
+    pub fn wrote(&self, key: &str, read: Option<&str>, written: Option<&str>) {
+        self.written.wrote(key, read, written);
     }
 
-    /// Whether the cached object is older than our own last write to it: then a decision taken
-    /// on it could undo what we already decided, so the reconciliation waits for the cache.
+    /// Whether the cached object is one our own status write already replaced: then a
+    /// decision taken on it could undo what we already decided, so the reconciliation waits
+    /// for the cache.
     pub fn cache_is_stale(&self, key: &str, resource_version: Option<&str>) -> bool {
-        let Some(seen) = resource_version.and_then(|v| v.parse::<u64>().ok()) else {
-            return false;
-        };
-        self.written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .is_some_and(|w| seen < *w)
+        self.written.is_stale(key, resource_version)
     }
 
     /// How a failed reconciliation is retried: never for what only a spec change can fix, at
@@ -112,10 +167,7 @@ impl Shared {
     }
 
     pub fn forget(&self, key: &str) {
-        self.written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+        self.written.forget(key);
         self.backoff.reset(key);
     }
 }
@@ -130,4 +182,33 @@ fn truncate(mut s: String, max: usize) -> String {
         s.push('…');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OwnWrites;
+
+    #[test]
+    fn own_writes_compare_resource_versions_for_equality_only() {
+        let w = OwnWrites::default();
+        // Opaque versions: no order between them is assumed.
+        w.wrote("ns/a", Some("zz-9"), Some("aa-1"));
+        assert!(w.is_stale("ns/a", Some("zz-9")), "the version we replaced");
+        assert!(!w.is_stale("ns/b", Some("zz-9")), "another object");
+        assert!(!w.is_stale("ns/a", None));
+        // Two writes in one reconciliation: both replaced versions are stale.
+        w.wrote("ns/a", Some("aa-1"), Some("m-5"));
+        assert!(w.is_stale("ns/a", Some("zz-9")));
+        assert!(w.is_stale("ns/a", Some("aa-1")));
+        // Someone else's later write: fresh, and still waiting for ours to show.
+        assert!(!w.is_stale("ns/a", Some("q-7")));
+        assert_eq!(w.pending(), 1);
+        // The cache shows our latest write: fresh, and forgotten.
+        assert!(!w.is_stale("ns/a", Some("m-5")));
+        assert_eq!(w.pending(), 0);
+        assert!(!w.is_stale("ns/a", Some("zz-9")));
+        // A write that changed nothing has nothing to wait for.
+        w.wrote("ns/a", Some("m-5"), Some("m-5"));
+        assert_eq!(w.pending(), 0);
+    }
 }

@@ -518,7 +518,8 @@ async fn write_status(
     let written =
         crate::apply::apply_status(&api, &p.name_any(), resource_version.as_deref(), next).await?;
     let rv = written.meta().resource_version.clone();
-    ctx.shared.wrote(&key(p), rv.as_deref());
+    ctx.shared
+        .wrote(&key(p), resource_version.as_deref(), rv.as_deref());
     Ok(rv)
 }
 
