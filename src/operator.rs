@@ -27,7 +27,8 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "MODELSHIP_PROMETHEUS_URL",
-        default_value = "http://prometheus-operated.monitoring.svc:9090"
+        default_value = "http://prometheus-operated.monitoring.svc:9090",
+        value_parser = parse_prometheus_url
     )]
     pub prometheus_url: String,
 
@@ -70,6 +71,18 @@ pub struct RunArgs {
 
 fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     crate::deployment::validate::parse_duration("duration", s)
+}
+
+/// A Prometheus URL the analysis can query: refused at start-up, where the person who set it
+/// looks, rather than at the first measurement.
+fn parse_prometheus_url(s: &str) -> std::result::Result<String, String> {
+    let url = reqwest::Url::parse(s).map_err(|e| {
+        format!("not a URL ({e}); for example http://prometheus.monitoring.svc:9090")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("give an http:// or https:// URL with a host, for example http://prometheus.monitoring.svc:9090".into());
+    }
+    Ok(s.to_string())
 }
 
 /// The namespace the operator runs in, from its service account.
@@ -250,4 +263,28 @@ async fn controllers(
         stop.cancelled_owned(),
     );
     futures::future::join(deployments.boxed(), pipelines.boxed()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_prometheus_url;
+
+    #[test]
+    fn a_prometheus_url_the_analysis_cannot_use_is_refused_at_start_up() {
+        assert!(parse_prometheus_url("http://prometheus.monitoring.svc:9090").is_ok());
+        assert!(parse_prometheus_url("https://prom.example.com/prefix").is_ok());
+        for bad in [
+            "prometheus:9090",
+            "prometheus.monitoring.svc",
+            "ftp://prometheus:9090",
+            "http://",
+            "",
+        ] {
+            let e = parse_prometheus_url(bad).expect_err(bad);
+            assert!(
+                e.contains("http://prometheus.monitoring.svc:9090"),
+                "{bad}: {e}"
+            );
+        }
+    }
 }
