@@ -27,6 +27,15 @@ struct Sent {
 /// A mock API server that accepts every write and answers with the written object (a status
 /// write with the whole ModelDeployment).
 fn mock_client(md: &ModelDeployment) -> (Client, Arc<Mutex<Vec<Sent>>>) {
+    mock_client_refusing(md, |_| false)
+}
+
+/// Like `mock_client`, but answers 422 Invalid to the writes whose path `refuse` matches, as
+/// the API server does for an object it cannot store.
+fn mock_client_refusing(
+    md: &ModelDeployment,
+    refuse: fn(&str) -> bool,
+) -> (Client, Arc<Mutex<Vec<Sent>>>) {
     let whole = serde_json::to_value(md).unwrap();
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -41,6 +50,20 @@ fn mock_client(md: &ModelDeployment) -> (Client, Arc<Mutex<Vec<Sent>>>) {
                 uri: parts.uri.to_string(),
                 body: body.clone(),
             });
+            if parts.method != "GET" && refuse(parts.uri.path()) {
+                let status = serde_json::json!({
+                    "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "message": "Service \"fraud-stable\" is invalid: spec.ports[0].port: Invalid value: 0",
+                    "reason": "Invalid", "code": 422,
+                });
+                reply.send_response(
+                    Response::builder()
+                        .status(422)
+                        .body(Body::from(serde_json::to_vec(&status).unwrap()))
+                        .unwrap(),
+                );
+                continue;
+            }
             if parts.uri.path().ends_with("/status") {
                 let mut obj = whole.clone();
                 obj["status"] = body["status"].clone();
@@ -268,4 +291,57 @@ async fn an_invalid_spec_is_reported_once_and_waits_for_a_change() {
         .unwrap();
     assert_eq!(action, kube::runtime::controller::Action::await_change());
     assert!(log.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_child_the_api_server_refuses_costs_one_attempt_until_the_spec_changes() {
+    let mut md = sample();
+    let refuse: fn(&str) -> bool = |path| path.contains("/services/");
+    let (client, log) = mock_client_refusing(&md, refuse);
+    let ctx = context(client, vec![], vec![]);
+    let action = reconcile(Arc::new(md.clone()), ctx).await.unwrap();
+    assert_eq!(action, kube::runtime::controller::Action::await_change());
+    let sent = log.lock().unwrap().clone();
+    let refused = sent.iter().filter(|s| s.uri.contains("/services/")).count();
+    assert_eq!(refused, 1, "one attempt at the refused child: {sent:?}");
+    let events: Vec<&Sent> = sent.iter().filter(|s| s.uri.contains("/events")).collect();
+    assert_eq!(events.len(), 1, "one event: {sent:?}");
+    assert_eq!(events[0].body["reason"], "RejectedByAPIServer");
+    let last = sent
+        .iter()
+        .rev()
+        .find(|s| s.uri.contains("/status"))
+        .expect("a status write");
+    let status: ModelDeploymentStatus =
+        serde_json::from_value(last.body["status"].clone()).unwrap();
+    let ready = status.condition("Ready").unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "RejectedByAPIServer")
+    );
+    assert!(ready.message.contains("fraud-stable"), "{}", ready.message);
+
+    // Woken again by its own status write, by a resync, by a child's event: not a request.
+    md.status = Some(status.clone());
+    md.metadata.resource_version = Some("102".into());
+    for _ in 0..3 {
+        let (client, log) = mock_client_refusing(&md, refuse);
+        let action = reconcile(Arc::new(md.clone()), context(client, vec![], vec![]))
+            .await
+            .unwrap();
+        assert_eq!(action, kube::runtime::controller::Action::await_change());
+        let sent = log.lock().unwrap().clone();
+        assert!(sent.is_empty(), "nothing until the spec changes: {sent:?}");
+    }
+
+    // A new generation of the spec is tried again.
+    md.metadata.generation = Some(2);
+    md.metadata.resource_version = Some("103".into());
+    let (client, log) = mock_client(&md);
+    run(&md, context(client, vec![], vec![])).await;
+    let sent = log.lock().unwrap().clone();
+    assert!(
+        sent.iter().any(|s| s.uri.contains("/services/")),
+        "the changed spec is acted on: {sent:?}"
+    );
 }

@@ -67,19 +67,40 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
 
     let v = match validate(&md) {
         Ok(v) => v,
-        Err(message) => return invalid(&md, &ctx, &current, "InvalidSpec", &message, now).await,
+        Err(message) => {
+            let held = (&current, md.meta().resource_version.as_deref());
+            return invalid(&md, &ctx, held, "InvalidSpec", &message, now).await;
+        }
     };
+    if refused_at_this_generation(&md, &current) {
+        // The API server refused a child built from this spec: one attempt, one condition,
+        // one event; nothing more until the spec changes, whatever the reason it gave.
+        return Ok(Action::await_change());
+    }
     let desired = match resolve_desired(&md, &ctx.pipelines, &current) {
         Ok(d) => d,
         Err(message) => return waiting(&md, &ctx, &current, &message, now).await,
     };
     match step(&md, &ctx, &v, &desired, &current, now).await {
         Err(Error::Rejected(message)) => {
-            invalid(&md, &ctx, &current, "RejectedByAPIServer", &message, now).await
+            let held = (&current, md.meta().resource_version.as_deref());
+            invalid(&md, &ctx, held, REFUSED, &message, now).await
         }
         other => other,
     }
 }
+
+/// Whether the last attempt on this generation of the spec was refused by the API server.
+fn refused_at_this_generation(md: &ModelDeployment, status: &ModelDeploymentStatus) -> bool {
+    status.condition(super::status::READY).is_some_and(|c| {
+        c.reason == REFUSED
+            && c.observed_generation.is_some()
+            && c.observed_generation == md.meta().generation
+    })
+}
+
+/// The reason of a `Ready=False` condition for a spec whose children the API server refused.
+const REFUSED: &str = "RejectedByAPIServer";
 
 async fn step(
     md: &ModelDeployment,
@@ -102,12 +123,12 @@ async fn step(
         failed: stable_dep.as_deref().is_some_and(rollout_failed),
     };
     let metrics = defaults::effective_metrics(md);
-    let prometheus_url = md
-        .spec
-        .analysis
-        .prometheus_url
-        .clone()
-        .unwrap_or_else(|| ctx.shared.settings.prometheus_url.clone());
+    let own_url = md.spec.analysis.prometheus_url.clone();
+    // A URL from the spec that cannot be used is the spec's fault; the operator's own
+    // `--prometheus-url` is checked at start-up, and anything it still refuses is the
+    // operator's configuration: retried and logged, never blamed on the spec.
+    let spec_names_url = own_url.is_some();
+    let prometheus_url = own_url.unwrap_or_else(|| ctx.shared.settings.prometheus_url.clone());
 
     // Measure when a measurement is due.
     let mut status = current.clone();
@@ -120,7 +141,10 @@ async fn step(
         let source = ctx
             .prometheus
             .get(&prometheus_url)
-            .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+            .map_err(|e| match spec_names_url {
+                true => Error::InvalidSpec(format!("spec.analysis.prometheusUrl: {e}")),
+                false => Error::Config(format!("the operator's --prometheus-url: {e}")),
+            })?;
         let previous = status.analysis.clone().unwrap_or_default();
         let measured = measure(md, v, &source, &metrics, &status, &previous, now).await;
         metrics_read = Some(match &measured.unavailable {
@@ -206,7 +230,14 @@ async fn step(
     };
     next.observed_generation = md.meta().generation;
     set_conditions(&mut next, &observed, md.meta().generation, now);
-    write_status(md, ctx, current, &next).await?;
+    let written = write_status(
+        md,
+        ctx,
+        md.meta().resource_version.as_deref(),
+        current,
+        &next,
+    )
+    .await?;
     // Traffic that cannot be set up is announced when it starts, or when its reason changes.
     if let Err((reason, message)) = &observed.traffic {
         let before = current.condition(super::status::TRAFFIC_CONFIGURED);
@@ -218,7 +249,14 @@ async fn step(
     }
 
     // Children follow the status that was just written.
-    apply_children(md, ctx, v, &next).await?;
+    match apply_children(md, ctx, v, &next).await {
+        Err(Error::Rejected(message)) => {
+            // Reported on top of the status just written, which is what the API server holds.
+            let written = written.as_deref();
+            return invalid(md, ctx, (&next, written), REFUSED, &message, now).await;
+        }
+        other => other?,
+    }
     // The provider only changes with the spec: look for another provider's leftovers then.
     if current.observed_generation != md.meta().generation {
         traffic::remove_others(&ctx.shared.client, md).await?;
@@ -534,32 +572,29 @@ async fn apply_children(
 async fn write_status(
     md: &ModelDeployment,
     ctx: &Context,
+    read: Option<&str>,
     current: &ModelDeploymentStatus,
     next: &ModelDeploymentStatus,
-) -> Result<()> {
+) -> Result<Option<String>> {
     if current == next {
-        return Ok(());
+        return Ok(read.map(str::to_string));
     }
     let api: Api<ModelDeployment> = Api::namespaced(
         ctx.shared.client.clone(),
         &md.namespace().unwrap_or_default(),
     );
-    let written = apply_status(
-        &api,
-        &md.name_any(),
-        md.meta().resource_version.as_deref(),
-        next,
-    )
-    .await?;
-    ctx.shared
-        .wrote(&key(md), written.meta().resource_version.as_deref());
-    Ok(())
+    let written = apply_status(&api, &md.name_any(), read, next).await?;
+    let rv = written.meta().resource_version.clone();
+    ctx.shared.wrote(&key(md), read, rv.as_deref());
+    Ok(rv)
 }
 
+/// The spec cannot be acted on: say why once, and wait for it to change. `(current, read)`:
+/// the status the API server holds and its resourceVersion.
 async fn invalid(
     md: &ModelDeployment,
     ctx: &Context,
-    current: &ModelDeploymentStatus,
+    (current, read): (&ModelDeploymentStatus, Option<&str>),
     reason: &str,
     message: &str,
     now: Timestamp,
@@ -568,7 +603,7 @@ async fn invalid(
     next.observed_generation = md.meta().generation;
     set_invalid(&mut next, reason, message, md.meta().generation, now);
     let changed = &next != current;
-    write_status(md, ctx, current, &next).await?;
+    write_status(md, ctx, read, current, &next).await?;
     if changed {
         tracing::warn!(
             reason,
@@ -594,7 +629,14 @@ async fn waiting(
     next.observed_generation = md.meta().generation;
     set_waiting(&mut next, message, md.meta().generation, now);
     let changed = &next != current;
-    write_status(md, ctx, current, &next).await?;
+    write_status(
+        md,
+        ctx,
+        md.meta().resource_version.as_deref(),
+        current,
+        &next,
+    )
+    .await?;
     if changed {
         ctx.shared
             .event(md, false, "WaitingForModel", "Resolve", message.to_string())
