@@ -329,6 +329,16 @@ async fn the_api_server_rejects_invalid_specs_with_clear_messages() {
     )
     .await;
     assert!(no_track.contains("must select the track"), "{no_track}");
+
+    // A name the Services derived from it could not have.
+    let mut dotted =
+        base(json!({"model": {"version": "v1", "artifact": "s3://m/v1"}, "template": template}));
+    dotted["metadata"]["name"] = json!("fraud.v2");
+    let dotted = rejected(&api, dotted).await;
+    assert!(
+        dotted.contains("metadata.name must be a DNS label"),
+        "{dotted}"
+    );
     ns.delete().await;
 }
 

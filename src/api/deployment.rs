@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Candidate", type_ = "string", json_path = ".status.candidate.version"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit, without '.': the operator names Services after it, and Service names allow nothing else"),
     validation = Rule::new("size(self.metadata.name) <= 50").message("metadata.name must be at most 50 characters: the operator derives the names of Deployments and Services from it (for example <name>-shadow)"),
 )]
 #[x_kube(validation = Rule::new("has(self.model) != has(self.modelFrom)").message("set exactly one of spec.model (a fixed version) and spec.modelFrom (follow a ModelPipeline)"))]
