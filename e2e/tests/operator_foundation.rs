@@ -339,6 +339,34 @@ async fn the_api_server_rejects_invalid_specs_with_clear_messages() {
         dotted.contains("metadata.name must be a DNS label"),
         "{dotted}"
     );
+
+    // Router settings the router itself would refuse at start-up.
+    let no_timeout = rejected(
+        &api,
+        base(
+            json!({"model": {"version": "v1", "artifact": "s3://m/v1"}, "template": template,
+            "traffic": {"router": {"shadowTimeout": "0s"}}}),
+        ),
+    )
+    .await;
+    assert!(
+        no_timeout.contains("shadowTimeout must be greater than zero"),
+        "{no_timeout}"
+    );
+    for pointer in ["/a,b", "/a~2", "predictions"] {
+        let message = rejected(
+            &api,
+            base(
+                json!({"model": {"version": "v1", "artifact": "s3://m/v1"}, "template": template,
+                "shadow": {"compare": {"pointers": [pointer]}}}),
+            ),
+        )
+        .await;
+        assert!(
+            message.contains("must be a JSON pointer"),
+            "{pointer}: {message}"
+        );
+    }
     ns.delete().await;
 }
 

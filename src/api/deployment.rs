@@ -199,11 +199,12 @@ pub enum Promotion {
 /// How the built-in router compares answers. Only the `Builtin` provider compares.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.pointers.all(p, p.matches('^(/([^/~,]|~[01])*)*$'))").message("each of spec.shadow.compare.pointers must be a JSON pointer: empty or starting with '/', escaping only ~0 (~) and ~1 (/), without ','"))]
 pub struct CompareSpec {
     /// JSON pointers (RFC 6901) to the predictions in a response, for example `/predictions`.
     /// Strings and labels must be equal; numbers within `tolerance`; arrays element by element.
     #[serde(default = "default_pointers")]
-    #[schemars(length(min = 1, max = 16))]
+    #[schemars(length(min = 1, max = 16), inner(length(max = 256)))]
     pub pointers: Vec<String>,
 
     /// Largest absolute difference between two numbers that still counts as agreement. A
@@ -282,6 +283,7 @@ pub enum TrafficProvider {
 /// The built-in router's Deployment.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.shadowTimeout) || !self.shadowTimeout.matches('^([0-9]+([.][0-9]+)?(ms|s|m|h))+$') || duration(self.shadowTimeout) > duration('0s')").message("spec.traffic.router.shadowTimeout must be greater than zero: the router would give up on every copy at once"))]
 pub struct RouterSpec {
     /// Router replicas.
     #[serde(default = "default_router_replicas")]

@@ -262,10 +262,11 @@ pub fn router_args(md: &ModelDeployment, mirror: bool) -> Vec<String> {
     if mirror {
         args.push(format!("--shadow={}", track_url(md, Track::Shadow)));
         args.push(format!("--mirror-percent={}", spec.shadow.mirror_percent));
-        args.push(format!(
-            "--shadow-timeout={}",
-            spec.traffic.router.shadow_timeout
-        ));
+        // In milliseconds: the spec's form (`1.5s`, `1m30s`) is not what the router parses.
+        let timeout = super::validate::parse_duration("", &spec.traffic.router.shadow_timeout)
+            .map(|d| format!("{}ms", d.as_millis().max(1)))
+            .unwrap_or_else(|_| spec.traffic.router.shadow_timeout.clone());
+        args.push(format!("--shadow-timeout={timeout}"));
         args.push(format!("--tolerance={}", spec.shadow.compare.tolerance));
         for p in &spec.shadow.compare.pointers {
             args.push(format!("--compare-pointer={p}"));

@@ -14,6 +14,7 @@ pub struct Validated {
     pub interval: Duration,
     pub window: Duration,
     pub bake_time: Duration,
+    pub shadow_timeout: Duration,
 }
 
 /// Parses a Go-style duration (`30s`, `5m`, `1h30m`), naming the field on error.
@@ -45,14 +46,28 @@ pub fn validate(md: &ModelDeployment) -> Result<Validated, String> {
     }
     let min_duration = parse_duration("spec.shadow.minDuration", &spec.shadow.min_duration)?;
     let bake_time = parse_duration("spec.analysis.bakeTime", &spec.analysis.bake_time)?;
-    parse_duration(
+    let shadow_timeout = parse_duration(
         "spec.traffic.router.shadowTimeout",
         &spec.traffic.router.shadow_timeout,
     )?;
+    if shadow_timeout.is_zero() {
+        return Err("spec.traffic.router.shadowTimeout must be greater than zero: the router would give up on every copy at once".into());
+    }
+    // The router's own checks, so that a router built from an accepted spec always starts.
     for p in &spec.shadow.compare.pointers {
         if !(p.is_empty() || p.starts_with('/')) {
             return Err(format!(
                 "spec.shadow.compare.pointers: {p:?} is not a JSON pointer (it must be empty or start with '/')"
+            ));
+        }
+        if p.contains(',') {
+            return Err(format!(
+                "spec.shadow.compare.pointers: {p:?} contains ',', which the router cannot take in a pointer"
+            ));
+        }
+        if let Some(bad) = crate::mirror::invalid_escape(p) {
+            return Err(format!(
+                "spec.shadow.compare.pointers: {p:?} has the escape {bad:?}; a JSON pointer escapes only ~0 (~) and ~1 (/)"
             ));
         }
     }
@@ -72,6 +87,7 @@ pub fn validate(md: &ModelDeployment) -> Result<Validated, String> {
         interval,
         window,
         bake_time,
+        shadow_timeout,
     })
 }
 
@@ -121,5 +137,77 @@ mod tests {
         md.spec.traffic.provider = TrafficProvider::Istio;
         let err = validate(&md).unwrap_err();
         assert!(err.contains("no default metrics"), "{err}");
+    }
+}
+
+/// A spec that validates gives the router arguments it starts with: otherwise the router
+/// crash-loops and the shadow never gets traffic.
+#[cfg(test)]
+mod router_accepts_what_validates {
+    use super::validate;
+    use crate::deployment::desired::router_args;
+    use crate::deployment::testing::sample;
+    use crate::mirror::MirrorArgs;
+    use clap::Parser;
+    use proptest::prelude::*;
+
+    #[derive(Parser)]
+    struct Router {
+        #[command(flatten)]
+        args: MirrorArgs,
+    }
+
+    fn router_starts(md: &crate::api::ModelDeployment) -> Result<(), String> {
+        // `modelship mirror ...`: the subcommand stands where clap expects the program's name.
+        let args = router_args(md, true);
+        assert_eq!(args[0], "mirror");
+        let router = Router::try_parse_from(args).map_err(|e| e.to_string())?;
+        router
+            .args
+            .validate()
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    proptest! {
+        #[test]
+        fn a_valid_spec_gives_arguments_the_router_takes(
+            timeout in "([0-9]{1,3}([.][0-9]{1,2})?(ms|s|m|h)){1,2}",
+            pointers in prop::collection::vec("(/([a-z,~]|~[0-9]){0,4}){0,3}", 1..4),
+            tolerance in 0.0f64..10.0,
+            percent in 0.0f64..=100.0,
+        ) {
+            let mut md = sample();
+            md.spec.traffic.router.shadow_timeout = timeout;
+            md.spec.shadow.compare.pointers = pointers;
+            md.spec.shadow.compare.tolerance = tolerance;
+            md.spec.shadow.mirror_percent = percent;
+            if validate(&md).is_ok() {
+                prop_assert_eq!(router_starts(&md), Ok(()), "{:?}", md.spec);
+            }
+        }
+    }
+
+    #[test]
+    fn what_the_router_once_refused_is_now_taken_or_refused_by_validation() {
+        let mut md = sample();
+        // Fractional and compound durations, and escaped pointers, are valid and start.
+        md.spec.traffic.router.shadow_timeout = "1.5s".into();
+        md.spec.shadow.compare.pointers = vec!["/a~1b".into(), "/scores/0".into(), "".into()];
+        assert!(validate(&md).is_ok());
+        assert_eq!(router_starts(&md), Ok(()));
+        md.spec.traffic.router.shadow_timeout = "1m30s".into();
+        assert_eq!(router_starts(&md), Ok(()));
+        // What the router cannot take is refused with the field's name.
+        for (timeout, pointer, words) in [
+            ("0s", "/p", "shadowTimeout must be greater than zero"),
+            ("1s", "/a,b", "contains ','"),
+            ("1s", "/a~2", "the escape \"~2\""),
+        ] {
+            md.spec.traffic.router.shadow_timeout = timeout.into();
+            md.spec.shadow.compare.pointers = vec![pointer.into()];
+            let e = validate(&md).expect_err(pointer);
+            assert!(e.contains(words), "{e}");
+        }
     }
 }

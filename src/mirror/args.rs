@@ -303,7 +303,7 @@ fn parse_upstream(flag: &str, value: &str) -> Result<Upstream, Error> {
 }
 
 /// The first `~` escape other than `~0` and `~1`, if any.
-fn invalid_escape(pointer: &str) -> Option<String> {
+pub fn invalid_escape(pointer: &str) -> Option<String> {
     let bytes = pointer.as_bytes();
     bytes
         .iter()

@@ -29,7 +29,7 @@ mod server;
 mod shadow;
 mod upstream;
 
-pub use args::{Config, MirrorArgs};
+pub use args::{Config, MirrorArgs, invalid_escape};
 pub use headers::SHADOW_HEADER;
 
 use crate::Error;
