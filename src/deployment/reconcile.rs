@@ -368,7 +368,6 @@ async fn measure<S: analysis::prometheus::MetricsSource>(
 ) -> analysis::Measured {
     let name = md.name_any();
     let namespace = md.namespace().unwrap_or_default();
-    let window = promql_range(v.window);
     let candidate = status.candidate.clone().unwrap_or_default();
     let stable = status.stable.clone().unwrap_or_default();
     let baking = status.phase == Some(DeploymentPhase::Baking);
@@ -380,12 +379,13 @@ async fn measure<S: analysis::prometheus::MetricsSource>(
     } else {
         Some(("stable", stable.version.clone()))
     };
-    let elapsed = previous
+    let since_start = previous
         .started_at
         .as_deref()
         .and_then(|s| s.parse::<Timestamp>().ok())
-        .and_then(|t| Duration::try_from(now.duration_since(t)).ok())
-        .unwrap_or_default();
+        .and_then(|t| Duration::try_from(now.duration_since(t)).ok());
+    let elapsed = since_start.unwrap_or_default();
+    let window = promql_range(judged_window(v.window, since_start));
     let builtin = md.spec.traffic.provider == crate::api::TrafficProvider::Builtin;
     let requests_query = (builtin && !baking).then(|| {
         crate::analysis::template::render(
@@ -425,6 +425,17 @@ async fn measure<S: analysis::prometheus::MetricsSource>(
             .reduce(f64::min);
     }
     measured
+}
+
+/// The range the queries look back over: the analysis window, but never back before the
+/// phase started, when the tracks served other versions (the version a bake just replaced,
+/// the previous occupant of the shadow track in its last seconds). At least 1 s: Prometheus
+/// refuses an empty range, and a range shorter than two scrapes is simply no data yet.
+fn judged_window(window: Duration, since_start: Option<Duration>) -> Duration {
+    match since_start {
+        Some(elapsed) => window.min(elapsed.max(Duration::from_secs(1))),
+        None => window,
+    }
 }
 
 /// Measures the outgoing stable version once, so a bake without a shadow has a reference.
@@ -649,4 +660,24 @@ async fn waiting(
 /// Decides how a failed reconciliation is retried (see `Shared::retry`).
 pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.shared.retry(CONTROLLER, &key(&md), error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::judged_window;
+    use std::time::Duration;
+
+    #[test]
+    fn the_window_never_reaches_back_before_the_phase_started() {
+        let s = Duration::from_secs;
+        let window = s(90);
+        // Early in a phase: only what this phase's versions served.
+        assert_eq!(judged_window(window, Some(s(20))), s(20));
+        // Later: the whole window.
+        assert_eq!(judged_window(window, Some(s(600))), window);
+        // Right at the start: a range Prometheus accepts, with no data in it yet.
+        assert_eq!(judged_window(window, Some(Duration::ZERO)), s(1));
+        // Without a recorded start, the window as configured.
+        assert_eq!(judged_window(window, None), window);
+    }
 }
