@@ -231,12 +231,12 @@ fn judge_checked(
     let reference = match (&metric.relative_to_stable, &r.reference) {
         (None, _) => None,
         (Some(_), Some(reading)) => {
-            let (v, h) = read_value(reading, test, "stable's ")?;
+            let (v, h) = read_value(reading, test, "the reference's ")?;
             st.stable_value = Some(v);
             reference_histogram = h;
             st.reference_samples = match &reference_histogram {
                 Some(h) => Some(h.total()),
-                None => read_samples(r.reference_samples.as_ref(), "stable's ")?,
+                None => read_samples(r.reference_samples.as_ref(), "the reference's ")?,
             };
             Some(v)
         }
@@ -307,7 +307,7 @@ fn judge_checked(
     st.p_value = Some(p);
     let max_p = 1.0 - test.confidence;
     let against = if live && metric.relative_to_stable.is_some() {
-        "the difference from stable"
+        "the difference from the reference"
     } else {
         "the excess over the bound"
     };
@@ -449,7 +449,7 @@ mod tests {
         assert_eq!((unsure.failures, unsure.passes), (0, 1));
         let msg = unsure.message.unwrap();
         assert!(
-            msg.starts_with("0.05 above the maximum 0.01, but the difference from stable could be noise (p = 0.012"),
+            msg.starts_with("0.05 above the maximum 0.01, but the difference from the reference could be noise (p = 0.012"),
             "{msg}"
         );
         assert_eq!(unsure.max_p_value, Some(1.0 - defaults::CONFIDENCE));
@@ -466,7 +466,7 @@ mod tests {
         assert!(bad.p_value.unwrap() < 1e-6);
         assert!(
             bad.message.as_deref().unwrap().starts_with(
-                "0.05 above the maximum 0.01, and the difference from stable is significant"
+                "0.05 above the maximum 0.01, and the difference from the reference is significant"
             ),
             "{:?}",
             bad.message
