@@ -13,6 +13,12 @@ NODE_BRIDGE=ms-cni0
 # Pods that do not tolerate this taint stay on the KWOK nodes.
 NODE_TAINT_KEY=modelship.io/node
 NODE_TAINT_VALUE=real
+# A namespace with these annotations puts every pod on the real node (the API server's
+# PodNodeSelector and PodTolerationRestriction admission plugins): kubectl annotate ns X "${NODE_NAMESPACE_ANNOTATIONS[@]}"
+NODE_NAMESPACE_ANNOTATIONS=(
+  "scheduler.alpha.kubernetes.io/node-selector=$NODE_TAINT_KEY=$NODE_TAINT_VALUE"
+  "scheduler.alpha.kubernetes.io/defaultTolerations=[{\"key\":\"$NODE_TAINT_KEY\",\"operator\":\"Equal\",\"value\":\"$NODE_TAINT_VALUE\",\"effect\":\"NoSchedule\"}]"
+)
 
 KUBELET_PORT=${MODELSHIP_KUBELET_PORT:-16250}
 KUBELET_HEALTHZ_PORT=${MODELSHIP_KUBELET_HEALTHZ_PORT:-16248}
