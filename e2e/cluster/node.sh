@@ -20,6 +20,11 @@ NODE_NAMESPACE_ANNOTATIONS=(
   "scheduler.alpha.kubernetes.io/defaultTolerations=[{\"key\":\"$NODE_TAINT_KEY\",\"operator\":\"Equal\",\"value\":\"$NODE_TAINT_VALUE\",\"effect\":\"NoSchedule\"}]"
 )
 
+# Cluster DNS: the kube-dns Service, served by CoreDNS on the node's address.
+CLUSTER_DNS_IP=10.96.0.10
+COREDNS_HEALTH_PORT=${MODELSHIP_COREDNS_HEALTH_PORT:-16253}
+COREDNS_READY_PORT=${MODELSHIP_COREDNS_READY_PORT:-16254}
+
 KUBELET_PORT=${MODELSHIP_KUBELET_PORT:-16250}
 KUBELET_HEALTHZ_PORT=${MODELSHIP_KUBELET_HEALTHZ_PORT:-16248}
 KUBE_PROXY_METRICS_PORT=${MODELSHIP_KUBE_PROXY_METRICS_PORT:-16249}
@@ -40,7 +45,7 @@ NODE_SYSCTLS=(net.ipv4.ip_forward net.ipv4.conf.all.route_localnet net.bridge.br
 # /run/netns. node-down removes those that node-up created.
 NODE_HOST_DIRS=(/var/log/containers /var/lib/kubelet /run/containerd /run/netns)
 # In start order; stopped in reverse.
-NODE_COMPONENTS=(containerd kubelet kube-proxy)
+NODE_COMPONENTS=(containerd coredns kubelet kube-proxy)
 
 # crictl's configuration (written by node-up): crictl --config=e2e/.cluster/node/crictl.yaml ps
 CRICTL_CONFIG=$NODE_STATE/crictl.yaml
