@@ -10,7 +10,9 @@
 #   make manifests     regenerate config/manifests/modelship.yaml from the chart
 #   make bench-analysis the analysis judge's benchmark (docs/analysis.md); BENCH_ARGS=--help
 #   make build-cluster build the pinned control plane, kubectl and helm (cached)
-#   make cluster-up / cluster-down / prometheus-up / prometheus-down
+#   make images        build the modelship, model-server and pause images (docker-archive
+#                      tarballs in e2e/.images/) and import them into the real node's containerd
+#   make cluster-up / cluster-down / node-up / node-down / prometheus-up / prometheus-down
 #
 # See e2e/README.md.
 
@@ -18,7 +20,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: demo test build lint crds manifests provider-crds bench-analysis build-cluster cluster-up cluster-down prometheus-up prometheus-down
+.PHONY: demo test build lint crds manifests provider-crds bench-analysis build-cluster images cluster-up cluster-down node-up node-down prometheus-up prometheus-down
 
 demo: cluster-up prometheus-up build
 	$(CARGO) run -q -p modelship-e2e --bin demo
@@ -67,6 +69,16 @@ cluster-up:
 
 cluster-down:
 	e2e/cluster/down
+
+# The real node (root): e2e/cluster/node-up starts the cluster first.
+node-up:
+	e2e/cluster/node-up
+
+node-down:
+	e2e/cluster/node-down
+
+images:
+	e2e/images/build
 
 prometheus-up:
 	e2e/prometheus/up

@@ -13,6 +13,9 @@ KUBERNETES_BIN=$CACHE_BIN/kubernetes-$KUBERNETES_VERSION
 ETCD_BIN=$CACHE_BIN/etcd-$ETCD_VERSION
 KWOK_BIN=$CACHE_BIN/kwok-$KWOK_VERSION
 HELM_BIN=$CACHE_BIN/helm-$HELM_VERSION
+KUBE_NODE_BIN=$CACHE_BIN/kubernetes-node-$KUBERNETES_VERSION
+CRICTL_BIN=$CACHE_BIN/crictl-$CRICTL_VERSION
+COREDNS_BIN=$CACHE_BIN/coredns-$COREDNS_VERSION
 
 # Go builds: static binaries, this machine's toolchain only, module versions from go.sum.
 export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="-trimpath -buildvcs=false -mod=readonly"
