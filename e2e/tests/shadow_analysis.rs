@@ -365,10 +365,16 @@ async fn manual_promotion_waits_for_an_approval_that_names_the_candidate() {
 #[tokio::test]
 async fn shadow_answers_are_compared_and_a_dead_candidate_never_reaches_clients() {
     // The candidate alters 20 % of its answers; it is allowed to, so it stays in shadow long
-    // enough to be measured.
+    // enough to be measured. Its error rate is reported but not judged (dry run): the judge
+    // would reject the dead candidate within an interval, and the router, restarted without a
+    // shadow, would stop counting what this test is about (the rejection has its own test).
+    let mut errors = modelship::analysis::defaults::error_rate();
+    errors.dry_run = true;
+    let agreement = modelship::analysis::defaults::agreement(0.5);
     let world = World::stable(
         "compare",
-        json!({"shadow": {"minDuration": "10m", "compare": {"minAgreement": 0.5}}}),
+        json!({"shadow": {"minDuration": "10m", "compare": {"minAgreement": 0.5}},
+               "analysis": {"metrics": [errors, agreement]}}),
         &[("churn-v2", &[("MODEL_SERVER_ALTER_SHARE", "0.2")])],
     )
     .await;
