@@ -33,6 +33,22 @@ impl Backoff {
         delay
     }
 
+    /// Keeps only the objects for which `live` is true (the others were deleted).
+    pub fn retain(&self, live: impl Fn(&str) -> bool) {
+        self.attempts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|key, _| live(key));
+    }
+
+    /// How many objects have failures on record.
+    pub fn tracked(&self) -> usize {
+        self.attempts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
     /// Forgets the failures of `key` after a success.
     pub fn reset(&self, key: &str) {
         self.attempts

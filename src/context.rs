@@ -4,7 +4,7 @@ use crate::metrics::Metrics;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Settings that shape what the operator does.
@@ -23,10 +23,42 @@ pub struct Shared {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Metrics,
-    pub backoff: Backoff,
+    pub backoff: Arc<Backoff>,
     pub settings: Settings,
     /// Our own status writes that the cache has not shown yet (see `cache_is_stale`).
-    written: OwnWrites,
+    written: Arc<OwnWrites>,
+}
+
+/// The per-object state of one controller (backoff counts, writes in flight), shared with
+/// the watch of its kind so that a deleted object's entries go with it.
+#[derive(Clone)]
+pub struct ObjectState {
+    written: Arc<OwnWrites>,
+    backoff: Arc<Backoff>,
+}
+
+impl ObjectState {
+    /// Drops what is kept about `key` (namespace/name), on its delete event.
+    pub fn forget(&self, key: &str) {
+        self.written.forget(key);
+        self.backoff.reset(key);
+    }
+
+    /// Keeps only the objects for which `live` is true: the sweep that catches deletions the
+    /// watch did not report one by one (those that happened while it was re-listing).
+    pub fn retain(&self, live: impl Fn(&str) -> bool) {
+        self.written.retain(&live);
+        self.backoff.retain(&live);
+    }
+
+    /// Entries held, over both maps.
+    pub fn len(&self) -> usize {
+        self.written.pending() + self.backoff.tracked()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Per object, the resourceVersions our own status writes replaced and the one they made.
@@ -76,6 +108,11 @@ impl OwnWrites {
         false
     }
 
+    /// Keeps only the objects for which `live` is true.
+    pub fn retain(&self, live: impl Fn(&str) -> bool) {
+        self.map().retain(|key, _| live(key));
+    }
+
     pub fn forget(&self, key: &str) {
         self.map().remove(key);
     }
@@ -102,9 +139,12 @@ impl Shared {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
-            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+            backoff: Arc::new(Backoff::new(
+                Duration::from_secs(1),
+                Duration::from_secs(300),
+            )),
             settings,
-            written: OwnWrites::default(),
+            written: Arc::default(),
         }
     }
 
@@ -131,6 +171,31 @@ impl Shared {
         if let Err(error) = self.recorder.publish(&event, &obj.object_ref(&())).await {
             tracing::warn!(%error, reason, "could not publish an event");
         }
+    }
+
+    /// Applies a child object unless the live one already matches it (the drift rule of
+    /// `apply`), counting the writes per kind. Returns whether a write was sent.
+    pub async fn apply_child<K>(
+        &self,
+        api: &kube::Api<K>,
+        desired: &K,
+        live: Option<&K>,
+    ) -> Result<bool, kube::Error>
+    where
+        K: Resource<DynamicType = ()>
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + Clone
+            + std::fmt::Debug,
+    {
+        let written = crate::apply::apply_if_changed(api, desired, live).await?;
+        if written {
+            self.metrics
+                .child_applies
+                .with_label_values(&[&K::kind(&())])
+                .inc();
+        }
+        Ok(written)
     }
 
     /// Remembers that our status write replaced `read` with `written`.
@@ -167,8 +232,15 @@ impl Shared {
     }
 
     pub fn forget(&self, key: &str) {
-        self.written.forget(key);
-        self.backoff.reset(key);
+        self.object_state().forget(key);
+    }
+
+    /// A handle on the per-object state, for the watch's delete events and the sweep.
+    pub fn object_state(&self) -> ObjectState {
+        ObjectState {
+            written: self.written.clone(),
+            backoff: self.backoff.clone(),
+        }
     }
 }
 
@@ -186,7 +258,45 @@ fn truncate(mut s: String, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::OwnWrites;
+    use super::{ObjectState, OwnWrites};
+    use crate::backoff::Backoff;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn create_delete_churn_leaves_no_per_object_state() {
+        let state = ObjectState {
+            written: Arc::default(),
+            backoff: Arc::new(Backoff::new(
+                Duration::from_secs(1),
+                Duration::from_secs(60),
+            )),
+        };
+        for round in 0..5 {
+            // 100 objects that failed and had a status write in flight...
+            for i in 0..100 {
+                let key = format!("ns/churn-{round}-{i}");
+                state.written.wrote(&key, Some("1"), Some("2"));
+                state.backoff.next_delay(&key);
+            }
+            assert_eq!(state.len(), 200);
+            // ...then deleted: half reported one by one by the watch, half found by the sweep.
+            for i in 0..50 {
+                state.forget(&format!("ns/churn-{round}-{i}"));
+            }
+            state.retain(|_| false);
+            assert!(
+                state.is_empty(),
+                "round {round}: {} entries left",
+                state.len()
+            );
+        }
+        // The sweep keeps what still exists.
+        state.written.wrote("ns/kept", Some("1"), Some("2"));
+        state.backoff.next_delay("ns/gone");
+        state.retain(|key| key == "ns/kept");
+        assert_eq!(state.len(), 1);
+    }
 
     #[test]
     fn own_writes_compare_resource_versions_for_equality_only() {

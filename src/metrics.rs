@@ -13,6 +13,10 @@ pub struct Metrics {
     pub reconcile_errors: IntCounterVec,
     pub reconcile_duration: HistogramVec,
     pub leader: IntGauge,
+    /// Entries of per-object state (backoff counts, writes in flight), per controller.
+    pub object_state: prometheus::IntGaugeVec,
+    /// Writes of child objects (server-side applies that were not skipped as unchanged).
+    pub child_applies: IntCounterVec,
     /// Deployment side.
     pub transitions: IntCounterVec,
     pub phase_duration: HistogramVec,
@@ -86,6 +90,23 @@ impl Metrics {
         registry
             .register(Box::new(leader.clone()))
             .expect("registered once");
+        let object_state = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "modelship_object_state_entries",
+                "Entries the operator keeps per object (retry backoff, status writes in flight), per controller, as of the last sweep; returns to its level when objects are deleted.",
+            ),
+            &["controller"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(object_state.clone()))
+            .expect("registered once");
+        let child_applies = counter(
+            &registry,
+            "modelship_child_applies_total",
+            "Child objects written by server-side apply, per kind; flat while everything is converged.",
+            &["kind"],
+        );
         let transitions = counter(
             &registry,
             "modelship_deployment_transitions_total",
@@ -149,6 +170,8 @@ impl Metrics {
             reconcile_errors,
             reconcile_duration,
             leader,
+            object_state,
+            child_applies,
             transitions,
             phase_duration,
             analysis_value,

@@ -1,5 +1,5 @@
 //! Which namespaces the operator watches.
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
@@ -51,4 +51,51 @@ impl Scope {
             .touched_objects();
         (store, events)
     }
+
+    /// Watches a controller's own kind into a cache, like [`Scope::reflect`], and calls
+    /// `on_delete` with each object the watch reports deleted: without finalizers a deleted
+    /// object is never reconciled again, so this is where what is kept about it goes.
+    pub fn primary<K, F>(
+        &self,
+        client: &Client,
+        config: watcher::Config,
+        on_delete: F,
+    ) -> (
+        Store<K>,
+        impl Stream<Item = Result<K, watcher::Error>> + Send + use<K, F>,
+    )
+    where
+        F: Fn(&K) + Send + 'static,
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let (store, writer) = reflector::store();
+        let events = watcher(self.api::<K>(client), config)
+            .default_backoff()
+            .reflect(writer)
+            .inspect(move |event| {
+                if let Ok(watcher::Event::Delete(obj)) = event {
+                    on_delete(obj);
+                }
+            })
+            .applied_objects();
+        (store, events)
+    }
+}
+
+/// Whether the object `key` (namespace/name) is in `store`: what the sweeps of per-object
+/// state keep.
+pub fn in_store<K>(store: &Store<K>, key: &str) -> bool
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+    store
+        .get(&reflector::ObjectRef::new(name).within(namespace))
+        .is_some()
 }

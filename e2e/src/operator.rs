@@ -119,6 +119,17 @@ impl Operator {
             .unwrap_or_default()
     }
 
+    /// The sum of the samples whose series starts with `prefix` (a metric name, or a name
+    /// with its first labels: `modelship_child_applies_total{kind="Deployment"`).
+    pub async fn metric_sum(&self, prefix: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Whether `/readyz` answers 200.
     pub async fn is_ready(&self) -> bool {
         crate::http_client()

@@ -250,6 +250,96 @@ async fn children_are_restored_rescaled_and_garbage_collected() {
     ns.delete().await;
 }
 
+/// The stable Deployment's container named `server`.
+async fn server_container(deployments: &Api<Deployment>) -> serde_json::Value {
+    let d = deployments
+        .get("churn-stable")
+        .await
+        .expect("the stable Deployment");
+    let d = serde_json::to_value(d).expect("a Deployment as JSON");
+    d.pointer("/spec/template/spec/containers")
+        .and_then(|cs| cs.as_array())
+        .and_then(|cs| cs.iter().find(|c| c["name"] == "server"))
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_removed_template_field_reaches_the_deployment_and_converged_children_are_not_rewritten()
+{
+    let client = client().await;
+    let ns = test_namespace(&client, "drift").await;
+    // A short resync, so the operator reconciles often while nothing changes.
+    let operator = operator::start_with(
+        ns.name(),
+        Options {
+            resync: "1s".into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let mut with_extra = spec("churn-v1", 1);
+    with_extra.template = serde_json::from_value(json!({"spec": {"containers": [{
+        "name": "server", "image": "model-server:e2e", "ports": [{"containerPort": 8080}],
+        "env": [{"name": "EXTRA", "value": "1"}],
+        // Stored by the API server as 500m: a value written another way is not a change.
+        "resources": {"requests": {"cpu": "0.5"}},
+    }]}}))
+    .unwrap();
+    create(&client, ns.name(), "churn", with_extra).await;
+    let mds: Api<ModelDeployment> = ns.api();
+    wait_ready(&mds, "churn").await;
+    let deployments: Api<Deployment> = ns.api();
+    let server = server_container(&deployments).await;
+    assert!(
+        server["env"]
+            .as_array()
+            .is_some_and(|env| env.iter().any(|e| e["name"] == "EXTRA")),
+        "{server}"
+    );
+    assert_eq!(server["resources"]["requests"]["cpu"], "500m");
+
+    // Converged: reconciles go on (resync), writes of children do not.
+    let applies = r#"modelship_child_applies_total{"#;
+    let reconciles = r#"modelship_reconciles_total{controller="deployment"}"#;
+    let writes_before = operator.metric_sum(applies).await;
+    let reconciles_before = operator.metric_sum(reconciles).await;
+    wait_for("five more reconciliations", TIMEOUT, || async {
+        Ok((operator.metric_sum(reconciles).await >= reconciles_before + 5.0).then_some(()))
+    })
+    .await;
+    assert_eq!(
+        operator.metric_sum(applies).await,
+        writes_before,
+        "a converged ModelDeployment's children were written again"
+    );
+
+    // The env var removed from the template leaves the live Deployment.
+    let without = json!({"spec": {"template": {"spec": {"containers": [{
+        "name": "server", "image": "model-server:e2e", "ports": [{"containerPort": 8080}],
+        "resources": {"requests": {"cpu": "0.5"}},
+    }]}}}});
+    mds.patch("churn", &PatchParams::default(), &Patch::Merge(&without))
+        .await
+        .unwrap();
+    wait_for(
+        "the removed env var to leave the stable Deployment",
+        TIMEOUT,
+        || async {
+            let server = server_container(&deployments).await;
+            let names: Vec<_> = server["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["name"].as_str())
+                .collect();
+            Ok((!names.contains(&"EXTRA") && names.contains(&"MODEL_URI")).then_some(()))
+        },
+    )
+    .await;
+    ns.delete().await;
+}
+
 async fn rejected(api: &Api<ModelDeployment>, body: serde_json::Value) -> String {
     let obj: ModelDeployment = match serde_json::from_value(body.clone()) {
         Ok(o) => o,

@@ -40,11 +40,13 @@ pub async fn run(
     let (pipelines, pipeline_events) =
         scope.reflect::<ModelPipeline>(&client, watcher::Config::default());
 
-    let controller = Controller::new(
-        scope.api::<ModelDeployment>(&client),
-        watcher::Config::default(),
-    );
-    let model_deployments = controller.store();
+    let state = shared.object_state();
+    let forget = state.clone();
+    let (model_deployments, md_stream) =
+        scope.primary::<ModelDeployment, _>(&client, watcher::Config::default(), move |md| {
+            forget.forget(&reconcile::key(md))
+        });
+    let controller = Controller::for_stream(md_stream, model_deployments.clone());
 
     readiness.expect("modeldeployments");
     let stores = (
@@ -64,14 +66,21 @@ pub async fn run(
     });
 
     // Without a finalizer a deleted ModelDeployment is never reconciled again: drop its
-    // exported measurements once it has left the cache.
+    // exported measurements, and what is kept about it that the watch's delete event did not
+    // already drop, once it has left the cache.
     let sweep_store = model_deployments.clone();
     let analysis_value = shared.metrics.analysis_value.clone();
+    let entries = shared
+        .metrics
+        .object_state
+        .with_label_values(&[reconcile::CONTROLLER]);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             tick.tick().await;
             sweep_series(&analysis_value, &sweep_store);
+            state.retain(|key| crate::scope::in_store(&sweep_store, key));
+            entries.set(state.len() as i64);
         }
     });
 

@@ -17,7 +17,7 @@ use crate::api::{
     AnalysisPhase, AnalysisStatus, DeploymentPhase, MetricStatus, ModelDeployment,
     ModelDeploymentStatus, ModelPipeline, VersionRef,
 };
-use crate::apply::{apply_if_changed, apply_status, delete_if_exists};
+use crate::apply::{apply_status, delete_if_exists};
 use crate::context::Shared;
 use crate::{Error, Result};
 use jiff::Timestamp;
@@ -548,13 +548,19 @@ async fn apply_children(
         let live = ctx
             .deployments
             .get(&ObjectRef::new(&d.name_any()).within(&ns));
-        if apply_if_changed(&deployments, d, live.as_deref()).await? {
+        if ctx
+            .shared
+            .apply_child(&deployments, d, live.as_deref())
+            .await?
+        {
             tracing::debug!(deployment = %d.name_any(), "applied");
         }
     }
     for s in &want.services {
         let live = ctx.services.get(&ObjectRef::new(&s.name_any()).within(&ns));
-        apply_if_changed(&services, s, live.as_deref()).await?;
+        ctx.shared
+            .apply_child(&services, s, live.as_deref())
+            .await?;
     }
     // Only what this ModelDeployment owns is ever deleted.
     for name in &want.unwanted_deployments {

@@ -4,7 +4,7 @@
 //! the shadow's answers; these providers mirror and discard them.
 use super::desired::{LABEL_DEPLOYMENT, LABEL_MANAGED_BY, MANAGED_BY, Track, track_name};
 use crate::api::{ModelDeployment, TrafficProvider};
-use crate::apply::{FIELD_MANAGER, is_subset};
+use crate::apply::{FIELD_MANAGER, is_subset, with_hash};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::pinned_kind;
@@ -162,7 +162,7 @@ pub async fn ensure(
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), &md.namespace().unwrap_or_default(), &ar);
     let name = md.name_any();
-    let desired = with_spec_hash(desired);
+    let desired = with_hash(desired);
     let live = match api.get_opt(&name).await? {
         Some(obj) => Some(serde_json::to_value(&obj)?),
         None => None,
@@ -186,7 +186,7 @@ pub async fn ensure(
         }
     };
     if let Some(detail) = refused {
-        let fallback = with_spec_hash(match provider {
+        let fallback = with_hash(match provider {
             TrafficProvider::GatewayApi => http_route(md, false),
             _ => virtual_service(md, false),
         });
@@ -214,18 +214,6 @@ pub async fn ensure(
         }
     )))
 }
-
-/// Records a hash of the spec in an annotation, so a later spec without some field is seen as
-/// a change even though what it still sets is all there.
-fn with_spec_hash(mut obj: Value) -> Value {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(obj["spec"].to_string().as_bytes());
-    obj["metadata"]["annotations"] = json!({SPEC_HASH: hex::encode(&digest[..8])});
-    obj
-}
-
-/// Annotation holding the hash of the spec last applied.
-pub const SPEC_HASH: &str = "modelship.io/spec-hash";
 
 fn not_installed(gvk: &GroupVersionKind) -> TrafficError {
     (
@@ -309,13 +297,13 @@ mod tests {
     fn a_spec_without_the_mirror_has_another_hash() {
         let mut md = sample();
         md.spec.traffic.provider = TrafficProvider::Istio;
-        let with = with_spec_hash(virtual_service(&md, true));
-        let without = with_spec_hash(virtual_service(&md, false));
+        let with = with_hash(virtual_service(&md, true));
+        let without = with_hash(virtual_service(&md, false));
         // What the plain spec still sets is all in the mirrored one: only the hash tells them apart.
         assert!(is_subset(&without["spec"], &with["spec"]));
         assert!(!is_subset(&without, &with));
         assert_eq!(
-            with_spec_hash(virtual_service(&md, true)),
+            with_hash(virtual_service(&md, true)),
             with,
             "the hash is stable"
         );

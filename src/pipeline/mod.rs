@@ -53,11 +53,13 @@ pub async fn run(
     let (model_deployments, md_events) =
         scope.reflect::<ModelDeployment>(&client, watcher::Config::default());
 
-    let controller = Controller::new(
-        scope.api::<ModelPipeline>(&client),
-        watcher::Config::default(),
-    );
-    let pipelines = controller.store();
+    let state = shared.object_state();
+    let forget = state.clone();
+    let (pipelines, pipeline_stream) =
+        scope.primary::<ModelPipeline, _>(&client, watcher::Config::default(), move |p| {
+            forget.forget(&reconcile::key(p))
+        });
+    let controller = Controller::for_stream(pipeline_stream, pipelines.clone());
 
     readiness.expect("modelpipelines");
     let stores = (
@@ -80,6 +82,22 @@ pub async fn run(
         crate::admin::until_ready(&c).await;
         crate::admin::until_ready(&m).await;
         ready.set_ready("modelpipelines");
+    });
+
+    // Without a finalizer a deleted pipeline is never reconciled again: what is kept about it
+    // that the watch's delete event did not already drop goes once it has left the cache.
+    let sweep_store = pipelines.clone();
+    let entries = shared
+        .metrics
+        .object_state
+        .with_label_values(&[reconcile::CONTROLLER]);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            state.retain(|key| crate::scope::in_store(&sweep_store, key));
+            entries.set(state.len() as i64);
+        }
     });
 
     let ctx = Arc::new(reconcile::Context {

@@ -12,7 +12,7 @@ use super::serving::{self, serving_name};
 use super::triggers::{self, Annotations};
 use super::validate::validate;
 use crate::api::{ModelDeployment, ModelPipeline, ModelPipelineStatus, RunPhase, StagePhase};
-use crate::apply::{apply_if_changed, delete_if_exists};
+use crate::apply::delete_if_exists;
 use crate::conditions::{Status, set};
 use crate::context::Shared;
 use crate::{Error, Result};
@@ -380,18 +380,20 @@ async fn apply_serving(
     let live_d = ctx.deployments.get(&ObjectRef::new(&name).within(&ns));
     let live_s = ctx.services.get(&ObjectRef::new(&name).within(&ns));
     let client = ctx.shared.client.clone();
-    apply_if_changed(
-        &Api::<Deployment>::namespaced(client.clone(), &ns),
-        &deployment,
-        live_d.as_deref(),
-    )
-    .await?;
-    apply_if_changed(
-        &Api::<Service>::namespaced(client, &ns),
-        &service,
-        live_s.as_deref(),
-    )
-    .await?;
+    ctx.shared
+        .apply_child(
+            &Api::<Deployment>::namespaced(client.clone(), &ns),
+            &deployment,
+            live_d.as_deref(),
+        )
+        .await?;
+    ctx.shared
+        .apply_child(
+            &Api::<Service>::namespaced(client, &ns),
+            &service,
+            live_s.as_deref(),
+        )
+        .await?;
     Ok(())
 }
 
