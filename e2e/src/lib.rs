@@ -117,6 +117,15 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// The wall-clock time as seconds since the epoch, to the millisecond: what test messages are
+/// stamped with, to line them up with the components' logs.
+pub fn now() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("[{:.3}]", t.as_secs_f64())
+}
+
 /// The name of the running test (libtest names each test's thread after it), for file names.
 pub(crate) fn test_name() -> String {
     let thread = std::thread::current();

@@ -71,12 +71,26 @@ impl Forwarder {
         let task = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 let target = *current.lock().unwrap();
-                let Some(target) = target else { continue };
+                // What a Service without endpoints does: the connection is dropped. Said, so
+                // that a client error in a test can be traced to it.
+                let Some(target) = target else {
+                    eprintln!("{} service {port}: no backend", crate::now());
+                    continue;
+                };
                 tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(target).await {
-                        let _ = inbound.set_nodelay(true);
-                        let _ = outbound.set_nodelay(true);
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    match TcpStream::connect(target).await {
+                        Ok(mut outbound) => {
+                            let _ = inbound.set_nodelay(true);
+                            let _ = outbound.set_nodelay(true);
+                            let r =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            if let Err(e) = r {
+                                eprintln!("{} service {port} -> {target}: {e}", crate::now());
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("{} service {port} -> {target}: connect: {e}", crate::now())
+                        }
                     }
                 });
             }
@@ -339,7 +353,7 @@ fn desired(
             let mut cmd = Command::new(binary("modelship"));
             cmd.args(&local)
                 .env("MODELSHIP_LOG_FORMAT", "text")
-                .env("MODELSHIP_LOG", "warn");
+                .env("MODELSHIP_LOG", "info");
             Some((spec_key, version, cmd))
         }
     }
@@ -568,7 +582,14 @@ impl LocalPods {
         let stats: Arc<Mutex<Stats>> = Arc::default();
         let seen = stats.clone();
         let task = tokio::spawn(async move {
-            let http = crate::http_client();
+            // As the README advises clients: idle connections are dropped well within the
+            // router's shutdown delay, so a request never races the close of a connection
+            // that a retiring router pod ends.
+            crate::install_crypto_provider();
+            let http = reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(1))
+                .build()
+                .expect("an HTTP client");
             let mut tick = tokio::time::interval(Duration::from_secs(1) / per_second.max(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             for n in 0u64.. {
@@ -612,6 +633,7 @@ impl LocalPods {
                             *s.versions.entry(version).or_default() += 1;
                         }
                         Err(e) => {
+                            let e = format!("{} {e}", crate::now());
                             s.failed += 1;
                             if s.failures.len() < 10 {
                                 s.failures.push(e);
