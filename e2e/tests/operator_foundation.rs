@@ -403,6 +403,25 @@ async fn the_api_server_rejects_invalid_specs_with_clear_messages() {
     .await;
     assert!(duration.contains("spec.analysis.interval"), "{duration}");
 
+    let too_often = rejected(
+        &api,
+        base(json!({"model": {"version": "v1", "artifact": "s3://m/v1"}, "template": template, "analysis": {"interval": "500ms"}})),
+    )
+    .await;
+    assert!(
+        too_often.contains("spec.analysis.interval must be at least 1s"),
+        "{too_often}"
+    );
+    let too_long = rejected(
+        &api,
+        base(json!({"model": {"version": "v1", "artifact": "s3://m/v1"}, "template": template, "analysis": {"window": "25h"}})),
+    )
+    .await;
+    assert!(
+        too_long.contains("spec.analysis.window must be at most 24h"),
+        "{too_long}"
+    );
+
     let version = rejected(
         &api,
         base(

@@ -363,6 +363,8 @@ pub struct IstioSpec {
 /// How versions are judged.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.window) || !self.window.matches('^([0-9]+([.][0-9]+)?(ms|s|m|h))+$') || duration(self.window) <= duration('24h')").message("spec.analysis.window must be at most 24h: every measurement asks Prometheus for the whole window, and a longer one would judge a version on what it did a day ago"))]
+#[x_kube(validation = Rule::new("!has(self.interval) || !self.interval.matches('^([0-9]+([.][0-9]+)?(ms|s|m|h))+$') || duration(self.interval) >= duration('1s')").message("spec.analysis.interval must be at least 1s: each measurement queries Prometheus and writes status"))]
 pub struct AnalysisSpec {
     /// Time between two measurements.
     #[serde(default = "default_interval")]

@@ -80,6 +80,9 @@ fn write_canonical(v: &serde_json::Value, out: &mut String) {
     }
 }
 
+/// The longest data version, as `spec.data.version` allows.
+pub const MAX_DATA_VERSION: usize = 253;
+
 /// The data version: the spec's, or the value of the ConfigMap key it points at.
 pub fn data_version(spec: &DataSpec, configmap: Option<&ConfigMap>) -> Result<String, String> {
     if let Some(v) = &spec.version {
@@ -101,6 +104,14 @@ pub fn data_version(spec: &DataSpec, configmap: Option<&ConfigMap>) -> Result<St
         .and_then(|d| d.get(&r.key))
         .map(|v| v.trim())
     {
+        // The limit of spec.data.version: the version is copied into every run's status and
+        // into the candidates' names, which must stay far below etcd's object limit.
+        Some(v) if v.chars().count() > MAX_DATA_VERSION => Err(format!(
+            "key {:?} of ConfigMap {} (spec.data.versionFrom) holds {} characters; a data version has at most {MAX_DATA_VERSION}",
+            r.key,
+            r.name,
+            v.chars().count()
+        )),
         Some(v) if !v.is_empty() => Ok(v.to_string()),
         Some(_) => Err(format!(
             "key {:?} of ConfigMap {} (spec.data.versionFrom) is empty",
@@ -414,6 +425,20 @@ mod tests {
             data_version(&spec, Some(&cm(serde_json::json!({"version": ""}))))
                 .unwrap_err()
                 .contains("is empty")
+        );
+        let long = "v".repeat(MAX_DATA_VERSION + 1);
+        assert!(
+            data_version(&spec, Some(&cm(serde_json::json!({"version": long}))))
+                .unwrap_err()
+                .contains("holds 254 characters; a data version has at most 253")
+        );
+        let longest = "v".repeat(MAX_DATA_VERSION);
+        assert_eq!(
+            data_version(
+                &spec,
+                Some(&cm(serde_json::json!({"version": longest.clone()})))
+            ),
+            Ok(longest)
         );
     }
 
