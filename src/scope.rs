@@ -6,6 +6,29 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 
+/// A namespaced kind the operator watches into a cache.
+pub trait Watched:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// All namespaces, or one.
 #[derive(Clone, Debug, Default)]
 pub struct Scope {
@@ -36,13 +59,7 @@ impl Scope {
         impl Stream<Item = Result<K, watcher::Error>> + Send + use<K>,
     )
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + Debug
-            + Send
-            + Sync
-            + 'static,
+        K: Watched,
     {
         let (store, writer) = reflector::store();
         let events = watcher(self.api::<K>(client), config)
@@ -66,13 +83,7 @@ impl Scope {
     )
     where
         F: Fn(&K) + Send + 'static,
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + Debug
-            + Send
-            + Sync
-            + 'static,
+        K: Watched,
     {
         let (store, writer) = reflector::store();
         let events = watcher(self.api::<K>(client), config)
@@ -98,4 +109,21 @@ where
     store
         .get(&reflector::ObjectRef::new(name).within(namespace))
         .is_some()
+}
+
+/// Every minute, drops the per-object state of objects that left `store` (and runs `also`
+/// on it), and sets `entries` to what is left. Runs until the task is dropped.
+pub async fn sweep<K: Watched>(
+    state: crate::context::ObjectState,
+    store: Store<K>,
+    entries: prometheus::IntGauge,
+    also: impl Fn(&Store<K>),
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        also(&store);
+        state.retain(|key| in_store(&store, key));
+        entries.set(i64::try_from(state.len()).unwrap_or(i64::MAX));
+    }
 }

@@ -68,21 +68,16 @@ pub async fn run(
     // Without a finalizer a deleted ModelDeployment is never reconciled again: drop its
     // exported measurements, and what is kept about it that the watch's delete event did not
     // already drop, once it has left the cache.
-    let sweep_store = model_deployments.clone();
     let analysis_value = shared.metrics.analysis_value.clone();
-    let entries = shared
-        .metrics
-        .object_state
-        .with_label_values(&[reconcile::CONTROLLER]);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            sweep_series(&analysis_value, &sweep_store);
-            state.retain(|key| crate::scope::in_store(&sweep_store, key));
-            entries.set(state.len() as i64);
-        }
-    });
+    tokio::spawn(crate::scope::sweep(
+        state,
+        model_deployments.clone(),
+        shared
+            .metrics
+            .object_state
+            .with_label_values(&[reconcile::CONTROLLER]),
+        move |store| sweep_series(&analysis_value, store),
+    ));
 
     let ctx = Arc::new(reconcile::Context {
         shared,

@@ -86,19 +86,15 @@ pub async fn run(
 
     // Without a finalizer a deleted pipeline is never reconciled again: what is kept about it
     // that the watch's delete event did not already drop goes once it has left the cache.
-    let sweep_store = pipelines.clone();
-    let entries = shared
-        .metrics
-        .object_state
-        .with_label_values(&[reconcile::CONTROLLER]);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            state.retain(|key| crate::scope::in_store(&sweep_store, key));
-            entries.set(state.len() as i64);
-        }
-    });
+    tokio::spawn(crate::scope::sweep(
+        state,
+        pipelines.clone(),
+        shared
+            .metrics
+            .object_state
+            .with_label_values(&[reconcile::CONTROLLER]),
+        |_| {},
+    ));
 
     let ctx = Arc::new(reconcile::Context {
         shared,
