@@ -208,6 +208,16 @@ impl LocalPods {
             .map(|p| p.version.clone())
     }
 
+    /// Waits until a process serves `role` behind its Service (a KWOK pod is ready at once; the
+    /// local process that stands for it starts a moment later).
+    pub async fn wait_running(&self, role: Role, timeout: Duration) {
+        let what = format!("{}/{} {} to run", self.namespace, self.name, role.name());
+        wait_for(&what, timeout, || async {
+            Ok(self.version(role).map(|_| ()))
+        })
+        .await;
+    }
+
     /// The admin URL of a model server (`PUT /admin/knobs` changes its knobs at runtime).
     pub fn admin_url(&self, role: Role) -> Option<String> {
         self.state

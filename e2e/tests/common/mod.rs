@@ -124,6 +124,11 @@ impl World {
             .pods
             .wait_for_version(modelship_e2e::pods::Role::Stable, Some("churn-v1"), TIMEOUT)
             .await;
+        // Clients reach the model through the router: traffic starts once it serves.
+        world
+            .pods
+            .wait_running(modelship_e2e::pods::Role::Router, TIMEOUT)
+            .await;
         world
     }
 
