@@ -35,12 +35,19 @@ impl Default for Metrics {
     }
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+/// Registers `metric` and hands it back.
+fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: C) -> C {
     registry
-        .register(Box::new(c.clone()))
+        .register(Box::new(metric.clone()))
         .expect("registered once");
-    c
+    metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(
+        registry,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
 }
 
 fn histogram(
@@ -50,12 +57,11 @@ fn histogram(
     labels: &[&str],
     buckets: Vec<f64>,
 ) -> HistogramVec {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
-        .expect("valid metric");
-    registry
-        .register(Box::new(h.clone()))
-        .expect("registered once");
-    h
+    register(
+        registry,
+        HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+            .expect("valid metric"),
+    )
 }
 
 impl Metrics {
@@ -82,25 +88,25 @@ impl Metrics {
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ],
         );
-        let leader = IntGauge::new(
-            "modelship_leader",
-            "1 while this replica holds the leader lease.",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(leader.clone()))
-            .expect("registered once");
-        let object_state = prometheus::IntGaugeVec::new(
-            Opts::new(
-                "modelship_object_state_entries",
-                "Entries the operator keeps per object (retry backoff, status writes in flight), per controller, as of the last sweep; returns to its level when objects are deleted.",
-            ),
-            &["controller"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(object_state.clone()))
-            .expect("registered once");
+        let leader = register(
+            &registry,
+            IntGauge::new(
+                "modelship_leader",
+                "1 while this replica holds the leader lease.",
+            )
+            .expect("valid metric"),
+        );
+        let object_state = register(
+            &registry,
+            prometheus::IntGaugeVec::new(
+                Opts::new(
+                    "modelship_object_state_entries",
+                    "Entries the operator keeps per object (retry backoff, status writes in flight), per controller, as of the last sweep; returns to its level when objects are deleted.",
+                ),
+                &["controller"],
+            )
+            .expect("valid metric"),
+        );
         let child_applies = counter(
             &registry,
             "modelship_child_applies_total",
@@ -123,14 +129,14 @@ impl Metrics {
                 86400.0,
             ],
         );
-        let analysis_value = GaugeVec::new(
-            Opts::new("modelship_analysis_value", "Latest measured value of an analysis metric, per ModelDeployment and track (judged or reference)."),
-            &["namespace", "deployment", "metric", "series"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(analysis_value.clone()))
-            .expect("registered once");
+        let analysis_value = register(
+            &registry,
+            GaugeVec::new(
+                Opts::new("modelship_analysis_value", "Latest measured value of an analysis metric, per ModelDeployment and track (judged or reference)."),
+                &["namespace", "deployment", "metric", "series"],
+            )
+            .expect("valid metric"),
+        );
         let analysis_verdicts = counter(
             &registry,
             "modelship_analysis_measurements_total",

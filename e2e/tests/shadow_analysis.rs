@@ -69,21 +69,8 @@ async fn a_good_candidate_is_shadowed_then_promoted_and_baked() {
     let status = world.wait_phase(DeploymentPhase::Stable).await;
     assert_eq!(status.stable.as_ref().unwrap().version, "churn-v2");
     assert_eq!(status.history[0].outcome, Outcome::Promoted);
-    // The previous version answered copies on the shadow track during the bake; the children
-    // follow the status, so it goes right after the phase is written.
-    wait_for(
-        "the shadow to be removed after the bake",
-        TIMEOUT,
-        || async {
-            Ok(world
-                .deployments
-                .get_opt("churn-shadow")
-                .await?
-                .is_none()
-                .then_some(()))
-        },
-    )
-    .await;
+    // The previous version answered copies on the shadow track during the bake.
+    world.wait_shadow_removed().await;
     world
         .pods
         .wait_for_version(Role::Stable, Some("churn-v2"), TIMEOUT)
@@ -179,15 +166,7 @@ async fn a_candidate_with_five_percent_errors_is_rejected_and_production_never_c
         world.stable_deployment_version().await.as_deref(),
         Some("churn-v1")
     );
-    wait_for("the shadow to be removed", TIMEOUT, || async {
-        Ok(world
-            .deployments
-            .get_opt("churn-shadow")
-            .await?
-            .is_none()
-            .then_some(()))
-    })
-    .await;
+    world.wait_shadow_removed().await;
     // Rejected is sticky: nothing flaps while the spec still asks for the candidate.
     let later = world
         .never(

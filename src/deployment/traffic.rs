@@ -4,8 +4,8 @@
 //! the shadow's answers; these providers mirror and discard them.
 use super::desired::{LABEL_DEPLOYMENT, LABEL_MANAGED_BY, MANAGED_BY, Track, track_name};
 use crate::api::{ModelDeployment, TrafficProvider};
-use crate::apply::{FIELD_MANAGER, is_subset, with_hash};
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use crate::apply::{apply_params, is_subset, needs_apply, with_hash};
+use kube::api::{Api, DynamicObject, Patch};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::pinned_kind;
 use kube::{Client, Resource, ResourceExt};
@@ -169,8 +169,8 @@ pub async fn ensure(
     };
     // Unchanged means: the same spec as last applied (the hash, so a field the operator stopped
     // setting is removed too) and nobody edited what it sets.
-    let unchanged = live.as_ref().is_some_and(|l| is_subset(&desired, l));
-    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let unchanged = !needs_apply(&desired, live.as_ref());
+    let params = apply_params();
     let refused = if unchanged {
         None
     } else {

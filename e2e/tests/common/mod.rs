@@ -132,6 +132,20 @@ impl World {
         world
     }
 
+    /// Waits until the shadow Deployment is gone (the children follow the status, so it goes
+    /// right after the phase that ends the shadow is written).
+    pub async fn wait_shadow_removed(&self) {
+        wait_for("the shadow Deployment to be removed", TIMEOUT, || async {
+            Ok(self
+                .deployments
+                .get_opt(&format!("{NAME}-shadow"))
+                .await?
+                .is_none()
+                .then_some(()))
+        })
+        .await;
+    }
+
     pub async fn status(&self) -> ModelDeploymentStatus {
         self.mds
             .get(NAME)
