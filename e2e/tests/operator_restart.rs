@@ -21,6 +21,9 @@ async fn a_new_operator_process_resumes_and_completes_the_bake() {
         .and_then(|a| a.started_at.clone())
         .expect("the bake's start is in status");
 
+    // The promotion is fully reported (its event follows the status write) before the crash,
+    // so the count below says whether the new process repeated it.
+    world.wait_event("Promoted").await;
     // A crash: no graceful shutdown, the lease is not released.
     world.operator.kill();
     let while_down = world.status().await;
