@@ -26,7 +26,7 @@ pub mod prom;
 mod wait;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub use cluster::{
     E2E_LABEL, TestNamespace, client, client_from_kubeconfig, helm, kubeconfig_path, kubectl,
@@ -35,9 +35,14 @@ pub use cluster::{
 pub use process::Process;
 pub use wait::{wait_for, wait_for_interval};
 
-/// The root of the repository (the workspace).
+/// The root of the repository (the workspace). Read at run time (cargo sets
+/// `CARGO_MANIFEST_DIR` for the test binaries it runs), so a binary built from
+/// another checkout in a shared target directory still uses this checkout.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
         .expect("e2e/ has a parent directory")
         .to_path_buf()
