@@ -3,9 +3,10 @@
 #   make demo          start the local cluster and Prometheus (or reuse running ones), install
 #                      the CRDs and the operator's RBAC, run the operator, and walk a model
 #                      through shadowing, promotion and an automatic rollback
-#   make test          start the local cluster and Prometheus (or reuse running ones),
-#                      build the workspace binaries, check formatting and clippy, run every
-#                      test (unit and end-to-end)
+#   make test          start the local cluster, its real node (as root) and Prometheus (or
+#                      reuse running ones), build the images the real node runs, build the
+#                      workspace binaries, check formatting and clippy, run every test (unit
+#                      and end-to-end)
 #   make crds          regenerate crds/ (and the chart's copy) from the Rust types
 #   make manifests     regenerate config/manifests/modelship.yaml from the chart
 #   make bench-analysis the analysis judge's benchmark (docs/analysis.md); BENCH_ARGS=--help
@@ -25,7 +26,7 @@ CARGO ?= cargo
 demo: cluster-up prometheus-up build
 	$(CARGO) run -q -p modelship-e2e --bin demo
 
-test: cluster-up prometheus-up provider-crds build lint
+test: cluster-up node-up images prometheus-up provider-crds build lint
 	$(CARGO) test --workspace --no-fail-fast -- --show-output
 
 # Formatting and clippy, warnings as errors.

@@ -73,11 +73,26 @@ pub struct TestNamespace {
 /// ServiceAccount exists (ServiceAccount admission rejects pods until then).
 /// `prefix` is a DNS label: lowercase letters, digits and `-`, at most 57 characters.
 pub async fn test_namespace(client: &Client, prefix: &str) -> TestNamespace {
+    test_namespace_with(client, prefix, json!({}), json!({})).await
+}
+
+/// [`test_namespace`] with more labels and annotations (JSON objects of strings).
+pub async fn test_namespace_with(
+    client: &Client,
+    prefix: &str,
+    labels: serde_json::Value,
+    annotations: serde_json::Value,
+) -> TestNamespace {
     let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut all_labels = json!({ E2E_LABEL: "true" });
+    if let (Some(all), Some(more)) = (all_labels.as_object_mut(), labels.as_object()) {
+        all.extend(more.clone());
+    }
     let ns: Namespace = serde_json::from_value(json!({
         "metadata": {
             "generateName": format!("{prefix}-"),
-            "labels": { E2E_LABEL: "true" },
+            "labels": all_labels,
+            "annotations": annotations,
         }
     }))
     .expect("valid Namespace");

@@ -14,11 +14,14 @@
 //!   under the chart's ServiceAccount.
 //! - [`pods`]: local processes standing for a ModelDeployment's pods (model servers and
 //!   the router), following its Deployments and scraped by Prometheus.
+//! - [`node`]: the real node (`e2e/cluster/node-up`): namespaces whose pods run there as real
+//!   containers of the locally built images.
 //!
 //! The cluster is never optional: when it is not up, [`client`] panics and says how
 //! to start it. See `e2e/README.md`.
 
 mod cluster;
+pub mod node;
 pub mod operator;
 pub mod pods;
 mod process;
@@ -30,10 +33,20 @@ use std::path::PathBuf;
 
 pub use cluster::{
     E2E_LABEL, TestNamespace, client, client_from_kubeconfig, helm, kubeconfig_path, kubectl,
-    service_account_kubeconfig, test_namespace,
+    service_account_kubeconfig, test_namespace, test_namespace_with,
 };
 pub use process::Process;
 pub use wait::{wait_for, wait_for_interval};
+
+/// The sum of the samples in Prometheus text `metrics` whose series starts with `prefix` (a
+/// metric name, or a name with its first labels: `modelship_child_applies_total{kind="Deployment"`).
+pub fn sum_samples(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
 
 /// The root of the repository (the workspace). Read at run time (cargo sets
 /// `CARGO_MANIFEST_DIR` for the test binaries it runs), so a binary built from

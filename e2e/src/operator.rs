@@ -122,12 +122,7 @@ impl Operator {
     /// The sum of the samples whose series starts with `prefix` (a metric name, or a name
     /// with its first labels: `modelship_child_applies_total{kind="Deployment"`).
     pub async fn metric_sum(&self, prefix: &str) -> f64 {
-        self.metrics()
-            .await
-            .lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum()
+        crate::sum_samples(&self.metrics().await, prefix)
     }
 
     /// Whether `/readyz` answers 200.

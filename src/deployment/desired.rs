@@ -5,8 +5,8 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
-    SecurityContext, Service, ServicePort, ServiceSpec,
+    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -329,10 +329,16 @@ pub fn router_deployment(md: &ModelDeployment, cfg: &ChildConfig, mirror: bool) 
         readiness_probe: Some(probe("/readyz")),
         liveness_probe: Some(probe("/livez")),
         resources: router.resources.clone(),
+        // Pod Security's `restricted` profile, so the router runs in any namespace the
+        // model pods may run in.
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
             ..SecurityContext::default()
         }),
         ..Container::default()
@@ -355,6 +361,16 @@ pub fn router_deployment(md: &ModelDeployment, cfg: &ChildConfig, mirror: bool) 
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
+                    // The router never calls the API server.
+                    automount_service_account_token: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
                     ..PodSpec::default()
                 }),
             },
@@ -596,6 +612,23 @@ mod tests {
         );
         assert!(args.iter().any(|a| a == "--compare-pointer=/predictions"));
         assert!(args.iter().any(|a| a == "--mirror-percent=100"));
+    }
+
+    #[test]
+    fn the_router_pod_meets_the_restricted_pod_security_profile() {
+        let cfg = ChildConfig {
+            router_image: "img".into(),
+        };
+        let d = router_deployment(&sample(), &cfg, true);
+        let pod = d.spec.unwrap().template.spec.unwrap();
+        let psc = pod.security_context.unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let sc = pod.containers[0].security_context.clone().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
     }
 
     #[test]

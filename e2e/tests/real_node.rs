@@ -1,0 +1,343 @@
+//! On the real node (`e2e/cluster/node-up`, images from `make images`): the chart installs the
+//! operator as a pod that runs with in-cluster configuration under the chart's ServiceAccount
+//! and securityContext, in a namespace that enforces Pod Security's `restricted` profile; a
+//! ModelDeployment's model servers and its built-in router run as real containers; clients on
+//! this host and in a pod get answers through the `<name>` Service; and a new version is
+//! shadowed through the router pods.
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use modelship::api::{DeploymentPhase, ModelDeployment};
+use modelship_e2e::{client, helm, http_client, node, operator, repo_root, sum_samples, wait_for};
+use serde_json::{Value, json};
+
+const NAME: &str = "churn";
+/// Real pods on a loaded 2-core machine: image unpacked, sandbox and network set up, probes.
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+/// What Pod Security's `restricted` profile asks of a pod, for the pods the test writes.
+fn restricted_pod_security() -> (Value, Value) {
+    (
+        json!({"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}}),
+        json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}}),
+    )
+}
+
+fn model_deployment() -> ModelDeployment {
+    let (pod_sc, container_sc) = restricted_pod_security();
+    let spec = json!({
+        "model": {"version": "churn-v1", "artifact": "file:///models/churn-v1.json"},
+        "replicas": 1,
+        "template": {"spec": {
+            "securityContext": pod_sc,
+            "automountServiceAccountToken": false,
+            "containers": [{
+                "name": "server", "image": "model-server:e2e", "imagePullPolicy": "IfNotPresent",
+                "ports": [{"containerPort": 8080}],
+                "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1},
+                "securityContext": container_sc,
+            }],
+        }},
+        "traffic": {"router": {"replicas": 1}},
+        // Long enough that the shadow is still there when the test has seen it work.
+        "shadow": {"minDuration": "30m", "minRequests": 100, "mirrorPercent": 100.0,
+                   "compare": {"pointers": ["/predictions"], "minAgreement": 0.9}},
+        "analysis": {"interval": "2s", "window": "10s", "bakeTime": "15s"},
+    });
+    ModelDeployment::new(NAME, serde_json::from_value(spec).expect("a valid spec"))
+}
+
+async fn run(mut cmd: tokio::process::Command) {
+    let out = cmd.output().await.expect("running a command");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// POSTs one prediction request to `base` (`http://host:port`) and returns the answer's
+/// `model_version`.
+async fn predict(base: &str) -> anyhow::Result<String> {
+    let answer: Value = http_client()
+        .post(format!("{base}/predict"))
+        .timeout(Duration::from_secs(5))
+        .json(&json!({"instances": [[1.0, 2.0, 3.0]]}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    answer["model_version"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no model_version in {answer}"))
+}
+
+/// Waits until `base` answers, and returns the version that answered.
+async fn first_answer(what: &str, base: &str) -> String {
+    wait_for(what, TIMEOUT, || async { Ok(predict(base).await.ok()) }).await
+}
+
+async fn metrics(base: &str) -> String {
+    match http_client()
+        .get(format!("{base}/metrics"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+    {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+async fn wait_phase(mds: &Api<ModelDeployment>, phase: DeploymentPhase) {
+    wait_for(&format!("phase {phase:?}"), TIMEOUT, || async {
+        let md = mds.get(NAME).await?;
+        Ok(md
+            .status
+            .and_then(|s| s.phase)
+            .filter(|p| *p == phase)
+            .map(|_| ()))
+    })
+    .await;
+}
+
+fn base_url(ip: &str, port: u16) -> String {
+    format!("http://{ip}:{port}")
+}
+
+#[tokio::test]
+async fn the_chart_runs_the_operator_as_a_pod_and_real_model_pods_serve_and_shadow() {
+    let client = client().await;
+    node::wait_ready(&client).await;
+    // The CRDs (the tests' own release stays at zero replicas).
+    operator::install().await;
+    let ns = node::namespace(&client, "real-node").await;
+    let release = ns.name().to_string();
+    let pods: Api<Pod> = ns.api();
+
+    // The chart as a user installs it: its default image (built and imported by make images),
+    // watching this namespace. Prometheus runs on the host, which pods do not reach: the
+    // analysis is inconclusive, so the version stays in its shadow while the test looks.
+    let mut install = helm();
+    install
+        .args(["upgrade", "--install", &release])
+        .arg(repo_root().join("charts/modelship"))
+        .args(["--namespace", ns.name(), "--skip-crds"])
+        .args(["--set", &format!("watchNamespace={}", ns.name())])
+        .args([
+            "--set",
+            "log.format=text",
+            "--set",
+            "log.level=info\\,modelship=debug",
+        ])
+        .args(["--set", "prometheus.timeout=2s"]);
+    let started = Instant::now();
+    run(install).await;
+    let operator_pods = node::wait_pods(
+        &pods,
+        &format!("app.kubernetes.io/instance={release}"),
+        1,
+        TIMEOUT,
+    )
+    .await;
+    // Ready means /readyz answered: the pod leads with full caches, so in-cluster
+    // configuration, the ServiceAccount's RBAC and the leader Lease all work.
+    let operator_pod = &operator_pods[0];
+    let spec = operator_pod.spec.clone().unwrap();
+    assert_eq!(
+        spec.service_account_name.as_deref(),
+        Some(format!("{release}-modelship").as_str())
+    );
+    let sc = spec.containers[0].security_context.clone().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(
+        spec.security_context.and_then(|s| s.run_as_non_root),
+        Some(true)
+    );
+    eprintln!(
+        "{} the operator pod is ready on {} {:.1} s after helm install began",
+        modelship_e2e::now(),
+        node::NODE_NAME,
+        started.elapsed().as_secs_f64()
+    );
+
+    // A ModelDeployment whose model servers and router are real containers.
+    let mds: Api<ModelDeployment> = ns.api();
+    mds.create(&PostParams::default(), &model_deployment())
+        .await
+        .expect("creating the ModelDeployment");
+    wait_phase(&mds, DeploymentPhase::Stable).await;
+    let stable = node::wait_pods(
+        &pods,
+        &format!("modelship.io/deployment={NAME},modelship.io/track=stable"),
+        1,
+        TIMEOUT,
+    )
+    .await;
+    node::wait_pods(
+        &pods,
+        &format!("modelship.io/deployment={NAME},modelship.io/component=router"),
+        1,
+        TIMEOUT,
+    )
+    .await;
+
+    // A client on this host, through the Service's ClusterIP (kube-proxy).
+    let services: Api<Service> = ns.api();
+    let cluster_ip = services
+        .get(NAME)
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("the Service has a ClusterIP");
+    let service = format!("http://{cluster_ip}");
+    assert_eq!(
+        first_answer("the Service to answer this host", &service).await,
+        "churn-v1"
+    );
+
+    // A client in a pod, through the Service's DNS name: a router of the modelship image in
+    // front of the Service, called from here.
+    let (pod_sc, container_sc) = restricted_pod_security();
+    let relay: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "client", "labels": {"app": "client"}},
+        "spec": {
+            "automountServiceAccountToken": false,
+            "securityContext": pod_sc,
+            "containers": [{
+                "name": "relay", "image": "modelship:e2e", "imagePullPolicy": "IfNotPresent",
+                "args": ["mirror"],
+                "env": [{"name": "MODELSHIP_MIRROR_STABLE", "value": format!("http://{NAME}.{}.svc", ns.name())}],
+                "ports": [{"containerPort": 8080}],
+                "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+                "securityContext": container_sc,
+            }],
+        },
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &relay).await.unwrap();
+    let relay = node::wait_pods(&pods, "app=client", 1, TIMEOUT).await;
+    let relay_url = base_url(&node::pod_ip(&relay[0]).unwrap(), 8080);
+    assert_eq!(
+        first_answer("a pod's client to get answers from the Service", &relay_url).await,
+        "churn-v1"
+    );
+    let stable_ip = node::pod_ip(&stable[0]).unwrap();
+
+    // A new version: the shadow runs as real pods and the router pods mirror to it.
+    mds.patch(
+        NAME,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"model": {"version": "churn-v2", "artifact": "file:///models/churn-v2.json"}}})),
+    )
+    .await
+    .unwrap();
+    wait_phase(&mds, DeploymentPhase::Shadowing).await;
+    let shadow = node::wait_pods(
+        &pods,
+        &format!("modelship.io/deployment={NAME},modelship.io/track=shadow"),
+        1,
+        TIMEOUT,
+    )
+    .await;
+    let deployments: Api<Deployment> = ns.api();
+    wait_for(
+        "the router Deployment to mirror to the shadow",
+        TIMEOUT,
+        || async {
+            let d = deployments.get(&format!("{NAME}-router")).await?;
+            let mirrors = d.spec.and_then(|s| s.template.spec).is_some_and(|s| {
+                s.containers[0]
+                    .args
+                    .iter()
+                    .flatten()
+                    .any(|a| a.starts_with("--shadow="))
+            });
+            let rolled = d.status.is_some_and(|s| {
+                s.updated_replicas == Some(1)
+                    && s.ready_replicas == Some(1)
+                    && s.replicas == Some(1)
+            });
+            Ok((mirrors && rolled).then_some(()))
+        },
+    )
+    .await;
+    let routers = node::wait_pods(
+        &pods,
+        &format!("modelship.io/deployment={NAME},modelship.io/component=router"),
+        1,
+        TIMEOUT,
+    )
+    .await;
+    let router_metrics = base_url(&node::pod_ip(&routers[0]).unwrap(), 9090);
+    let shadow_url = base_url(&node::pod_ip(&shadow[0]).unwrap(), 8080);
+
+    // Traffic through the Service until the router has compared enough answers: every client
+    // answer is stable's.
+    let answers = std::cell::Cell::new(0_u32);
+    wait_for(
+        "the router pods to compare 50 shadow answers",
+        TIMEOUT,
+        || {
+            let service = service.clone();
+            let router_metrics = router_metrics.clone();
+            let answers = &answers;
+            async move {
+                for _ in 0..20 {
+                    let version = predict(&service).await?;
+                    assert_eq!(version, "churn-v1", "a client got the shadow's answer");
+                    answers.set(answers.get() + 1);
+                }
+                let text = metrics(&router_metrics).await;
+                let compared =
+                    sum_samples(&text, "modelship_mirror_comparisons_total{result=\"match\"")
+                        + sum_samples(
+                            &text,
+                            "modelship_mirror_comparisons_total{result=\"mismatch\"",
+                        );
+                Ok((compared >= 50.0).then_some(()))
+            }
+        },
+    )
+    .await;
+    let shadow_served = sum_samples(&metrics(&shadow_url).await, "model_server_requests_total");
+    assert!(
+        shadow_served >= 50.0,
+        "the shadow pod served {shadow_served} copies"
+    );
+    let stable_served = sum_samples(
+        &metrics(&base_url(&stable_ip, 8080)).await,
+        "model_server_requests_total",
+    );
+    let answers = answers.get();
+    assert!(
+        stable_served >= f64::from(answers),
+        "the stable pod served {stable_served} of {answers} answers"
+    );
+    eprintln!(
+        "{} {answers} client answers, all churn-v1; the shadow pod answered {shadow_served} copies",
+        modelship_e2e::now()
+    );
+
+    // The operator pod passed its liveness probe throughout.
+    let operator_pod = pods
+        .get(&operator_pod.metadata.name.clone().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        node::restarts(&operator_pod),
+        0,
+        "the operator pod restarted"
+    );
+
+    let mut uninstall = helm();
+    uninstall.args(["uninstall", &release, "--namespace", ns.name(), "--wait"]);
+    run(uninstall).await;
+    ns.delete().await;
+}
