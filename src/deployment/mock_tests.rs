@@ -50,6 +50,32 @@ fn mock_client_refusing(
                 uri: parts.uri.to_string(),
                 body: body.clone(),
             });
+            // The Gateway API is served; the HTTPRoute does not exist yet.
+            if parts.method == "GET" && parts.uri.path() == "/apis/gateway.networking.k8s.io/v1" {
+                let list = serde_json::json!({
+                    "kind": "APIResourceList", "apiVersion": "v1",
+                    "groupVersion": "gateway.networking.k8s.io/v1",
+                    "resources": [{"name": "httproutes", "singularName": "httproute", "namespaced": true,
+                                   "kind": "HTTPRoute", "verbs": ["get", "list", "watch", "patch", "delete"]}],
+                });
+                reply.send_response(Response::new(Body::from(
+                    serde_json::to_vec(&list).unwrap(),
+                )));
+                continue;
+            }
+            if parts.method == "GET" && parts.uri.path().contains("/httproutes/") {
+                let status = serde_json::json!({
+                    "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "reason": "NotFound", "code": 404, "message": "not found",
+                });
+                reply.send_response(
+                    Response::builder()
+                        .status(404)
+                        .body(Body::from(serde_json::to_vec(&status).unwrap()))
+                        .unwrap(),
+                );
+                continue;
+            }
             if parts.method != "GET" && refuse(parts.uri.path()) {
                 let status = serde_json::json!({
                     "kind": "Status", "apiVersion": "v1", "status": "Failure",
@@ -233,6 +259,53 @@ async fn a_converged_object_issues_no_request_at_all() {
         sent.is_empty(),
         "an unchanged object must not be written to: {sent:?}"
     );
+}
+
+/// The writes of `sent`, as `METHOD path`.
+fn writes(sent: &[Sent]) -> Vec<String> {
+    sent.iter()
+        .filter(|s| s.method != "GET")
+        .map(|s| {
+            format!(
+                "{} {}",
+                s.method,
+                s.uri.split('?').next().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_provider_route_changes_after_the_status_like_every_child() {
+    let mut md = sample();
+    md.spec.traffic.provider = crate::api::TrafficProvider::GatewayApi;
+    // Without the built-in router there are no default metrics.
+    md.spec.analysis.metrics = vec![crate::analysis::defaults::error_rate()];
+    let (client, log) = mock_client(&md);
+    run(&md, context(client, vec![], vec![])).await;
+    let sent = log.lock().unwrap().clone();
+    let order = writes(&sent);
+    let status = order
+        .iter()
+        .position(|w| w.ends_with("/modeldeployments/fraud/status"))
+        .expect("a status write");
+    let route = order
+        .iter()
+        .position(|w| {
+            w == "PATCH /apis/gateway.networking.k8s.io/v1/namespaces/models/httproutes/fraud"
+        })
+        .unwrap_or_else(|| panic!("the HTTPRoute is applied: {sent:?}"));
+    assert!(
+        status < route,
+        "a status conflict must stop the reconcile before traffic moves: {order:?}"
+    );
+    let written = status_written(&sent);
+    let traffic = written
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "TrafficConfigured")
+        .expect("TrafficConfigured");
+    assert_eq!(traffic.status, "True", "{traffic:?}");
 }
 
 #[tokio::test]

@@ -202,13 +202,11 @@ async fn step(
         next.analysis = Some(capture_baseline(md, v, &source, &metrics, &previous, now).await);
     }
 
-    // Conditions from what the children were last seen doing. The provider's route is set up
-    // before the status is written, because whether it could be is part of the status.
+    // Conditions from what the children were last seen doing. The provider's route is only
+    // read here; like every child it changes after the status is written.
     let shadowing = desired::shadow_version(md, &next).is_some();
-    let traffic_state = match traffic::provider_kind(md.spec.traffic.provider) {
-        None => Ok("the built-in router carries traffic and compares the shadow's answers with production's".to_string()),
-        Some(_) => traffic::ensure(&ctx.shared.client, md, shadowing).await?,
-    };
+    let route = traffic::observe(&ctx.shared.client, md).await?;
+    let traffic_state = traffic::state(md, &route, shadowing);
     let stable_version = next.stable.as_ref().map(|s| s.version.clone());
     let router_dep = get_dep(desired::router_name(md));
     let observed = Observed {
@@ -257,6 +255,8 @@ async fn step(
         }
         other => other?,
     }
+    // A refusal found (or cleared) by this apply is reported by the next pass, at once.
+    let traffic_changed = traffic::converge(md, &route, shadowing, now).await?;
     // The provider only changes with the spec: look for another provider's leftovers then.
     if current.observed_generation != md.meta().generation {
         traffic::remove_others(&ctx.shared.client, md).await?;
@@ -286,13 +286,13 @@ async fn step(
     let mut wakeup = next_wakeup(&next, v, ctx.shared.settings.resync, now);
     // A provider whose CRDs are missing may be installed any moment: look again soon.
     if observed.traffic.is_err() {
-        wakeup = wakeup.min(TRAFFIC_RECHECK);
+        wakeup = wakeup.min(traffic::RECHECK);
+    }
+    if traffic_changed {
+        wakeup = Duration::ZERO;
     }
     Ok(Action::requeue(wakeup))
 }
-
-/// How soon a ModelDeployment whose traffic provider is not set up is looked at again.
-const TRAFFIC_RECHECK: Duration = Duration::from_secs(10);
 
 /// The version the spec asks for: fixed, or the pipeline's latest approved candidate.
 fn resolve_desired(

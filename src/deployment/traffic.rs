@@ -138,72 +138,110 @@ pub fn virtual_service(md: &ModelDeployment, shadowing: bool) -> Value {
 /// Why the provider's object could not be set up: a condition reason and a message.
 pub type TrafficError = (String, String);
 
-/// Applies the provider's object (unless unchanged) and checks that the server kept every
-/// setting. Returns a short description for the `TrafficConfigured` condition.
-pub async fn ensure(
-    client: &Client,
-    md: &ModelDeployment,
-    shadowing: bool,
-) -> Result<Result<String, TrafficError>, crate::Error> {
-    let provider = md.spec.traffic.provider;
-    let Some(gvk) = provider_kind(provider) else {
-        return Ok(Ok("the built-in router carries traffic and compares the shadow's answers with production's".into()));
+/// On the provider's object whose mirroring settings the installed CRD refused: why, and
+/// the hash of the refused object, so the refusal is remembered until the spec changes.
+pub const REFUSED: &str = "modelship.io/mirroring-refused";
+pub const REFUSED_HASH: &str = "modelship.io/mirroring-refused-hash";
+/// When the refusal was last confirmed: the setting is tried again (the CRD may have been
+/// upgraded since) at most once per [`RECHECK`].
+pub const REFUSED_AT: &str = "modelship.io/mirroring-refused-at";
+
+/// How soon a provider that is not installed, or refused a setting, is looked at again.
+pub const RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The provider's object as the cluster holds it, read before anything is written.
+pub enum Route {
+    /// The built-in router carries traffic: no provider object.
+    Builtin,
+    /// The provider's kind is not served by this cluster.
+    NotInstalled(GroupVersionKind),
+    /// The kind is served; `live` is the object, if it exists.
+    Served {
+        gvk: GroupVersionKind,
+        api: Box<Api<DynamicObject>>,
+        live: Option<Value>,
+    },
+}
+
+/// Reads the provider's object (discovery, then one GET); writes nothing.
+pub async fn observe(client: &Client, md: &ModelDeployment) -> Result<Route, crate::Error> {
+    let Some(gvk) = provider_kind(md.spec.traffic.provider) else {
+        return Ok(Route::Builtin);
     };
     let (ar, _caps): (ApiResource, _) = match pinned_kind(client, &gvk).await {
         Ok(found) => found,
-        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Err(not_installed(&gvk))),
-        Err(kube::Error::Discovery(_)) => return Ok(Err(not_installed(&gvk))),
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Route::NotInstalled(gvk)),
+        Err(kube::Error::Discovery(_)) => return Ok(Route::NotInstalled(gvk)),
         Err(e) => return Err(e.into()),
-    };
-    let desired = match provider {
-        TrafficProvider::GatewayApi => http_route(md, shadowing),
-        _ => virtual_service(md, shadowing),
     };
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), &md.namespace().unwrap_or_default(), &ar);
-    let name = md.name_any();
-    let desired = with_hash(desired);
-    let live = match api.get_opt(&name).await? {
+    let live = match api.get_opt(&md.name_any()).await? {
         Some(obj) => Some(serde_json::to_value(&obj)?),
         None => None,
     };
-    // Unchanged means: the same spec as last applied (the hash, so a field the operator stopped
-    // setting is removed too) and nobody edited what it sets.
-    let unchanged = !needs_apply(&desired, live.as_ref());
-    let params = apply_params();
-    let refused = if unchanged {
-        None
-    } else {
-        match api.patch(&name, &params, &Patch::Apply(&desired)).await {
-            // Server-side apply refuses a field the installed CRD does not declare.
-            Err(kube::Error::Api(s)) if s.message.contains("field not declared in schema") => {
-                Some(s.message)
-            }
-            Err(e) => return Err(e.into()),
-            // A schema that prunes instead drops the field silently.
-            Ok(applied) => (!is_subset(&desired["spec"], &serde_json::to_value(applied)?["spec"]))
-                .then(|| "the server dropped part of the spec".to_string()),
-        }
-    };
-    if let Some(detail) = refused {
-        let fallback = with_hash(match provider {
-            TrafficProvider::GatewayApi => http_route(md, false),
-            _ => virtual_service(md, false),
-        });
-        api.patch(&name, &params, &Patch::Apply(&fallback)).await?;
-        return Ok(Err((
+    Ok(Route::Served {
+        gvk,
+        api: Box::new(api),
+        live,
+    })
+}
+
+/// The provider's object for `md`, stamped with its hash.
+fn desired(md: &ModelDeployment, shadowing: bool) -> Value {
+    with_hash(match md.spec.traffic.provider {
+        TrafficProvider::GatewayApi => http_route(md, shadowing),
+        _ => virtual_service(md, shadowing),
+    })
+}
+
+fn annotation<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
+    object
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(key))
+        .and_then(Value::as_str)
+}
+
+/// The refusal recorded on `live` for exactly the object `desired`, if any.
+fn refusal<'a>(desired: &Value, live: Option<&'a Value>) -> Option<&'a str> {
+    let live = live?;
+    let hash = annotation(desired, crate::apply::SPEC_HASH)?;
+    (annotation(live, REFUSED_HASH) == Some(hash))
+        .then(|| annotation(live, REFUSED))
+        .flatten()
+}
+
+/// What the `TrafficConfigured` condition says, from what [`observe`] read: the object as it
+/// will be once [`converge`] applied it, or the refusal the server gave for this very object.
+/// Pure.
+pub fn state(md: &ModelDeployment, route: &Route, shadowing: bool) -> Result<String, TrafficError> {
+    match route {
+        Route::Builtin => Ok("the built-in router carries traffic and compares the shadow's answers with production's".into()),
+        Route::NotInstalled(gvk) => Err(not_installed(gvk)),
+        Route::Served { gvk, live, .. } => served_state(md, gvk, live.as_ref(), shadowing),
+    }
+}
+
+fn served_state(
+    md: &ModelDeployment,
+    gvk: &GroupVersionKind,
+    live: Option<&Value>,
+    shadowing: bool,
+) -> Result<String, TrafficError> {
+    if let Some(detail) = refusal(&desired(md, shadowing), live) {
+        return Err((
             "SettingNotSupported".into(),
             format!(
                 "the installed {} CRD cannot hold the mirroring settings (mirrorPercent {} needs a newer CRD: {detail}); mirroring is off until it is upgraded or the setting changed",
                 gvk.kind, md.spec.shadow.mirror_percent
             ),
-        )));
+        ));
     }
-    Ok(Ok(format!(
+    Ok(format!(
         "{} {}/{} routes to stable{}; the shadow's answers are not compared with this provider",
         gvk.kind,
         md.namespace().unwrap_or_default(),
-        name,
+        md.name_any(),
         if shadowing {
             format!(
                 " and mirrors {}% to the shadow",
@@ -212,7 +250,70 @@ pub async fn ensure(
         } else {
             String::new()
         }
-    )))
+    ))
+}
+
+/// Whether the object `desired` should be applied to `live` now: it differs (the hash, so a
+/// field the operator stopped setting is removed too, or someone edited what it sets), and
+/// if the server refused exactly this object, the refusal is at least [`RECHECK`] old. Pure.
+fn apply_due(desired: &Value, live: Option<&Value>, now: jiff::Timestamp) -> bool {
+    if !needs_apply(desired, live) {
+        return false;
+    }
+    if refusal(desired, live).is_none() {
+        return true;
+    }
+    let refused_at = live
+        .and_then(|l| annotation(l, REFUSED_AT))
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    refused_at.is_none_or(|at| now.duration_since(at).unsigned_abs().ge(&RECHECK))
+}
+
+/// Applies the provider's object when [`apply_due`], after the status was written like every
+/// other child. When the installed CRD cannot hold the mirroring settings, routes to stable
+/// alone and records the refusal on the object. Returns whether [`state`] now reads
+/// differently from `route`.
+pub async fn converge(
+    md: &ModelDeployment,
+    route: &Route,
+    shadowing: bool,
+    now: jiff::Timestamp,
+) -> Result<bool, crate::Error> {
+    let Route::Served { api, live, .. } = route else {
+        return Ok(false);
+    };
+    let desired = desired(md, shadowing);
+    if !apply_due(&desired, live.as_ref(), now) {
+        return Ok(false);
+    }
+    let name = md.name_any();
+    let params = apply_params();
+    let refused = match api.patch(&name, &params, &Patch::Apply(&desired)).await {
+        // Server-side apply refuses a field the installed CRD does not declare.
+        Err(kube::Error::Api(s)) if s.message.contains("field not declared in schema") => {
+            Some(s.message)
+        }
+        Err(e) => return Err(e.into()),
+        // A schema that prunes instead drops the field silently.
+        Ok(applied) => (!is_subset(&desired["spec"], &serde_json::to_value(applied)?["spec"]))
+            .then(|| "the server dropped part of the spec".to_string()),
+    };
+    let was_refused = refusal(&desired, live.as_ref()).is_some();
+    let Some(detail) = refused else {
+        // The refusal recorded for this object is gone with the apply (the CRD was upgraded).
+        return Ok(was_refused);
+    };
+    let mut fallback = with_hash(match md.spec.traffic.provider {
+        TrafficProvider::GatewayApi => http_route(md, false),
+        _ => virtual_service(md, false),
+    });
+    if let Some(hash) = annotation(&desired, crate::apply::SPEC_HASH) {
+        fallback["metadata"]["annotations"][REFUSED] = json!(detail);
+        fallback["metadata"]["annotations"][REFUSED_HASH] = json!(hash);
+        fallback["metadata"]["annotations"][REFUSED_AT] = json!(now.to_string());
+    }
+    api.patch(&name, &params, &Patch::Apply(&fallback)).await?;
+    Ok(!was_refused)
 }
 
 fn not_installed(gvk: &GroupVersionKind) -> TrafficError {
@@ -306,6 +407,74 @@ mod tests {
             with_hash(virtual_service(&md, true)),
             with,
             "the hash is stable"
+        );
+    }
+
+    #[test]
+    fn a_refusal_is_reported_for_the_refused_object_only() {
+        let mut md = sample();
+        md.spec.traffic.provider = TrafficProvider::GatewayApi;
+        md.spec.shadow.mirror_percent = 12.5;
+        let gvk = provider_kind(md.spec.traffic.provider).unwrap();
+        // Before anything was applied the condition says what the route will do.
+        let fresh = served_state(&md, &gvk, None, true).unwrap();
+        assert!(fresh.contains("mirrors 12.5% to the shadow"), "{fresh}");
+        // The fallback as converge writes it after a refusal of the mirrored route.
+        let refused = desired(&md, true);
+        let mut live = desired(&md, false);
+        live["metadata"]["annotations"][REFUSED] = json!("field not declared in schema");
+        live["metadata"]["annotations"][REFUSED_HASH] =
+            refused["metadata"]["annotations"][crate::apply::SPEC_HASH].clone();
+        let (reason, message) = served_state(&md, &gvk, Some(&live), true).unwrap_err();
+        assert_eq!(reason, "SettingNotSupported");
+        assert!(
+            message.contains("field not declared in schema"),
+            "{message}"
+        );
+        assert!(refusal(&refused, Some(&live)).is_some());
+        // Another setting is another object: tried again, not reported as refused.
+        md.spec.shadow.mirror_percent = 25.0;
+        assert!(served_state(&md, &gvk, Some(&live), true).is_ok());
+        assert!(refusal(&desired(&md, true), Some(&live)).is_none());
+        // Without a shadow the fallback is the desired route itself.
+        assert!(!needs_apply(&desired(&md, false), Some(&live)));
+    }
+
+    #[test]
+    fn a_refused_setting_is_tried_again_once_per_recheck() {
+        let mut md = sample();
+        md.spec.traffic.provider = TrafficProvider::GatewayApi;
+        md.spec.shadow.mirror_percent = 12.5;
+        let refused = desired(&md, true);
+        let at: jiff::Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+        let mut live = desired(&md, false);
+        live["metadata"]["annotations"][REFUSED] = json!("field not declared in schema");
+        live["metadata"]["annotations"][REFUSED_HASH] =
+            refused["metadata"]["annotations"][crate::apply::SPEC_HASH].clone();
+        live["metadata"]["annotations"][REFUSED_AT] = json!(at.to_string());
+        let later = |secs: i64| at + jiff::SignedDuration::from_secs(secs);
+        assert!(!apply_due(&refused, Some(&live), later(3)));
+        assert!(
+            apply_due(&refused, Some(&live), later(10)),
+            "the CRD may have been upgraded"
+        );
+        // A new object, or none yet, is applied at once.
+        assert!(apply_due(&refused, None, later(0)));
+        md.spec.shadow.mirror_percent = 25.0;
+        assert!(apply_due(&desired(&md, true), Some(&live), later(1)));
+        // The fallback itself is not applied again.
+        assert!(!apply_due(&desired(&md, false), Some(&live), later(60)));
+    }
+
+    #[test]
+    fn a_missing_provider_is_named() {
+        let md = sample();
+        let gvk = provider_kind(TrafficProvider::Istio).unwrap();
+        let (reason, message) = state(&md, &Route::NotInstalled(gvk), false).unwrap_err();
+        assert_eq!(reason, "ProviderNotInstalled");
+        assert!(
+            message.contains("VirtualService.networking.istio.io/v1"),
+            "{message}"
         );
     }
 
