@@ -1,5 +1,6 @@
 //! Which namespaces the operator watches.
 use futures::{Stream, StreamExt};
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
@@ -63,6 +64,29 @@ impl Scope {
     {
         let (store, writer) = reflector::store();
         let events = watcher(self.api::<K>(client), config)
+            .default_backoff()
+            .reflect(writer)
+            .touched_objects();
+        (store, events)
+    }
+
+    /// Like [`Scope::reflect`], but only the objects' metadata: for a kind of which the
+    /// operator reads few objects among many (ConfigMaps), so the cache does not hold every
+    /// object's contents.
+    pub fn reflect_metadata<K>(
+        &self,
+        client: &Client,
+        config: watcher::Config,
+    ) -> (
+        Store<PartialObjectMeta<K>>,
+        impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + use<K>,
+    )
+    where
+        K: Watched,
+    {
+        let (store, writer) = reflector::store();
+        // An Api of PartialObjectMeta asks the API server for metadata only.
+        let events = watcher(self.api::<PartialObjectMeta<K>>(client), config)
             .default_backoff()
             .reflect(writer)
             .touched_objects();

@@ -521,6 +521,70 @@ async fn a_new_data_version_in_the_configmap_starts_a_data_run() {
     env.delete().await;
 }
 
+/// The operator's resident memory in bytes, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the operator runs");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+        * 1024
+}
+
+/// ConfigMaps that no pipeline reads cost the operator no memory: it watches ConfigMaps'
+/// metadata only and reads the one a pipeline names.
+#[tokio::test]
+async fn configmaps_no_pipeline_reads_do_not_fill_the_operators_memory() {
+    const COUNT: usize = 24;
+    const SIZE: usize = 900 * 1024;
+    let env = Env::new("pipeline-cm-memory").await;
+    let configmaps: Api<ConfigMap> = env.api();
+    let before = rss_bytes(env.operator.process.pid());
+    let blob = "x".repeat(SIZE);
+    for i in 0..COUNT {
+        let cm: ConfigMap = serde_json::from_value(
+            json!({"metadata": {"name": format!("unrelated-{i}")}, "data": {"blob": blob}}),
+        )
+        .unwrap();
+        configmaps
+            .create(&PostParams::default(), &cm)
+            .await
+            .unwrap();
+    }
+    // Created after the others: once the pipeline runs on its version, the operator's watch
+    // has delivered every ConfigMap before it.
+    let cm: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "fraud-data"}, "data": {"version": "2026-11-26"}}),
+    )
+    .unwrap();
+    configmaps
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+    let mut s = spec("f4c9a2e17b", 0.91, "Automatic");
+    s["data"] = json!({"uri": "s3://data/fraud", "versionFrom": {"configMapKeyRef": {"name": "fraud-data", "key": "version"}}});
+    env.create_pipeline("fraud", s).await;
+    let status = env.wait_phase("fraud", "r1", "Succeeded").await;
+    assert_eq!(
+        run_of(&status, "r1").unwrap()["inputs"]["dataVersion"],
+        "2026-11-26"
+    );
+    let after = rss_bytes(env.operator.process.pid());
+    let grown = after.saturating_sub(before) as f64 / (1024.0 * 1024.0);
+    let total = (COUNT * SIZE) as f64 / (1024.0 * 1024.0);
+    eprintln!(
+        "operator RSS {:.1} MiB -> {:.1} MiB with {total:.0} MiB of ConfigMaps in its namespace",
+        before as f64 / (1024.0 * 1024.0),
+        after as f64 / (1024.0 * 1024.0)
+    );
+    assert!(
+        grown < total / 2.0,
+        "the operator's memory grew by {grown:.1} MiB with {total:.0} MiB of ConfigMaps no pipeline reads"
+    );
+    env.delete().await;
+}
+
 /// c. An evaluation better than the baseline yields an approved candidate, and the
 /// ModelDeployment that follows the pipeline starts shadowing exactly that version.
 #[tokio::test]

@@ -1,4 +1,5 @@
 //! The ModelPipeline controller.
+pub mod data_source;
 pub mod gates;
 pub mod history;
 pub mod jobs;
@@ -23,6 +24,7 @@ use jobs::LABEL_PIPELINE;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
@@ -46,9 +48,11 @@ pub async fn run(
         &client,
         watcher::Config::default().labels(&reconcile::stage_pod_selector()),
     );
-    // A data pipeline announces new data in a ConfigMap that any pipeline may point at.
+    // A data pipeline announces new data in a ConfigMap that any pipeline may point at. Only
+    // metadata is watched: the one ConfigMap a pipeline names is read when it changes.
     let (configmaps, configmap_events) =
-        scope.reflect::<ConfigMap>(&client, watcher::Config::default());
+        scope.reflect_metadata::<ConfigMap>(&client, watcher::Config::default());
+    let data_source = data_source::DataSource::new(client.clone());
     // The ModelDeployments that follow a pipeline say what production trusts.
     let (model_deployments, md_events) =
         scope.reflect::<ModelDeployment>(&client, watcher::Config::default());
@@ -86,6 +90,7 @@ pub async fn run(
 
     // Without a finalizer a deleted pipeline is never reconciled again: what is kept about it
     // that the watch's delete event did not already drop goes once it has left the cache.
+    let read = data_source.clone();
     tokio::spawn(crate::scope::sweep(
         state,
         pipelines.clone(),
@@ -93,7 +98,7 @@ pub async fn run(
             .metrics
             .object_state
             .with_label_values(&[reconcile::CONTROLLER]),
-        |_| {},
+        move |pipelines| read.retain(|ns, name| reads_configmap(pipelines, ns, name)),
     ));
 
     let ctx = Arc::new(reconcile::Context {
@@ -103,6 +108,7 @@ pub async fn run(
         deployments,
         services,
         configmaps,
+        data_source,
         model_deployments,
     });
     let by_configmap = pipelines.clone();
@@ -118,7 +124,7 @@ pub async fn run(
                 .zip(ns)
                 .map(|(name, ns)| ObjectRef::new(&name).within(&ns))
         })
-        .watches_stream(configmap_events, move |cm: ConfigMap| {
+        .watches_stream(configmap_events, move |cm: PartialObjectMeta<ConfigMap>| {
             pipelines_reading(&by_configmap, &cm)
         })
         .watches_stream(md_events, move |md: ModelDeployment| {
@@ -134,24 +140,32 @@ pub async fn run(
         .await;
 }
 
+/// Whether `p` reads its data version from ConfigMap `namespace/name`.
+fn reads(p: &ModelPipeline, namespace: &str, name: &str) -> bool {
+    p.namespace().as_deref() == Some(namespace)
+        && p.spec
+            .data
+            .version_from
+            .as_ref()
+            .is_some_and(|f| f.config_map_key_ref.name == name)
+}
+
+/// Whether any pipeline reads its data version from ConfigMap `namespace/name`.
+fn reads_configmap(pipelines: &Store<ModelPipeline>, namespace: &str, name: &str) -> bool {
+    pipelines.state().iter().any(|p| reads(p, namespace, name))
+}
+
 /// The pipelines whose data version is read from `cm`.
 fn pipelines_reading(
     pipelines: &Store<ModelPipeline>,
-    cm: &ConfigMap,
+    cm: &PartialObjectMeta<ConfigMap>,
 ) -> Vec<ObjectRef<ModelPipeline>> {
-    let ns = cm.namespace();
+    let ns = cm.namespace().unwrap_or_default();
     let name = cm.name_any();
     pipelines
         .state()
         .into_iter()
-        .filter(|p| p.namespace() == ns)
-        .filter(|p| {
-            p.spec
-                .data
-                .version_from
-                .as_ref()
-                .is_some_and(|f| f.config_map_key_ref.name == name)
-        })
+        .filter(|p| reads(p, &ns, &name))
         .map(|p| ObjectRef::from_obj(p.as_ref()))
         .collect()
 }

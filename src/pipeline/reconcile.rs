@@ -21,6 +21,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::api::{Api, PostParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
@@ -38,7 +39,9 @@ pub struct Context {
     pub pods: Store<Pod>,
     pub deployments: Store<Deployment>,
     pub services: Store<Service>,
-    pub configmaps: Store<ConfigMap>,
+    /// ConfigMaps' metadata only; `data_source` reads the ones pipelines name.
+    pub configmaps: Store<PartialObjectMeta<ConfigMap>>,
+    pub data_source: super::data_source::DataSource,
     pub model_deployments: Store<ModelDeployment>,
 }
 
@@ -76,10 +79,14 @@ pub async fn reconcile(p: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Actio
     let ns = p.namespace().unwrap_or_default();
     let mds = ctx.model_deployments.state();
     let annotations = Annotations::from_map(p.annotations());
-    let configmap = p.spec.data.version_from.as_ref().and_then(|f| {
-        ctx.configmaps
-            .get(&ObjectRef::new(&f.config_map_key_ref.name).within(&ns))
-    });
+    let configmap = match p.spec.data.version_from.as_ref() {
+        Some(f) => {
+            let name = &f.config_map_key_ref.name;
+            let seen = ctx.configmaps.get(&ObjectRef::new(name).within(&ns));
+            ctx.data_source.get(&ns, name, seen.as_deref()).await?
+        }
+        None => None,
+    };
     let inputs = triggers::data_version(&p.spec.data, configmap.as_deref())
         .map(|v| triggers::current_inputs(&p.spec, v));
     let jobs = observe_jobs(&p, &ctx, &current, now);
