@@ -8,13 +8,13 @@ use super::desired::{
     self, ChildConfig, Track, children, deployment_version, rollout_complete, rollout_failed,
     track_name,
 };
-use super::phase::{self, Annotations, Decision, Inputs, StableTrack};
+use super::phase::{self, AnalysisSummary, Annotations, Decision, Inputs, StableTrack};
 use super::status::{Observed, set_conditions, set_invalid, set_waiting};
 use super::traffic;
 use super::validate::{Validated, validate};
 use crate::analysis::{self, defaults, template::promql_range, verdict::summarize};
 use crate::api::{
-    AnalysisPhase, AnalysisStatus, DeploymentPhase, MetricStatus, ModelDeployment,
+    AnalysisMetric, AnalysisPhase, AnalysisStatus, DeploymentPhase, MetricStatus, ModelDeployment,
     ModelDeploymentStatus, ModelPipeline, VersionRef,
 };
 use crate::apply::{apply_status, delete_if_exists};
@@ -102,6 +102,7 @@ fn refused_at_this_generation(md: &ModelDeployment, status: &ModelDeploymentStat
 /// The reason of a `Ready=False` condition for a spec whose children the API server refused.
 const REFUSED: &str = "RejectedByAPIServer";
 
+/// Observe → decide → commit → converge → report, for a valid spec whose version is known.
 async fn step(
     md: &ModelDeployment,
     ctx: &Context,
@@ -110,6 +111,124 @@ async fn step(
     current: &ModelDeploymentStatus,
     now: Timestamp,
 ) -> Result<Action> {
+    let seen = observe(md, ctx, v, current, now).await?;
+    let Decision {
+        status: mut next,
+        transitions,
+    } = phase::decide(&seen.inputs(md, v, desired, now));
+    capture_outgoing_baseline(md, ctx, v, &seen, current, &mut next, now).await;
+
+    // Conditions from what the children were last seen doing. The provider's route is only
+    // read here; like every child it changes after the status is written.
+    let shadowing = desired::shadow_version(md, &next).is_some();
+    let route = traffic::observe(&ctx.shared.client, md).await?;
+    let observed = seen.observed(md, &next, traffic::state(md, &route, shadowing));
+    next.observed_generation = md.meta().generation;
+    set_conditions(&mut next, &observed, md.meta().generation, now);
+    let written = commit(md, ctx, current, &next, &observed).await?;
+
+    // Children follow the status that was just written.
+    match apply_children(md, ctx, v, &next).await {
+        Err(Error::Rejected(message)) => {
+            // Reported on top of the status just written, which is what the API server holds.
+            let written = written.as_deref();
+            return invalid(md, ctx, (&next, written), REFUSED, &message, now).await;
+        }
+        other => other?,
+    }
+    // A refusal found (or cleared) by this apply is reported by the next pass, at once.
+    let traffic_changed = traffic::converge(md, &route, shadowing, now).await?;
+    // The provider only changes with the spec: look for another provider's leftovers then.
+    if current.observed_generation != md.meta().generation {
+        traffic::remove_others(&ctx.shared.client, md).await?;
+    }
+
+    report(md, ctx, &transitions).await;
+    ctx.shared.backoff.reset(&key(md));
+    let mut wakeup = next_wakeup(&next, v, ctx.shared.settings.resync, now);
+    // A provider whose CRDs are missing may be installed any moment: look again soon.
+    if observed.traffic.is_err() {
+        wakeup = wakeup.min(traffic::RECHECK);
+    }
+    if traffic_changed {
+        wakeup = Duration::ZERO;
+    }
+    Ok(Action::requeue(wakeup))
+}
+
+/// What one pass read: the stable track's Deployment, the router's, the analysis (with a
+/// measurement when one was due) and the annotations people act through.
+struct Seen {
+    stable_track: StableTrack,
+    stable_dep: Option<Arc<Deployment>>,
+    router_dep: Option<Arc<Deployment>>,
+    status: ModelDeploymentStatus,
+    metrics: Vec<AnalysisMetric>,
+    prometheus_url: String,
+    metrics_read: Option<std::result::Result<(), String>>,
+    summary: AnalysisSummary,
+    annotations: Annotations,
+}
+
+impl Seen {
+    fn inputs<'a>(
+        &'a self,
+        md: &ModelDeployment,
+        v: &Validated,
+        desired: &'a VersionRef,
+        now: Timestamp,
+    ) -> Inputs<'a> {
+        Inputs {
+            now,
+            desired,
+            status: &self.status,
+            shadow_enabled: md.spec.shadow.enabled,
+            promotion: md.spec.shadow.promotion,
+            min_duration: v.min_duration,
+            min_requests: md.spec.shadow.min_requests,
+            bake_time: v.bake_time,
+            history_limit: usize::try_from(md.spec.revision_history_limit).unwrap_or(10),
+            annotations: &self.annotations,
+            stable_track: &self.stable_track,
+            analysis: &self.summary,
+        }
+    }
+
+    /// What the conditions are set from, once `next` is decided.
+    fn observed(
+        &self,
+        md: &ModelDeployment,
+        next: &ModelDeploymentStatus,
+        traffic: std::result::Result<String, traffic::TrafficError>,
+    ) -> Observed {
+        let stable_version = next.stable.as_ref().map(|s| s.version.clone());
+        let builtin = md.spec.traffic.provider == crate::api::TrafficProvider::Builtin;
+        Observed {
+            stable_available: self.stable_dep.as_deref().is_some_and(rollout_complete)
+                && self.stable_track.version == stable_version,
+            router_available: builtin.then(|| {
+                self.router_dep.as_deref().is_some_and(|d| {
+                    d.status
+                        .as_ref()
+                        .and_then(|s| s.available_replicas)
+                        .unwrap_or(0)
+                        > 0
+                })
+            }),
+            traffic,
+            metrics: self.metrics_read.clone(),
+        }
+    }
+}
+
+/// Reads the children from the caches and measures when a measurement is due. Writes nothing.
+async fn observe(
+    md: &ModelDeployment,
+    ctx: &Context,
+    v: &Validated,
+    current: &ModelDeploymentStatus,
+    now: Timestamp,
+) -> Result<Seen> {
     let ns = md.namespace().unwrap_or_default();
     let get_dep = |name: String| {
         ctx.deployments
@@ -130,7 +249,6 @@ async fn step(
     let spec_names_url = own_url.is_some();
     let prometheus_url = own_url.unwrap_or_else(|| ctx.shared.settings.prometheus_url.clone());
 
-    // Measure when a measurement is due.
     let mut status = current.clone();
     let mut metrics_read = None;
     let analysing = matches!(
@@ -167,28 +285,30 @@ async fn step(
             .unwrap_or(&AnalysisStatus::default()),
         analysis_phase,
     );
-    let annotations = Annotations::from_map(md.annotations());
-    let inputs = Inputs {
-        now,
-        desired,
-        status: &status,
-        shadow_enabled: md.spec.shadow.enabled,
-        promotion: md.spec.shadow.promotion,
-        min_duration: v.min_duration,
-        min_requests: md.spec.shadow.min_requests,
-        bake_time: v.bake_time,
-        history_limit: usize::try_from(md.spec.revision_history_limit).unwrap_or(10),
-        annotations: &annotations,
-        stable_track: &stable_track,
-        analysis: &summary,
-    };
-    let Decision {
-        status: mut next,
-        transitions,
-    } = phase::decide(&inputs);
+    Ok(Seen {
+        stable_track,
+        router_dep: get_dep(desired::router_name(md)),
+        stable_dep,
+        status,
+        metrics,
+        prometheus_url,
+        metrics_read,
+        summary,
+        annotations: Annotations::from_map(md.annotations()),
+    })
+}
 
-    // Without a shadow there is no recorded production value to bake against: measure the
-    // outgoing stable version once, while it still serves.
+/// Without a shadow there is no recorded production value to bake against: measure the
+/// outgoing stable version once, while it still serves.
+async fn capture_outgoing_baseline(
+    md: &ModelDeployment,
+    ctx: &Context,
+    v: &Validated,
+    seen: &Seen,
+    current: &ModelDeploymentStatus,
+    next: &mut ModelDeploymentStatus,
+    now: Timestamp,
+) {
     let entering_promotion = next.phase == Some(DeploymentPhase::Promoting)
         && current.phase != Some(DeploymentPhase::Promoting);
     if entering_promotion
@@ -196,47 +316,32 @@ async fn step(
             .analysis
             .as_ref()
             .is_none_or(|a| a.metrics.iter().all(|m| m.stable_value.is_none()))
-        && let (Ok(source), Some(previous)) =
-            (ctx.prometheus.get(&prometheus_url), next.previous.clone())
+        && let (Ok(source), Some(previous)) = (
+            ctx.prometheus.get(&seen.prometheus_url),
+            next.previous.clone(),
+        )
     {
-        next.analysis = Some(capture_baseline(md, v, &source, &metrics, &previous, now).await);
+        next.analysis = Some(capture_baseline(md, v, &source, &seen.metrics, &previous, now).await);
     }
+}
 
-    // Conditions from what the children were last seen doing. The provider's route is only
-    // read here; like every child it changes after the status is written.
-    let shadowing = desired::shadow_version(md, &next).is_some();
-    let route = traffic::observe(&ctx.shared.client, md).await?;
-    let traffic_state = traffic::state(md, &route, shadowing);
-    let stable_version = next.stable.as_ref().map(|s| s.version.clone());
-    let router_dep = get_dep(desired::router_name(md));
-    let observed = Observed {
-        stable_available: stable_dep.as_deref().is_some_and(rollout_complete)
-            && stable_track.version == stable_version,
-        router_available: (md.spec.traffic.provider == crate::api::TrafficProvider::Builtin).then(
-            || {
-                router_dep.as_deref().is_some_and(|d| {
-                    d.status
-                        .as_ref()
-                        .and_then(|s| s.available_replicas)
-                        .unwrap_or(0)
-                        > 0
-                })
-            },
-        ),
-        traffic: traffic_state,
-        metrics: metrics_read,
-    };
-    next.observed_generation = md.meta().generation;
-    set_conditions(&mut next, &observed, md.meta().generation, now);
+/// Writes the decided status (conditional on what was read), and announces traffic that
+/// cannot be set up when it starts or when its reason changes.
+async fn commit(
+    md: &ModelDeployment,
+    ctx: &Context,
+    current: &ModelDeploymentStatus,
+    next: &ModelDeploymentStatus,
+    observed: &Observed,
+) -> Result<Option<String>> {
     let written = write_status(
         md,
         ctx,
         md.meta().resource_version.as_deref(),
         current,
-        &next,
+        next,
     )
     .await?;
-    // Traffic that cannot be set up is announced when it starts, or when its reason changes.
     if let Err((reason, message)) = &observed.traffic {
         let before = current.condition(super::status::TRAFFIC_CONFIGURED);
         if before.is_none_or(|c| c.status != "False" || c.reason != *reason) {
@@ -245,24 +350,12 @@ async fn step(
                 .await;
         }
     }
+    Ok(written)
+}
 
-    // Children follow the status that was just written.
-    match apply_children(md, ctx, v, &next).await {
-        Err(Error::Rejected(message)) => {
-            // Reported on top of the status just written, which is what the API server holds.
-            let written = written.as_deref();
-            return invalid(md, ctx, (&next, written), REFUSED, &message, now).await;
-        }
-        other => other?,
-    }
-    // A refusal found (or cleared) by this apply is reported by the next pass, at once.
-    let traffic_changed = traffic::converge(md, &route, shadowing, now).await?;
-    // The provider only changes with the spec: look for another provider's leftovers then.
-    if current.observed_generation != md.meta().generation {
-        traffic::remove_others(&ctx.shared.client, md).await?;
-    }
-
-    for t in &transitions {
+/// Each transition as a metric, a log line and an event.
+async fn report(md: &ModelDeployment, ctx: &Context, transitions: &[phase::Transition]) {
+    for t in transitions {
         if let Some(decision) = t.decision {
             ctx.shared
                 .metrics
@@ -282,16 +375,6 @@ async fn step(
             .event(md, t.warning, t.reason, &t.action(), t.message.clone())
             .await;
     }
-    ctx.shared.backoff.reset(&key(md));
-    let mut wakeup = next_wakeup(&next, v, ctx.shared.settings.resync, now);
-    // A provider whose CRDs are missing may be installed any moment: look again soon.
-    if observed.traffic.is_err() {
-        wakeup = wakeup.min(traffic::RECHECK);
-    }
-    if traffic_changed {
-        wakeup = Duration::ZERO;
-    }
-    Ok(Action::requeue(wakeup))
 }
 
 /// The version the spec asks for: fixed, or the pipeline's latest approved candidate.
