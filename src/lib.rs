@@ -10,6 +10,8 @@ pub mod deployment;
 pub mod error;
 pub mod metrics;
 pub mod mirror;
+#[cfg(test)]
+pub mod mock_api;
 pub mod operator;
 pub mod pipeline;
 pub mod scope;

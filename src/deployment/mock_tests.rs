@@ -4,121 +4,49 @@ use super::testing::sample;
 use crate::api::{DeploymentPhase, ModelDeployment, ModelDeploymentStatus};
 use crate::context::{Settings, Shared};
 use crate::metrics::Metrics;
-use http::{Request, Response};
+use crate::mock_api::{self, Sent, store, writes};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::Service;
-use kube::client::Body;
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::watcher;
 use kube::{Client, Resource};
-use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// One request the operator sent.
-#[derive(Clone, Debug)]
-struct Sent {
-    method: String,
-    uri: String,
-    body: Value,
-}
-
 /// A mock API server that accepts every write and answers with the written object (a status
-/// write with the whole ModelDeployment).
+/// write with the whole ModelDeployment). The Gateway API is served; no HTTPRoute exists.
 fn mock_client(md: &ModelDeployment) -> (Client, Arc<Mutex<Vec<Sent>>>) {
-    mock_client_refusing(md, |_| false)
+    mock_api::client(serde_json::to_value(md).unwrap(), gateway_api)
 }
 
-/// Like `mock_client`, but answers 422 Invalid to the writes whose path `refuse` matches, as
-/// the API server does for an object it cannot store.
-fn mock_client_refusing(
-    md: &ModelDeployment,
-    refuse: fn(&str) -> bool,
-) -> (Client, Arc<Mutex<Vec<Sent>>>) {
-    let whole = serde_json::to_value(md).unwrap();
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let sent = log.clone();
-    tokio::spawn(async move {
-        while let Some((request, reply)) = handle.next_request().await {
-            let (parts, body) = request.into_parts();
-            let bytes = body.collect_bytes().await.unwrap_or_default();
-            let mut body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            sent.lock().unwrap().push(Sent {
-                method: parts.method.to_string(),
-                uri: parts.uri.to_string(),
-                body: body.clone(),
-            });
-            // The Gateway API is served; the HTTPRoute does not exist yet.
-            if parts.method == "GET" && parts.uri.path() == "/apis/gateway.networking.k8s.io/v1" {
-                let list = serde_json::json!({
-                    "kind": "APIResourceList", "apiVersion": "v1",
-                    "groupVersion": "gateway.networking.k8s.io/v1",
-                    "resources": [{"name": "httproutes", "singularName": "httproute", "namespaced": true,
-                                   "kind": "HTTPRoute", "verbs": ["get", "list", "watch", "patch", "delete"]}],
-                });
-                reply.send_response(Response::new(Body::from(
-                    serde_json::to_vec(&list).unwrap(),
-                )));
-                continue;
-            }
-            if parts.method == "GET" && parts.uri.path().contains("/httproutes/") {
-                let status = serde_json::json!({
-                    "kind": "Status", "apiVersion": "v1", "status": "Failure",
-                    "reason": "NotFound", "code": 404, "message": "not found",
-                });
-                reply.send_response(
-                    Response::builder()
-                        .status(404)
-                        .body(Body::from(serde_json::to_vec(&status).unwrap()))
-                        .unwrap(),
-                );
-                continue;
-            }
-            if parts.method != "GET" && refuse(parts.uri.path()) {
-                let status = serde_json::json!({
-                    "kind": "Status", "apiVersion": "v1", "status": "Failure",
-                    "message": "Service \"fraud-stable\" is invalid: spec.ports[0].port: Invalid value: 0",
-                    "reason": "Invalid", "code": 422,
-                });
-                reply.send_response(
-                    Response::builder()
-                        .status(422)
-                        .body(Body::from(serde_json::to_vec(&status).unwrap()))
-                        .unwrap(),
-                );
-                continue;
-            }
-            if parts.uri.path().ends_with("/status") {
-                let mut obj = whole.clone();
-                obj["status"] = body["status"].clone();
-                body = obj;
-            }
-            if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
-                meta.insert("resourceVersion".into(), Value::String("101".into()));
-            }
-            reply.send_response(
-                Response::builder()
-                    .status(200)
-                    .body(Body::from(serde_json::to_vec(&body).unwrap()))
-                    .unwrap(),
-            );
-        }
-    });
-    (Client::new(service, "default"), log)
-}
-
-fn store<K>(objects: Vec<K>) -> Store<K>
-where
-    K: kube::runtime::reflector::Lookup + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
-{
-    let (reader, mut writer) = reflector::store();
-    for o in objects {
-        writer.apply_watcher_event(&watcher::Event::Apply(o));
+fn gateway_api(method: &str, path: &str) -> mock_api::Answer {
+    if method != "GET" {
+        return None;
     }
-    reader
+    if path == "/apis/gateway.networking.k8s.io/v1" {
+        return Some((
+            200,
+            serde_json::json!({
+                "kind": "APIResourceList", "apiVersion": "v1",
+                "groupVersion": "gateway.networking.k8s.io/v1",
+                "resources": [{"name": "httproutes", "singularName": "httproute", "namespaced": true,
+                               "kind": "HTTPRoute", "verbs": ["get", "list", "watch", "patch", "delete"]}],
+            }),
+        ));
+    }
+    path.contains("/httproutes/")
+        .then(|| (404, mock_api::failure(404, "NotFound", "not found")))
+}
+
+/// Like `mock_client`, but answers 422 Invalid to writes of Services, as the API server does
+/// for an object it cannot store.
+fn mock_client_refusing_services(md: &ModelDeployment) -> (Client, Arc<Mutex<Vec<Sent>>>) {
+    mock_api::client(serde_json::to_value(md).unwrap(), |method, path| {
+        (method != "GET" && path.contains("/services/")).then(|| {
+            let message =
+                "Service \"fraud-stable\" is invalid: spec.ports[0].port: Invalid value: 0";
+            (422, mock_api::failure(422, "Invalid", message))
+        })
+    })
 }
 
 fn context(client: Client, deployments: Vec<Deployment>, services: Vec<Service>) -> Arc<Context> {
@@ -195,19 +123,8 @@ async fn a_converged_object_issues_no_request_at_all() {
     let (client, log) = mock_client(&md);
     run(&md, context(client, vec![], vec![])).await;
     let sent = log.lock().unwrap().clone();
-    let order: Vec<String> = sent
-        .iter()
-        .filter(|s| s.method != "GET")
-        .map(|s| {
-            format!(
-                "{} {}",
-                s.method,
-                s.uri.split('?').next().unwrap_or_default()
-            )
-        })
-        .collect();
     assert_eq!(
-        order,
+        writes(&sent),
         vec![
             "PATCH /apis/modelship.io/v1alpha1/namespaces/models/modeldeployments/fraud/status",
             "PATCH /apis/apps/v1/namespaces/models/deployments/fraud-stable",
@@ -259,20 +176,6 @@ async fn a_converged_object_issues_no_request_at_all() {
         sent.is_empty(),
         "an unchanged object must not be written to: {sent:?}"
     );
-}
-
-/// The writes of `sent`, as `METHOD path`.
-fn writes(sent: &[Sent]) -> Vec<String> {
-    sent.iter()
-        .filter(|s| s.method != "GET")
-        .map(|s| {
-            format!(
-                "{} {}",
-                s.method,
-                s.uri.split('?').next().unwrap_or_default()
-            )
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -369,8 +272,7 @@ async fn an_invalid_spec_is_reported_once_and_waits_for_a_change() {
 #[tokio::test]
 async fn a_child_the_api_server_refuses_costs_one_attempt_until_the_spec_changes() {
     let mut md = sample();
-    let refuse: fn(&str) -> bool = |path| path.contains("/services/");
-    let (client, log) = mock_client_refusing(&md, refuse);
+    let (client, log) = mock_client_refusing_services(&md);
     let ctx = context(client, vec![], vec![]);
     let action = reconcile(Arc::new(md.clone()), ctx).await.unwrap();
     assert_eq!(action, kube::runtime::controller::Action::await_change());
@@ -398,7 +300,7 @@ async fn a_child_the_api_server_refuses_costs_one_attempt_until_the_spec_changes
     md.status = Some(status.clone());
     md.metadata.resource_version = Some("102".into());
     for _ in 0..3 {
-        let (client, log) = mock_client_refusing(&md, refuse);
+        let (client, log) = mock_client_refusing_services(&md);
         let action = reconcile(Arc::new(md.clone()), context(client, vec![], vec![]))
             .await
             .unwrap();

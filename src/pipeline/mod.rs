@@ -3,6 +3,8 @@ pub mod data_source;
 pub mod gates;
 pub mod history;
 pub mod jobs;
+#[cfg(test)]
+mod mock_tests;
 pub mod production;
 pub mod reconcile;
 pub mod results;

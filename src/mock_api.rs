@@ -1,0 +1,100 @@
+//! A mock API server for the controllers' tests, where the order and number of requests
+//! matter: it records every request and answers writes with the written object.
+use http::{Request, Response};
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+
+/// One request the operator sent.
+#[derive(Clone, Debug)]
+pub struct Sent {
+    pub method: String,
+    pub uri: String,
+    pub body: Value,
+}
+
+/// An answer of the mock server other than the default: status code and body.
+pub type Answer = Option<(u16, Value)>;
+
+/// A Kubernetes `Status` failure with `code`, `reason` and `message`.
+pub fn failure(code: u16, reason: &str, message: &str) -> Value {
+    serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "message": message, "reason": reason, "code": code,
+    })
+}
+
+/// A mock API server. `answer(method, path)` may answer a request itself; otherwise every
+/// write is answered with the written object (a status write with `whole` and the written
+/// status), stamped `resourceVersion: "101"`, and every GET with an empty body.
+pub fn client(whole: Value, answer: fn(&str, &str) -> Answer) -> (Client, Arc<Mutex<Vec<Sent>>>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sent = log.clone();
+    tokio::spawn(async move {
+        while let Some((request, reply)) = handle.next_request().await {
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect_bytes().await.unwrap_or_default();
+            let mut body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            sent.lock().unwrap().push(Sent {
+                method: parts.method.to_string(),
+                uri: parts.uri.to_string(),
+                body: body.clone(),
+            });
+            if let Some((code, answer)) = answer(parts.method.as_str(), parts.uri.path()) {
+                reply.send_response(
+                    Response::builder()
+                        .status(code)
+                        .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                        .unwrap(),
+                );
+                continue;
+            }
+            if parts.uri.path().ends_with("/status") {
+                let mut obj = whole.clone();
+                obj["status"] = body["status"].clone();
+                body = obj;
+            }
+            if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.insert("resourceVersion".into(), Value::String("101".into()));
+            }
+            reply.send_response(
+                Response::builder()
+                    .status(200)
+                    .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                    .unwrap(),
+            );
+        }
+    });
+    (Client::new(service, "default"), log)
+}
+
+/// A cache holding `objects`, as a reflector would after its first list.
+pub fn store<K>(objects: Vec<K>) -> Store<K>
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
+{
+    let (reader, mut writer) = reflector::store();
+    for o in objects {
+        writer.apply_watcher_event(&watcher::Event::Apply(o));
+    }
+    reader
+}
+
+/// The writes of `sent`, as `METHOD path`.
+pub fn writes(sent: &[Sent]) -> Vec<String> {
+    sent.iter()
+        .filter(|s| s.method != "GET")
+        .map(|s| {
+            format!(
+                "{} {}",
+                s.method,
+                s.uri.split('?').next().unwrap_or_default()
+            )
+        })
+        .collect()
+}
