@@ -38,6 +38,18 @@ pub use cluster::{
 pub use process::Process;
 pub use wait::{wait_for, wait_for_interval};
 
+/// Runs `cmd` and returns its standard output; panics with both outputs when it fails.
+pub async fn output_of(mut cmd: tokio::process::Command) -> String {
+    let out = cmd.output().await.expect("running a command");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The sum of the samples in Prometheus text `metrics` whose series starts with `prefix` (a
 /// metric name, or a name with its first labels: `modelship_child_applies_total{kind="Deployment"`).
 pub fn sum_samples(metrics: &str, prefix: &str) -> f64 {

@@ -7,17 +7,6 @@ use k8s_openapi::api::authorization::v1::{
 use kube::api::{Api, PostParams};
 use modelship_e2e::{helm, operator, repo_root};
 
-async fn run(mut cmd: tokio::process::Command) -> String {
-    let out = cmd.output().await.expect("running a command");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test]
 async fn the_chart_lints_and_renders_the_committed_plain_manifests() {
     let chart = repo_root().join("charts/modelship");
@@ -28,14 +17,14 @@ async fn the_chart_lints_and_renders_the_committed_plain_manifests() {
         "--set",
         "modelPodMonitor.enabled=true",
     ]);
-    run(lint).await;
+    modelship_e2e::output_of(lint).await;
     let mut template = helm();
     template.args(["template", "modelship"]).arg(&chart).args([
         "--namespace",
         "modelship-system",
         "--include-crds",
     ]);
-    let rendered = run(template).await;
+    let rendered = modelship_e2e::output_of(template).await;
     let committed = std::fs::read_to_string(repo_root().join("config/manifests/modelship.yaml"))
         .expect("config/manifests/modelship.yaml");
     let body: String = committed

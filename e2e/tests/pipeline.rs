@@ -472,17 +472,7 @@ fn parse(s: &str) -> Timestamp {
 async fn a_new_data_version_in_the_configmap_starts_a_data_run() {
     let env = Env::new("pipeline-data").await;
     let configmaps: Api<ConfigMap> = env.api();
-    let cm: ConfigMap = serde_json::from_value(
-        json!({"metadata": {"name": "fraud-data"}, "data": {"version": "2026-11-26"}}),
-    )
-    .unwrap();
-    configmaps
-        .create(&PostParams::default(), &cm)
-        .await
-        .unwrap();
-    let mut s = spec("f4c9a2e17b", 0.91, "Automatic");
-    s["data"] = json!({"uri": "s3://data/fraud", "versionFrom": {"configMapKeyRef": {"name": "fraud-data", "key": "version"}}});
-    env.create_pipeline("fraud", s).await;
+    create_data_version_pipeline(&env, &configmaps).await;
     env.wait_phase("fraud", "r1", "Succeeded").await;
     let generation = env.pipeline("fraud").await.metadata.generation;
 
@@ -521,6 +511,22 @@ async fn a_new_data_version_in_the_configmap_starts_a_data_run() {
     env.delete().await;
 }
 
+/// ConfigMap `fraud-data` with data version `2026-11-26`, and pipeline `fraud` reading its
+/// data version from it.
+async fn create_data_version_pipeline(env: &Env, configmaps: &Api<ConfigMap>) {
+    let cm: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "fraud-data"}, "data": {"version": "2026-11-26"}}),
+    )
+    .unwrap();
+    configmaps
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+    let mut s = spec("f4c9a2e17b", 0.91, "Automatic");
+    s["data"] = json!({"uri": "s3://data/fraud", "versionFrom": {"configMapKeyRef": {"name": "fraud-data", "key": "version"}}});
+    env.create_pipeline("fraud", s).await;
+}
+
 /// The operator's resident memory in bytes, from /proc.
 fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the operator runs");
@@ -554,17 +560,7 @@ async fn configmaps_no_pipeline_reads_do_not_fill_the_operators_memory() {
     }
     // Created after the others: once the pipeline runs on its version, the operator's watch
     // has delivered every ConfigMap before it.
-    let cm: ConfigMap = serde_json::from_value(
-        json!({"metadata": {"name": "fraud-data"}, "data": {"version": "2026-11-26"}}),
-    )
-    .unwrap();
-    configmaps
-        .create(&PostParams::default(), &cm)
-        .await
-        .unwrap();
-    let mut s = spec("f4c9a2e17b", 0.91, "Automatic");
-    s["data"] = json!({"uri": "s3://data/fraud", "versionFrom": {"configMapKeyRef": {"name": "fraud-data", "key": "version"}}});
-    env.create_pipeline("fraud", s).await;
+    create_data_version_pipeline(&env, &configmaps).await;
     let status = env.wait_phase("fraud", "r1", "Succeeded").await;
     assert_eq!(
         run_of(&status, "r1").unwrap()["inputs"]["dataVersion"],

@@ -49,16 +49,6 @@ fn model_deployment() -> ModelDeployment {
     ModelDeployment::new(NAME, serde_json::from_value(spec).expect("a valid spec"))
 }
 
-async fn run(mut cmd: tokio::process::Command) {
-    let out = cmd.output().await.expect("running a command");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// POSTs one prediction request to `base` (`http://host:port`) and returns the answer's
 /// `model_version`.
 async fn predict(base: &str) -> anyhow::Result<String> {
@@ -137,7 +127,7 @@ async fn the_chart_runs_the_operator_as_a_pod_and_real_model_pods_serve_and_shad
         ])
         .args(["--set", "prometheus.timeout=2s"]);
     let started = Instant::now();
-    run(install).await;
+    modelship_e2e::output_of(install).await;
     let operator_pods = node::wait_pods(
         &pods,
         &format!("app.kubernetes.io/instance={release}"),
@@ -338,6 +328,6 @@ async fn the_chart_runs_the_operator_as_a_pod_and_real_model_pods_serve_and_shad
 
     let mut uninstall = helm();
     uninstall.args(["uninstall", &release, "--namespace", ns.name(), "--wait"]);
-    run(uninstall).await;
+    modelship_e2e::output_of(uninstall).await;
     ns.delete().await;
 }
