@@ -72,6 +72,20 @@ pub fn client(whole: Value, answer: fn(&str, &str) -> Answer) -> (Client, Arc<Mu
     (Client::new(service, "default"), log)
 }
 
+/// The controllers' shared state over `client`, as `controller` would run with it.
+pub fn shared(client: Client, controller: &str) -> crate::context::Shared {
+    let settings = crate::context::Settings {
+        router_image: "modelship:test".into(),
+        prometheus_url: "http://127.0.0.1:1".into(),
+        resync: std::time::Duration::from_secs(300),
+    };
+    let reporter = kube::runtime::events::Reporter {
+        controller: controller.into(),
+        instance: Some("test".into()),
+    };
+    crate::context::Shared::new(client, reporter, crate::metrics::Metrics::new(), settings)
+}
+
 /// A cache holding `objects`, as a reflector would after its first list.
 pub fn store<K>(objects: Vec<K>) -> Store<K>
 where

@@ -2,12 +2,9 @@
 use super::reconcile::{Context, reconcile};
 use super::testing::sample;
 use crate::api::{DeploymentPhase, ModelDeployment, ModelDeploymentStatus};
-use crate::context::{Settings, Shared};
-use crate::metrics::Metrics;
 use crate::mock_api::{self, Sent, store, writes};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::Service;
-use kube::runtime::events::Reporter;
 use kube::{Client, Resource};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,17 +47,8 @@ fn mock_client_refusing_services(md: &ModelDeployment) -> (Client, Arc<Mutex<Vec
 }
 
 fn context(client: Client, deployments: Vec<Deployment>, services: Vec<Service>) -> Arc<Context> {
-    let settings = Settings {
-        router_image: "modelship:test".into(),
-        prometheus_url: "http://127.0.0.1:1".into(),
-        resync: Duration::from_secs(300),
-    };
-    let reporter = Reporter {
-        controller: "modelship-deployment".into(),
-        instance: Some("test".into()),
-    };
     Arc::new(Context {
-        shared: Shared::new(client.clone(), reporter, Metrics::new(), settings),
+        shared: mock_api::shared(client.clone(), "modelship-deployment"),
         deployments: store(deployments),
         services: store(services),
         pipelines: store(vec![]),

@@ -303,10 +303,7 @@ pub async fn converge(
         // The refusal recorded for this object is gone with the apply (the CRD was upgraded).
         return Ok(was_refused);
     };
-    let mut fallback = with_hash(match md.spec.traffic.provider {
-        TrafficProvider::GatewayApi => http_route(md, false),
-        _ => virtual_service(md, false),
-    });
+    let mut fallback = self::desired(md, false);
     if let Some(hash) = annotation(&desired, crate::apply::SPEC_HASH) {
         fallback["metadata"]["annotations"][REFUSED] = json!(detail);
         fallback["metadata"]["annotations"][REFUSED_HASH] = json!(hash);

@@ -4,27 +4,15 @@ use super::data_source::DataSource;
 use super::reconcile::{Context, reconcile};
 use super::testing::sample;
 use crate::api::{ModelPipeline, ModelPipelineStatus};
-use crate::context::{Settings, Shared};
-use crate::metrics::Metrics;
 use crate::mock_api::{self, Sent, store, writes};
 use k8s_openapi::api::batch::v1::Job;
-use kube::runtime::events::Reporter;
 use kube::{Client, Resource};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn context(client: Client, jobs: Vec<Job>) -> Arc<Context> {
-    let settings = Settings {
-        router_image: "modelship:test".into(),
-        prometheus_url: "http://127.0.0.1:1".into(),
-        resync: Duration::from_secs(300),
-    };
-    let reporter = Reporter {
-        controller: "modelship-pipeline".into(),
-        instance: Some("test".into()),
-    };
     Arc::new(Context {
-        shared: Shared::new(client.clone(), reporter, Metrics::new(), settings),
+        shared: mock_api::shared(client.clone(), "modelship-pipeline"),
         jobs: store(jobs),
         pods: store(vec![]),
         deployments: store(vec![]),
