@@ -16,6 +16,7 @@ HELM_BIN=$CACHE_BIN/helm-$HELM_VERSION
 KUBE_NODE_BIN=$CACHE_BIN/kubernetes-node-$KUBERNETES_VERSION
 CRICTL_BIN=$CACHE_BIN/crictl-$CRICTL_VERSION
 COREDNS_BIN=$CACHE_BIN/coredns-$COREDNS_VERSION
+PROMETHEUS_BIN=$CACHE_BIN/prometheus-$PROMETHEUS_VERSION
 
 # Go builds: static binaries, this machine's toolchain only, module versions from go.sum.
 export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="-trimpath -buildvcs=false -mod=readonly"
