@@ -33,9 +33,9 @@ impl Annotations {
     }
 }
 
-/// What the `<name>-stable` Deployment was seen doing.
+/// What a track's Deployment (`<name>-stable`, `<name>-shadow`) was seen doing.
 #[derive(Clone, Debug, Default)]
-pub struct StableTrack {
+pub struct TrackRollout {
     /// The version its pod template runs.
     pub version: Option<String>,
     /// Every replica runs the current template and is available.
@@ -74,8 +74,23 @@ pub struct Inputs<'a> {
     pub bake_time: Duration,
     pub history_limit: usize,
     pub annotations: &'a Annotations,
-    pub stable_track: &'a StableTrack,
+    pub stable_track: &'a TrackRollout,
+    pub shadow_track: &'a TrackRollout,
+    /// How long after the shadow's pods are ready its analysis starts: Services reach new
+    /// pods a moment after they turn ready (EndpointSlices, then kube-proxy or the mesh), and
+    /// copies sent meanwhile fail to connect through no fault of the candidate.
+    pub shadow_settle: Duration,
     pub analysis: &'a AnalysisSummary,
+}
+
+/// The settle time the operator uses (see [`Inputs::shadow_settle`]).
+pub const SHADOW_SETTLE: Duration = Duration::from_secs(5);
+
+impl TrackRollout {
+    /// Every replica runs `version` and is available.
+    fn serves(&self, version: &str) -> bool {
+        self.complete && self.version.as_deref() == Some(version)
+    }
 }
 
 /// One explained decision: an event, and what the metrics count.
@@ -103,7 +118,7 @@ impl Transition {
             "Promoting" | "Promoted" => "Promote",
             "Baked" => "Bake",
             "AwaitingApproval" => "AwaitApproval",
-            "AnalysisFailed" => "Reject",
+            "AnalysisFailed" | "ShadowFailed" => "Reject",
             "Aborted" => "Abort",
             "Retried" => "Retry",
             "RolledBack" | "RolloutFailed" => "RollBack",
@@ -138,6 +153,15 @@ fn elapsed_since(since: Option<&str>, now: Timestamp) -> Duration {
         .map(|t| now.duration_since(t))
         .and_then(|d| d.try_into().ok())
         .unwrap_or_default()
+}
+
+/// Whether the analysis window has opened (its start is not in the future).
+pub fn analysis_open(analysis: &AnalysisStatus, now: Timestamp) -> bool {
+    analysis
+        .started_at
+        .as_deref()
+        .and_then(|s| s.parse::<Timestamp>().ok())
+        .is_some_and(|t| t <= now)
 }
 
 /// Whether `value` of a retry annotation names `version` (`<version>` or `<version>/<token>`).
@@ -241,19 +265,32 @@ impl<'a> Step<'a> {
         let stable = self.status.stable.clone().unwrap_or_default();
         self.status.candidate = Some(at(candidate, self.inp.now));
         if self.inp.shadow_enabled {
-            self.status.analysis = Some(self.fresh_analysis());
+            self.status.analysis = Some(AnalysisStatus::default());
             let msg = format!(
                 "shadowing {} next to {} on mirrored traffic",
                 candidate.version, stable.version
             );
             self.event(false, "ShadowStarted", msg.clone(), None);
             self.enter(DeploymentPhase::Shadowing, msg);
+            self.start_shadow_analysis(candidate);
         } else {
             self.promote(format!(
                 "shadowing is off: promoting {} over {}",
                 candidate.version, stable.version
             ));
         }
+    }
+
+    /// The shadow's analysis window opens once its pods all run the candidate and are ready
+    /// (and [`Inputs::shadow_settle`] has passed): copies sent to pods that are still starting
+    /// fail, and that is not the candidate's behaviour. Whether it is open now.
+    fn start_shadow_analysis(&mut self, candidate: &VersionRef) -> bool {
+        let now = self.inp.now;
+        let analysis = self.status.analysis.get_or_insert_with(Default::default);
+        if analysis.started_at.is_none() && self.inp.shadow_track.serves(&candidate.version) {
+            analysis.started_at = Some((now + self.inp.shadow_settle).to_string());
+        }
+        analysis_open(analysis, now)
     }
 
     fn promote(&mut self, message: String) {
@@ -391,6 +428,34 @@ fn shadowing(s: &mut Step<'_>, stable: &VersionRef) {
             candidate.version, ANNOTATION_ABORT
         );
         s.reject(Outcome::Aborted, "Aborted", msg, "aborted");
+        return;
+    }
+    if !s.start_shadow_analysis(&candidate) {
+        let shadow = inp.shadow_track;
+        if shadow.failed && shadow.version.as_deref() == Some(candidate.version.as_str()) {
+            let msg = format!(
+                "{} rejected: its shadow pods did not become ready within the Deployment's progress deadline; production was never changed",
+                candidate.version
+            );
+            s.reject(Outcome::Rejected, "ShadowFailed", msg, "rejected");
+            return;
+        }
+        let msg = match s
+            .status
+            .analysis
+            .as_ref()
+            .and_then(|a| a.started_at.as_deref())
+        {
+            Some(opens) => format!(
+                "shadowing {}: its pods are ready; the analysis starts at {opens}, once traffic reaches them",
+                candidate.version
+            ),
+            None => format!(
+                "shadowing {}: waiting for its pods to be ready before the analysis starts",
+                candidate.version
+            ),
+        };
+        s.enter(DeploymentPhase::Shadowing, msg);
         return;
     }
     if let Some(why) = inp
@@ -686,7 +751,10 @@ mod tests {
         status: ModelDeploymentStatus,
         desired: VersionRef,
         annotations: Annotations,
-        stable_track: StableTrack,
+        stable_track: TrackRollout,
+        /// None: the shadow's pods run the desired version, ready.
+        shadow_track: Option<TrackRollout>,
+        shadow_settle: Duration,
         analysis: AnalysisSummary,
         promotion: Promotion,
         shadow_enabled: bool,
@@ -699,7 +767,9 @@ mod tests {
                 status: ModelDeploymentStatus::default(),
                 desired: v(desired),
                 annotations: Annotations::default(),
-                stable_track: StableTrack::default(),
+                stable_track: TrackRollout::default(),
+                shadow_track: None,
+                shadow_settle: Duration::ZERO,
                 analysis: AnalysisSummary {
                     passing: true,
                     each_passed_once: true,
@@ -713,6 +783,11 @@ mod tests {
         }
 
         fn step(&mut self, now: i64) -> Option<DeploymentPhase> {
+            let shadow_track = self.shadow_track.clone().unwrap_or(TrackRollout {
+                version: Some(self.desired.version.clone()),
+                complete: true,
+                failed: false,
+            });
             let inp = Inputs {
                 now: t(now),
                 desired: &self.desired,
@@ -725,6 +800,8 @@ mod tests {
                 history_limit: 3,
                 annotations: &self.annotations,
                 stable_track: &self.stable_track,
+                shadow_track: &shadow_track,
+                shadow_settle: self.shadow_settle,
                 analysis: &self.analysis,
             };
             let d = decide(&inp);
@@ -751,7 +828,7 @@ mod tests {
         }
 
         fn rolled_out(&mut self, version: &str) {
-            self.stable_track = StableTrack {
+            self.stable_track = TrackRollout {
                 version: Some(version.into()),
                 complete: true,
                 failed: false,
@@ -776,6 +853,72 @@ mod tests {
     }
 
     #[test]
+    fn the_shadow_is_judged_only_once_its_pods_are_ready_and_traffic_reaches_them() {
+        let mut w = World::new("v1");
+        w.step(0);
+        w.shadow_settle = Duration::from_secs(5);
+        w.shadow_track = Some(TrackRollout {
+            version: Some("v2".into()),
+            complete: false,
+            failed: false,
+        });
+        w.desired = v("v2");
+        assert_eq!(w.step(1), Some(DeploymentPhase::Shadowing));
+        let opened = |w: &World| w.status.analysis.as_ref().unwrap().started_at.clone();
+        assert_eq!(opened(&w), None, "no window while the pods start");
+        // Copies that failed against starting pods do not reject the candidate.
+        w.analysis.failed = Some("error-rate 0.18 above 0.01".into());
+        assert_eq!(w.step(20), Some(DeploymentPhase::Shadowing));
+        assert!(
+            w.status
+                .message
+                .as_ref()
+                .unwrap()
+                .contains("waiting for its pods to be ready"),
+            "{:?}",
+            w.status.message
+        );
+        // Ready at 30: the window opens at 35, once Services reach the pods.
+        w.shadow_track.as_mut().unwrap().complete = true;
+        assert_eq!(w.step(30), Some(DeploymentPhase::Shadowing));
+        assert_eq!(opened(&w), Some(t(35).to_string()));
+        assert_eq!(w.step(33), Some(DeploymentPhase::Shadowing));
+        assert!(w.status.message.as_ref().unwrap().contains("starts at"));
+        assert!(!analysis_open(w.status.analysis.as_ref().unwrap(), t(34)));
+        assert!(analysis_open(w.status.analysis.as_ref().unwrap(), t(35)));
+        // From then on what is measured counts, and the minimum duration runs from 35.
+        w.analysis.failed = None;
+        assert_eq!(w.step(90), Some(DeploymentPhase::Shadowing));
+        assert!(
+            w.status
+                .message
+                .as_ref()
+                .unwrap()
+                .contains("55s of the minimum 60s")
+        );
+        assert_eq!(w.step(96), Some(DeploymentPhase::Promoting));
+    }
+
+    #[test]
+    fn a_shadow_whose_pods_never_become_ready_is_rejected_at_its_progress_deadline() {
+        let mut w = World::new("v1");
+        w.step(0);
+        w.shadow_track = Some(TrackRollout {
+            version: Some("v2".into()),
+            complete: false,
+            failed: false,
+        });
+        w.desired = v("v2");
+        assert_eq!(w.step(1), Some(DeploymentPhase::Shadowing));
+        w.shadow_track.as_mut().unwrap().failed = true;
+        assert_eq!(w.step(600), Some(DeploymentPhase::Rejected));
+        assert_eq!(w.stable(), "v1", "production never changed");
+        assert_eq!(w.status.history[0].outcome, Outcome::Rejected);
+        assert_eq!(w.status.history[0].reason, "ShadowFailed");
+        assert!(w.events.last().unwrap().warning);
+    }
+
+    #[test]
     fn a_good_candidate_is_promoted_after_the_window_and_baked() {
         let mut w = World::shadowing_v2();
         assert_eq!(w.status.candidate.as_ref().unwrap().version, "v2");
@@ -787,7 +930,7 @@ mod tests {
         assert_eq!(w.stable(), "v2", "the stable track rolls to the candidate");
         assert_eq!(w.status.previous.as_ref().unwrap().version, "v1");
         // Still rolling out: stays Promoting.
-        w.stable_track = StableTrack {
+        w.stable_track = TrackRollout {
             version: Some("v2".into()),
             complete: false,
             failed: false,
@@ -1044,7 +1187,7 @@ mod tests {
     fn a_failed_rollout_returns_to_the_previous_version() {
         let mut w = World::shadowing_v2();
         w.step(70);
-        w.stable_track = StableTrack {
+        w.stable_track = TrackRollout {
             version: Some("v2".into()),
             complete: false,
             failed: true,

@@ -8,7 +8,7 @@ use super::desired::{
     self, ChildConfig, Track, children, deployment_version, rollout_complete, rollout_failed,
     track_name,
 };
-use super::phase::{self, AnalysisSummary, Annotations, Decision, Inputs, StableTrack};
+use super::phase::{self, AnalysisSummary, Annotations, Decision, Inputs, TrackRollout};
 use super::status::{Observed, set_conditions, set_invalid, set_waiting};
 use super::traffic;
 use super::validate::{Validated, validate};
@@ -159,7 +159,8 @@ async fn step(
 /// What one pass read: the stable track's Deployment, the router's, the analysis (with a
 /// measurement when one was due) and the annotations people act through.
 struct Seen {
-    stable_track: StableTrack,
+    stable_track: TrackRollout,
+    shadow_track: TrackRollout,
     stable_dep: Option<Arc<Deployment>>,
     router_dep: Option<Arc<Deployment>>,
     status: ModelDeploymentStatus,
@@ -190,6 +191,8 @@ impl Seen {
             history_limit: usize::try_from(md.spec.revision_history_limit).unwrap_or(10),
             annotations: &self.annotations,
             stable_track: &self.stable_track,
+            shadow_track: &self.shadow_track,
+            shadow_settle: phase::SHADOW_SETTLE,
             analysis: &self.summary,
         }
     }
@@ -235,12 +238,14 @@ async fn observe(
             .get(&ObjectRef::new(&name).within(&ns))
             .filter(|d| owned_by(d.as_ref(), md))
     };
-    let stable_dep = get_dep(track_name(md, Track::Stable));
-    let stable_track = StableTrack {
-        version: stable_dep.as_deref().and_then(deployment_version),
-        complete: stable_dep.as_deref().is_some_and(rollout_complete),
-        failed: stable_dep.as_deref().is_some_and(rollout_failed),
+    let rollout = |dep: Option<&Deployment>| TrackRollout {
+        version: dep.and_then(deployment_version),
+        complete: dep.is_some_and(rollout_complete),
+        failed: dep.is_some_and(rollout_failed),
     };
+    let stable_dep = get_dep(track_name(md, Track::Stable));
+    let stable_track = rollout(stable_dep.as_deref());
+    let shadow_track = rollout(get_dep(track_name(md, Track::Shadow)).as_deref());
     let metrics = defaults::effective_metrics(md);
     let own_url = md.spec.analysis.prometheus_url.clone();
     // A URL from the spec that cannot be used is the spec's fault; the operator's own
@@ -251,10 +256,14 @@ async fn observe(
 
     let mut status = current.clone();
     let mut metrics_read = None;
+    // Not before the window opens: a shadow's starts once its pods are ready.
     let analysing = matches!(
         status.phase,
         Some(DeploymentPhase::Shadowing) | Some(DeploymentPhase::Baking)
-    );
+    ) && status
+        .analysis
+        .as_ref()
+        .is_some_and(|a| phase::analysis_open(a, now));
     if analysing && measurement_due(status.analysis.as_ref(), v.interval, now) {
         let source = ctx
             .prometheus
@@ -287,6 +296,7 @@ async fn observe(
     );
     Ok(Seen {
         stable_track,
+        shadow_track,
         router_dep: get_dep(desired::router_name(md)),
         stable_dep,
         status,
@@ -595,6 +605,22 @@ fn next_wakeup(
     now: Timestamp,
 ) -> Duration {
     match status.phase {
+        Some(DeploymentPhase::Shadowing) | Some(DeploymentPhase::Baking)
+            if status
+                .analysis
+                .as_ref()
+                .is_some_and(|a| !phase::analysis_open(a, now)) =>
+        {
+            // The shadow's pods wake the controller when they turn ready; then the window
+            // opens at its start.
+            let opens = status
+                .analysis
+                .as_ref()
+                .and_then(|a| a.started_at.as_deref())
+                .and_then(|s| s.parse::<Timestamp>().ok())
+                .and_then(|t| Duration::try_from(t.duration_since(now)).ok());
+            opens.map_or(resync, |d| d.max(Duration::from_millis(100)))
+        }
         Some(DeploymentPhase::Shadowing) | Some(DeploymentPhase::Baking) => {
             let last = status
                 .analysis
