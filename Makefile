@@ -1,8 +1,9 @@
 # modelship: build and test.
 #
-#   make demo          start the local cluster and Prometheus (or reuse running ones), install
-#                      the CRDs and the operator's RBAC, run the operator, and walk a model
-#                      through shadowing, promotion and an automatic rollback
+#   make demo          start the local cluster, its real node (as root) and Prometheus (or reuse
+#                      running ones), build the images, install the chart (the operator runs as
+#                      a pod on the real node), and walk a model whose servers and router are
+#                      real pods through shadowing, promotion and an automatic rollback
 #   make test          start the local cluster, its real node (as root) and Prometheus (or
 #                      reuse running ones), build the images the real node runs, build the
 #                      workspace binaries, check formatting and clippy, run every test (unit
@@ -23,7 +24,7 @@ CARGO ?= cargo
 
 .PHONY: demo test build lint crds manifests provider-crds bench-analysis build-cluster images cluster-up cluster-down node-up node-down prometheus-up prometheus-down
 
-demo: cluster-up prometheus-up build
+demo: cluster-up node-up images prometheus-up build
 	$(CARGO) run -q -p modelship-e2e --bin demo
 
 test: cluster-up node-up images prometheus-up provider-crds build lint

@@ -1,19 +1,26 @@
 //! The real node that `e2e/cluster/node-up` registers beside the KWOK nodes: real pods of the
 //! images `e2e/images/build` imported, reachable from this host at their pod IPs and through
 //! their Services' ClusterIPs (kube-proxy).
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{Api, Client};
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::{TestNamespace, test_namespace_with, wait_for};
+use crate::{
+    TestNamespace, helm, http_client, output_of, repo_root, test_namespace_with, wait_for,
+};
 
 /// The node's name (`NODE_NAME` in e2e/cluster/node.sh).
 pub const NODE_NAME: &str = "modelship-node";
 /// The node's taint and label (`NODE_TAINT_KEY`/`NODE_TAINT_VALUE` in e2e/cluster/node.sh).
 const TAINT_KEY: &str = "modelship.io/node";
 const TAINT_VALUE: &str = "real";
+
+/// Real pods on a loaded 2-core machine: image unpacked, sandbox and network set up, probes.
+pub const POD_TIMEOUT: Duration = Duration::from_secs(180);
 
 const NOT_UP: &str = "run `e2e/cluster/node-up` and `make images` as root (make test does)";
 
@@ -37,17 +44,15 @@ pub async fn wait_ready(client: &Client) {
     .await;
 }
 
-/// A test namespace whose pods all run on the real node under Pod Security's `restricted`
-/// profile: the API server's PodNodeSelector and PodTolerationRestriction admission plugins
-/// give every pod the node selector and the toleration from the namespace's annotations, so
-/// the operator needs no code for it.
-pub async fn namespace(client: &Client, prefix: &str) -> TestNamespace {
+/// The labels and annotations of a namespace whose pods all run on the real node under Pod
+/// Security's `restricted` profile: the API server's PodNodeSelector and
+/// PodTolerationRestriction admission plugins give every pod the node selector and the
+/// toleration from the namespace's annotations, so the operator needs no code for it.
+pub fn namespace_metadata() -> (Value, Value) {
     let toleration = json!([{
         "key": TAINT_KEY, "operator": "Equal", "value": TAINT_VALUE, "effect": "NoSchedule",
     }]);
-    test_namespace_with(
-        client,
-        prefix,
+    (
         json!({
             "pod-security.kubernetes.io/enforce": "restricted",
             "pod-security.kubernetes.io/enforce-version": "latest",
@@ -57,7 +62,26 @@ pub async fn namespace(client: &Client, prefix: &str) -> TestNamespace {
             "scheduler.alpha.kubernetes.io/defaultTolerations": toleration.to_string(),
         }),
     )
-    .await
+}
+
+/// The chart's `--set` values that put the operator's pod on the real node.
+pub fn chart_placement() -> Vec<String> {
+    vec![
+        format!(
+            "nodeSelector.{}={TAINT_VALUE}",
+            TAINT_KEY.replace('.', "\\.")
+        ),
+        format!("tolerations[0].key={TAINT_KEY}"),
+        "tolerations[0].operator=Equal".into(),
+        format!("tolerations[0].value={TAINT_VALUE}"),
+        "tolerations[0].effect=NoSchedule".into(),
+    ]
+}
+
+/// A test namespace whose pods all run on the real node (see [`namespace_metadata`]).
+pub async fn namespace(client: &Client, prefix: &str) -> TestNamespace {
+    let (labels, annotations) = namespace_metadata();
+    test_namespace_with(client, prefix, labels, annotations).await
 }
 
 /// Whether a pod runs on the real node with every container ready.
@@ -103,4 +127,135 @@ pub async fn wait_pods(
         },
     )
     .await
+}
+
+/// The local Prometheus as pods reach it: at the node's address on this host
+/// (`MODELSHIP_NODE_IP`, default 10.250.0.1), where e2e/prometheus/up listens too.
+pub fn prometheus_url_for_pods() -> String {
+    let ip = std::env::var("MODELSHIP_NODE_IP").unwrap_or_else(|_| "10.250.0.1".into());
+    let port = std::env::var("MODELSHIP_PROMETHEUS_PORT").unwrap_or_else(|_| "19090".into());
+    format!("http://{ip}:{port}")
+}
+
+/// What Pod Security's `restricted` profile asks of a pod: the pod's and each container's
+/// securityContext.
+pub fn restricted_pod_security() -> (Value, Value) {
+    (
+        json!({"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}}),
+        json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}}),
+    )
+}
+
+/// The label selector of the operator pods of the chart release [`install_operator`] makes.
+pub fn operator_selector(ns: &str) -> String {
+    format!("app.kubernetes.io/instance={ns}")
+}
+
+/// Installs charts/modelship as a user does (`helm upgrade --install`, its default image,
+/// which `make images` built), as release `<ns>` in namespace `ns`, watching that namespace,
+/// with the extra `--set` values; waits until its operator pod is ready and returns it.
+/// Ready means /readyz answered: the pod leads with full caches, so in-cluster
+/// configuration, the ServiceAccount's RBAC and the leader Lease all work.
+pub async fn install_operator(pods: &Api<Pod>, ns: &str, sets: &[&str]) -> Pod {
+    let mut install = helm();
+    install
+        .args(["upgrade", "--install", ns])
+        .arg(repo_root().join("charts/modelship"))
+        .args(["--namespace", ns, "--skip-crds"])
+        .args(["--set", &format!("watchNamespace={ns}")])
+        .args([
+            "--set",
+            "log.format=text",
+            "--set",
+            "log.level=info\\,modelship=debug",
+        ]);
+    for set in sets {
+        install.args(["--set", set]);
+    }
+    output_of(install).await;
+    let mut ready = wait_pods(pods, &operator_selector(ns), 1, POD_TIMEOUT).await;
+    ready.remove(0)
+}
+
+/// `helm uninstall --wait` of the release [`install_operator`] made.
+pub async fn uninstall_operator(ns: &str) {
+    let mut uninstall = helm();
+    uninstall.args(["uninstall", ns, "--namespace", ns, "--wait"]);
+    output_of(uninstall).await;
+}
+
+/// POSTs one prediction request to `base` (`http://host:port`) and returns the answer's
+/// `model_version`.
+pub async fn predict(base: &str) -> anyhow::Result<String> {
+    predict_with(&http_client(), base).await
+}
+
+/// [`predict`] with a client that keeps its connections.
+pub async fn predict_with(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    let answer: Value = client
+        .post(format!("{base}/predict"))
+        .timeout(Duration::from_secs(5))
+        .json(&json!({"instances": [[1.0, 2.0, 3.0]]}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    answer["model_version"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no model_version in {answer}"))
+}
+
+/// The text of `base`'s `/metrics`, or nothing when it does not answer.
+pub async fn metrics(base: &str) -> String {
+    match http_client()
+        .get(format!("{base}/metrics"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+    {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Clients sending predictions to the Service all along, and what answered them.
+pub struct Traffic {
+    answers: Arc<Mutex<BTreeMap<String, u64>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Traffic {
+    /// About 40 requests a second to `base` (`http://host:port`), one after another.
+    pub fn start(base: String) -> Traffic {
+        let answers = Arc::new(Mutex::new(BTreeMap::new()));
+        let counts = answers.clone();
+        let task = tokio::spawn(async move {
+            // One client, whose connections stay open, as a service's client keeps them.
+            let client = http_client();
+            let mut tick = tokio::time::interval(Duration::from_millis(25));
+            // After a slow answer, go on at the same pace rather than in a burst.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let who = predict_with(&client, &base)
+                    .await
+                    .unwrap_or_else(|_| "failed".into());
+                *counts.lock().unwrap().entry(who).or_insert(0) += 1;
+            }
+        });
+        Traffic { answers, task }
+    }
+
+    /// How many answers each version gave (`failed`: no answer).
+    pub fn answers(&self) -> BTreeMap<String, u64> {
+        self.answers.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

@@ -10,20 +10,12 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use modelship::api::{DeploymentPhase, ModelDeployment};
-use modelship_e2e::{client, helm, http_client, node, operator, repo_root, sum_samples, wait_for};
-use serde_json::{Value, json};
+use modelship_e2e::node::{self, metrics, predict, restricted_pod_security};
+use modelship_e2e::{client, operator, sum_samples, wait_for};
+use serde_json::json;
 
 const NAME: &str = "churn";
-/// Real pods on a loaded 2-core machine: image unpacked, sandbox and network set up, probes.
-const TIMEOUT: Duration = Duration::from_secs(180);
-
-/// What Pod Security's `restricted` profile asks of a pod, for the pods the test writes.
-fn restricted_pod_security() -> (Value, Value) {
-    (
-        json!({"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}}),
-        json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}}),
-    )
-}
+const TIMEOUT: Duration = node::POD_TIMEOUT;
 
 fn model_deployment() -> ModelDeployment {
     let (pod_sc, container_sc) = restricted_pod_security();
@@ -49,39 +41,9 @@ fn model_deployment() -> ModelDeployment {
     ModelDeployment::new(NAME, serde_json::from_value(spec).expect("a valid spec"))
 }
 
-/// POSTs one prediction request to `base` (`http://host:port`) and returns the answer's
-/// `model_version`.
-async fn predict(base: &str) -> anyhow::Result<String> {
-    let answer: Value = http_client()
-        .post(format!("{base}/predict"))
-        .timeout(Duration::from_secs(5))
-        .json(&json!({"instances": [[1.0, 2.0, 3.0]]}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    answer["model_version"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("no model_version in {answer}"))
-}
-
 /// Waits until `base` answers, and returns the version that answered.
 async fn first_answer(what: &str, base: &str) -> String {
     wait_for(what, TIMEOUT, || async { Ok(predict(base).await.ok()) }).await
-}
-
-async fn metrics(base: &str) -> String {
-    match http_client()
-        .get(format!("{base}/metrics"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-    {
-        Ok(r) => r.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    }
 }
 
 async fn wait_phase(mds: &Api<ModelDeployment>, phase: DeploymentPhase) {
@@ -107,37 +69,14 @@ async fn the_chart_runs_the_operator_as_a_pod_and_real_model_pods_serve_and_shad
     // The CRDs (the tests' own release stays at zero replicas).
     operator::install().await;
     let ns = node::namespace(&client, "real-node").await;
-    let release = ns.name().to_string();
     let pods: Api<Pod> = ns.api();
 
-    // The chart as a user installs it: its default image (built and imported by make images),
-    // watching this namespace. Prometheus runs on the host, which pods do not reach: the
-    // analysis is inconclusive, so the version stays in its shadow while the test looks.
-    let mut install = helm();
-    install
-        .args(["upgrade", "--install", &release])
-        .arg(repo_root().join("charts/modelship"))
-        .args(["--namespace", ns.name(), "--skip-crds"])
-        .args(["--set", &format!("watchNamespace={}", ns.name())])
-        .args([
-            "--set",
-            "log.format=text",
-            "--set",
-            "log.level=info\\,modelship=debug",
-        ])
-        .args(["--set", "prometheus.timeout=2s"]);
+    // The chart as a user installs it, watching this namespace. Its operator is not told
+    // where Prometheus is: the analysis is inconclusive, so the version stays in its shadow
+    // while the test looks.
     let started = Instant::now();
-    modelship_e2e::output_of(install).await;
-    let operator_pods = node::wait_pods(
-        &pods,
-        &format!("app.kubernetes.io/instance={release}"),
-        1,
-        TIMEOUT,
-    )
-    .await;
-    // Ready means /readyz answered: the pod leads with full caches, so in-cluster
-    // configuration, the ServiceAccount's RBAC and the leader Lease all work.
-    let operator_pod = &operator_pods[0];
+    let operator_pod = node::install_operator(&pods, ns.name(), &["prometheus.timeout=2s"]).await;
+    let release = ns.name().to_string();
     let spec = operator_pod.spec.clone().unwrap();
     assert_eq!(
         spec.service_account_name.as_deref(),
@@ -326,8 +265,6 @@ async fn the_chart_runs_the_operator_as_a_pod_and_real_model_pods_serve_and_shad
         "the operator pod restarted"
     );
 
-    let mut uninstall = helm();
-    uninstall.args(["uninstall", &release, "--namespace", ns.name(), "--wait"]);
-    modelship_e2e::output_of(uninstall).await;
+    node::uninstall_operator(ns.name()).await;
     ns.delete().await;
 }

@@ -1,30 +1,26 @@
 //! `make demo`: modelship's main job on the local control plane, told step by step.
 //!
-//! It installs the CRDs and the chart's RBAC, runs the operator under the chart's
-//! ServiceAccount, deploys a model, and then lives through what the operator is for: a
-//! retrained version is shadowed on mirrored traffic, its answers compared with production's,
-//! judged against production in Prometheus, promoted and watched; a version that degrades after
-//! promotion is rolled back by itself. Local processes stand for the pods (KWOK runs none).
-use std::collections::HashMap;
+//! It installs the chart, whose operator runs as a pod on the real node, deploys a model whose
+//! model servers and router are real pods there, and then lives through what the operator is
+//! for: a retrained version is shadowed on mirrored traffic, its answers compared with
+//! production's, judged against production on what Prometheus scraped from the pods, promoted
+//! and watched; a version that degrades after promotion is rolled back by itself. Last, a
+//! ModelPipeline turns commits into gated candidates (its stages' pods are KWOK's, which run
+//! nothing: their results are written for them).
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use modelship::api::{DeploymentPhase, ModelDeployment, ModelDeploymentStatus};
-use modelship_e2e::operator::{self, Options};
-use modelship_e2e::pods::{LocalPods, Role};
-use modelship_e2e::{client, kubectl, repo_root, wait_for};
+use modelship_e2e::{client, helm, http_client, kubectl, node, operator, repo_root, wait_for};
 use serde_json::json;
 
+/// The model's namespace: every pod on the real node, Pod Security `restricted`.
 const NS: &str = "modelship-demo";
+/// The pipeline's namespace: its stages' pods on the KWOK nodes.
+const PIPELINE_NS: &str = "modelship-demo-pipeline";
 const NAME: &str = "churn";
 const TIMEOUT: Duration = Duration::from_secs(180);
-
-fn model_uri(file: &str) -> String {
-    format!(
-        "file://{}",
-        repo_root().join("model-server/models").join(file).display()
-    )
-}
 
 fn step(start: Instant, text: &str) {
     println!(
@@ -42,6 +38,14 @@ async fn show(args: &[&str]) {
     println!("$ kubectl {}", args.join(" "));
     print!("{}", String::from_utf8_lossy(&out.stdout));
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The `count` ready pods of `track` that serve `version`.
+async fn track_pods(pods: &Api<Pod>, track: &str, version: &str, count: usize) -> Vec<Pod> {
+    let selector = format!(
+        "modelship.io/deployment={NAME},modelship.io/track={track},modelship.io/version={version}"
+    );
+    node::wait_pods(pods, &selector, count, TIMEOUT).await
 }
 
 async fn wait_phase(api: &Api<ModelDeployment>, phase: DeploymentPhase) -> ModelDeploymentStatus {
@@ -107,8 +111,8 @@ fn pipeline_spec(revision: &str, f1: f64) -> serde_json::Value {
 /// The CI half: commits become gated, versioned candidates that a ModelDeployment follows.
 async fn pipeline_act(start: Instant, client: &kube::Client) {
     use modelship::api::{ModelPipeline, ModelPipelineSpec};
-    let pipelines: Api<ModelPipeline> = Api::namespaced(client.clone(), NS);
-    let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), NS);
+    let pipelines: Api<ModelPipeline> = Api::namespaced(client.clone(), PIPELINE_NS);
+    let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), PIPELINE_NS);
     step(
         start,
         "A commit arrives: the ModelPipeline `churn` validates the data, trains, evaluates and gates a candidate",
@@ -127,8 +131,16 @@ async fn pipeline_act(start: Instant, client: &kube::Client) {
             .and_then(|s| s.latest_approved))
     })
     .await;
-    show(&["get", "jobs", "-n", NS, "-l", "modelship.io/pipeline=churn"]).await;
-    show(&["get", "modelpipeline", "churn", "-n", NS, "-o", "jsonpath={range .status.runs[0].gates[*]}{.metric}{'\\t'}{.verdict}{'\\t'}{.reason}{'\\n'}{end}"]).await;
+    show(&[
+        "get",
+        "jobs",
+        "-n",
+        PIPELINE_NS,
+        "-l",
+        "modelship.io/pipeline=churn",
+    ])
+    .await;
+    show(&["get", "modelpipeline", "churn", "-n", PIPELINE_NS, "-o", "jsonpath={range .status.runs[0].gates[*]}{.metric}{'\\t'}{.verdict}{'\\t'}{.reason}{'\\n'}{end}"]).await;
     println!(
         "    candidate {} at {}, approved automatically",
         first.version, first.artifact
@@ -191,7 +203,7 @@ async fn pipeline_act(start: Instant, client: &kube::Client) {
         },
     )
     .await;
-    show(&["get", "modelship", "-n", NS]).await;
+    show(&["get", "modelship", "-n", PIPELINE_NS]).await;
     println!(
         "    from here churn-ci is judged like churn above: shadow analysis, promotion, bake, rollback"
     );
@@ -201,26 +213,90 @@ async fn pipeline_act(start: Instant, client: &kube::Client) {
 async fn main() {
     let start = Instant::now();
     let client = client().await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+
+    step(start, "Installing the CRDs");
+    operator::install().await;
+    // A previous demo's namespaces go first: the story starts from nothing.
+    for ns in [NS, PIPELINE_NS] {
+        if namespaces
+            .get_opt(ns)
+            .await
+            .expect("reading namespaces")
+            .is_some()
+        {
+            let _ = namespaces.delete(ns, &DeleteParams::default()).await;
+            wait_for(
+                &format!("the previous demo namespace {ns} to go"),
+                TIMEOUT,
+                || async { Ok(namespaces.get_opt(ns).await?.is_none().then_some(())) },
+            )
+            .await;
+        }
+    }
 
     step(
         start,
-        "Installing the CRDs and the operator's RBAC (charts/modelship)",
+        "Installing the operator with Helm (charts/modelship): a pod on the real node, under the chart's ServiceAccount",
     );
-    operator::install().await;
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    if namespaces
-        .get_opt(NS)
-        .await
-        .expect("reading namespaces")
-        .is_some()
-    {
-        let _ = namespaces.delete(NS, &DeleteParams::default()).await;
-        wait_for("the previous demo namespace to go", TIMEOUT, || async {
-            Ok(namespaces.get_opt(NS).await?.is_none().then_some(()))
-        })
-        .await;
+    let prometheus = node::prometheus_url_for_pods();
+    let mut install = helm();
+    install
+        .args(["upgrade", "--install", operator::RELEASE])
+        .arg(repo_root().join("charts/modelship"))
+        .args([
+            "--namespace",
+            operator::RELEASE_NAMESPACE,
+            "--skip-crds",
+            "--wait",
+            "--timeout",
+            "5m",
+        ])
+        .args(["--set", &format!("prometheus.url={prometheus}")]);
+    for set in node::chart_placement() {
+        install.args(["--set", &set]);
     }
-    let ns = serde_json::from_value(json!({"metadata": {"name": NS}})).expect("a namespace");
+    modelship_e2e::output_of(install).await;
+    // The image tag stays the same when `make images` rebuilds it: start the pod anew.
+    let mut restart = kubectl();
+    restart.args([
+        "rollout",
+        "restart",
+        "deployment",
+        operator::RELEASE,
+        "-n",
+        operator::RELEASE_NAMESPACE,
+    ]);
+    modelship_e2e::output_of(restart).await;
+    let mut status = kubectl();
+    status.args([
+        "rollout",
+        "status",
+        "deployment",
+        operator::RELEASE,
+        "-n",
+        operator::RELEASE_NAMESPACE,
+        "--timeout=5m",
+    ]);
+    modelship_e2e::output_of(status).await;
+    show(&[
+        "get",
+        "pods",
+        "-n",
+        operator::RELEASE_NAMESPACE,
+        "-o",
+        "wide",
+    ])
+    .await;
+    println!(
+        "    it asks the Prometheus on this host ({prometheus}), which finds the model pods through the API server"
+    );
+
+    let (labels, annotations) = node::namespace_metadata();
+    let ns: Namespace = serde_json::from_value(
+        json!({"metadata": {"name": NS, "labels": labels, "annotations": annotations}}),
+    )
+    .expect("a namespace");
     namespaces
         .create(&PostParams::default(), &ns)
         .await
@@ -232,31 +308,23 @@ async fn main() {
     })
     .await;
 
-    step(
-        start,
-        "Running the operator (`modelship run`) under the chart's ServiceAccount, not as admin",
-    );
-    let operator = operator::start_with(
-        NS,
-        Options {
-            name: "demo-operator".into(),
-            ..Options::default()
-        },
-    )
-    .await;
-    println!(
-        "    operator metrics: {}/metrics   log: {}",
-        operator.admin,
-        operator.process.log_path().display()
-    );
-
-    // The second version alters no answer but is slower to load; the third fails in production.
-    let pods = LocalPods::start(&client, NS, NAME, HashMap::new()).await;
+    // The second version alters no answer; the third fails once it serves users.
     let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), NS);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let (pod_sc, container_sc) = node::restricted_pod_security();
     let spec = json!({
-        "model": {"version": "churn-v1.0.0", "artifact": model_uri("churn-v1.json")},
+        "model": {"version": "churn-v1.0.0", "artifact": "file:///models/churn-v1.json"},
         "replicas": 2,
-        "template": {"spec": {"containers": [{"name": "server", "image": "model-server:demo", "ports": [{"containerPort": 8080}]}]}},
+        "template": {"spec": {
+            "securityContext": pod_sc,
+            "automountServiceAccountToken": false,
+            "containers": [{
+                "name": "server", "image": "model-server:e2e", "imagePullPolicy": "IfNotPresent",
+                "ports": [{"name": "metrics", "containerPort": 8080}],
+                "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1},
+                "securityContext": container_sc,
+            }],
+        }},
         "shadow": {"minDuration": "15s", "minRequests": 200, "compare": {"pointers": ["/predictions"], "tolerance": 0.05, "minAgreement": 0.8}},
         "analysis": {"interval": "2s", "window": "10s", "bakeTime": "20s"},
     });
@@ -269,24 +337,52 @@ async fn main() {
         .await
         .expect("creating the ModelDeployment");
     wait_phase(&mds, DeploymentPhase::Stable).await;
-    pods.wait_for_version(Role::Stable, Some("churn-v1.0.0"), TIMEOUT)
-        .await;
+    track_pods(&pods, "stable", "churn-v1.0.0", 2).await;
+    node::wait_pods(
+        &pods,
+        &format!("modelship.io/deployment={NAME},modelship.io/component=router"),
+        1,
+        TIMEOUT,
+    )
+    .await;
     show(&["get", "modelship", "-n", NS]).await;
-    show(&["get", "deployments,services", "-n", NS]).await;
-    let traffic = pods.drive(40);
-    println!("    clients now send 40 predictions a second to the `{NAME}` Service (the router)");
+    show(&["get", "pods", "-n", NS, "-o", "wide"]).await;
+    show(&[
+        "logs",
+        "-n",
+        operator::RELEASE_NAMESPACE,
+        &format!("deployment/{}", operator::RELEASE),
+        "--tail=3",
+    ])
+    .await;
+    let services: Api<Service> = Api::namespaced(client.clone(), NS);
+    let cluster_ip = services
+        .get(NAME)
+        .await
+        .expect("the Service")
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("a ClusterIP");
+    let service = format!("http://{cluster_ip}");
+    wait_for("the Service to answer", TIMEOUT, || async {
+        Ok(node::predict(&service).await.ok())
+    })
+    .await;
+    let traffic = node::Traffic::start(service.clone());
+    println!(
+        "    a client on this host sends 40 predictions a second to the `{NAME}` Service ({service}): the router pod"
+    );
 
     step(
         start,
         "A retrained churn-v1.1.0 arrives: it is shadowed on a copy of production traffic",
     );
-    let patch = json!({"spec": {"model": {"version": "churn-v1.1.0", "artifact": model_uri("churn-v2.json")}}});
+    let patch = json!({"spec": {"model": {"version": "churn-v1.1.0", "artifact": "file:///models/churn-v2.json"}}});
     mds.patch(NAME, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("changing the version");
     wait_phase(&mds, DeploymentPhase::Shadowing).await;
-    pods.wait_for_version(Role::Shadow, Some("churn-v1.1.0"), TIMEOUT)
-        .await;
+    track_pods(&pods, "shadow", "churn-v1.1.0", 2).await;
     show(&["get", "modelship", "-n", NS]).await;
     let measured = wait_for("the first full analysis", TIMEOUT, || async {
         Ok(mds.get(NAME).await?.status.filter(|s| {
@@ -297,7 +393,7 @@ async fn main() {
     })
     .await;
     println!(
-        "    the router compares every answer; the analysis judges the shadow against stable:"
+        "    the router compares every answer; Prometheus scraped the router pod, and the analysis judges the shadow against stable:"
     );
     print_analysis(&measured);
 
@@ -312,26 +408,35 @@ async fn main() {
         start,
         "churn-v1.2.0 passes its shadow, then fails once it serves users",
     );
-    let patch = json!({"spec": {"model": {"version": "churn-v1.2.0", "artifact": model_uri("churn-v2.json")}}});
+    let patch = json!({"spec": {"model": {"version": "churn-v1.2.0", "artifact": "file:///models/churn-v2.json"}}});
     mds.patch(NAME, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("changing the version");
     wait_phase(&mds, DeploymentPhase::Baking).await;
-    pods.wait_for_version(Role::Stable, Some("churn-v1.2.0"), TIMEOUT)
-        .await;
-    pods.set_knobs(Role::Stable, json!({"error_rate": 0.3}))
-        .await;
+    for pod in track_pods(&pods, "stable", "churn-v1.2.0", 2).await {
+        let knobs = format!(
+            "http://{}:8080/admin/knobs",
+            node::pod_ip(&pod).expect("a pod IP")
+        );
+        http_client()
+            .put(&knobs)
+            .json(&json!({"error_rate": 0.3}))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("degrading churn-v1.2.0");
+    }
     let onset = Instant::now();
-    println!("    production now fails 30 % of requests");
+    println!("    production pods now fail 30 % of requests");
     let rolled = wait_phase(&mds, DeploymentPhase::RolledBack).await;
     println!(
         "    rolled back {:.1}s after the onset: {}",
         onset.elapsed().as_secs_f64(),
         rolled.message.unwrap_or_default()
     );
-    pods.wait_for_version(Role::Stable, Some("churn-v1.1.0"), TIMEOUT)
-        .await;
+    track_pods(&pods, "stable", "churn-v1.1.0", 2).await;
     show(&["get", "modelship", "-n", NS]).await;
+    show(&["get", "pods", "-n", NS, "-o", "wide"]).await;
     show(&[
         "get",
         "events",
@@ -345,23 +450,37 @@ async fn main() {
 
     step(start, "The history in status explains every decision");
     show(&["get", "modeldeployment", NAME, "-n", NS, "-o", "jsonpath={range .status.history[*]}{.version}{'\\t'}{.outcome}{'\\t'}{.message}{'\\n'}{end}"]).await;
-    let stats = traffic.stats();
-    println!(
-        "\n    clients sent {} requests: {} answered, {} failed (the failures are the 30 % while churn-v1.2.0 served, until the rollback)",
-        stats.sent, stats.ok, stats.failed
-    );
-    for (version, n) in &stats.versions {
-        println!("      {n:>6} answered by {version}");
-    }
+    let answers = traffic.answers();
     drop(traffic);
-    drop(pods);
+    println!(
+        "\n    the client's answers (the failures are the 30 % while churn-v1.2.0 served, until the rollback):"
+    );
+    for (version, n) in &answers {
+        println!("      {n:>6} {version}");
+    }
 
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": PIPELINE_NS}})).expect("a namespace");
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("creating the pipeline namespace");
+    wait_for("the default ServiceAccount", TIMEOUT, || async {
+        Ok(
+            Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(
+                client.clone(),
+                PIPELINE_NS,
+            )
+            .get_opt("default")
+            .await?,
+        )
+    })
+    .await;
     pipeline_act(start, &client).await;
 
-    drop(operator);
     step(start, "Done");
     println!(
-        "    The cluster keeps running: KUBECONFIG={} e2e/.cluster/bin/kubectl get modelship -A",
+        "    The cluster keeps running: KUBECONFIG={} e2e/.cluster/bin/kubectl get modelship,pods -A -o wide",
         modelship_e2e::kubeconfig_path().display()
     );
     println!("    Stop it with `make cluster-down prometheus-down`.");
