@@ -886,8 +886,11 @@ async fn seen_after(env: &Env, patch: Value) -> i64 {
 async fn a_schedule_fires_a_run() {
     let env = Env::new("pipeline-schedule").await;
     let mut s = spec("f4c9a2e17b", 0.91, "Automatic");
-    // Every five seconds (six fields: seconds first), in a time zone of its own.
-    s["triggers"] = json!({"schedule": "*/5 * * * * *", "timeZone": "Europe/Paris"});
+    // Once a minute (the most a schedule may ask for), at the second that comes 8 s from now
+    // (six fields: seconds first), in a time zone of its own.
+    let second = (jiff::Timestamp::now().as_second() + 8).rem_euclid(60);
+    let schedule = format!("{second} * * * * *");
+    s["triggers"] = json!({"schedule": schedule, "timeZone": "Europe/Paris"});
     s["runHistoryLimit"] = json!(2);
     env.create_pipeline("fraud", s).await;
     let status = wait_for("a run started by the schedule", TIMEOUT, || async {
@@ -908,10 +911,13 @@ async fn a_schedule_fires_a_run() {
         run["trigger"]["detail"]
             .as_str()
             .unwrap()
-            .starts_with("schedule */5 * * * * * (Europe/Paris) fired at "),
+            .starts_with(&format!("schedule {schedule} (Europe/Paris) fired at ")),
         "{run}"
     );
-    assert_eq!(status["observedSchedule"], "*/5 * * * * * (Europe/Paris)");
+    assert_eq!(
+        status["observedSchedule"],
+        format!("{schedule} (Europe/Paris)")
+    );
     let last = parse(status["lastScheduleTime"].as_str().unwrap());
     let next = parse(status["nextScheduleTime"].as_str().unwrap());
     assert!(next > last, "{status}");
@@ -920,7 +926,13 @@ async fn a_schedule_fires_a_run() {
         assert_eq!(r1["trigger"]["reason"], "source");
     }
 
-    // Runs keep coming; those beyond runHistoryLimit leave status and their Jobs are deleted.
+    // More runs (requested, not to wait a minute for the next): those beyond runHistoryLimit
+    // leave status and their Jobs are deleted.
+    env.patch(
+        "fraud",
+        json!({"metadata": {"annotations": {"modelship.io/run": "more-1"}}}),
+    )
+    .await;
     wait_for("r1 to leave the history with its Jobs", TIMEOUT, || async {
         let status = env.status("fraud").await;
         let listed = run_of(&status, "r1").is_some();

@@ -167,7 +167,8 @@ pub struct ConfigMapKey {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct TriggerSpec {
-    /// Cron expression (5 fields, or 6 with seconds), for example `0 3 * * 1` for Mondays at 03:00.
+    /// Cron expression (5 fields, or 6 with seconds), for example `0 3 * * 1` for Mondays at
+    /// 03:00. It may fire at most once a minute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
     pub schedule: Option<String>,

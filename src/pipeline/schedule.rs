@@ -23,6 +23,7 @@ impl Schedule {
         let cron = CronParser::new().parse(expr).map_err(|e| {
             format!("spec.triggers.schedule {expr:?} is not a cron expression: {e}")
         })?;
+        shortest_gap_allowed(expr, &cron)?;
         let (tz, key) = match spec.time_zone.as_deref() {
             Some(name) => (
                 TimeZone::get(name).map_err(|e| {
@@ -43,6 +44,35 @@ impl Schedule {
             .map(|z| z.timestamp())
             .map_err(|e| format!("schedule {:?} has no next occurrence: {e}", self.key))
     }
+}
+
+/// The shortest time between two runs a schedule may ask for, as for a CronJob: a run trains
+/// a model, and each one writes status and events.
+pub const MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Refuses an expression whose seconds field fires more than once a minute (five fields
+/// cannot). Two firings less than a minute apart fall in one minute that the expression
+/// matches, so the first few occurrences after any time show them.
+fn shortest_gap_allowed(expr: &str, cron: &Cron) -> Result<(), String> {
+    let mut at = Zoned::new(Timestamp::UNIX_EPOCH, TimeZone::UTC);
+    let mut previous: Option<Timestamp> = None;
+    for _ in 0..4 {
+        let Ok(next) = cron.find_next_occurrence(&at, false) else {
+            return Ok(());
+        };
+        if let Some(p) = previous {
+            let gap = next.timestamp().duration_since(p);
+            if gap < jiff::SignedDuration::try_from(MIN_INTERVAL).unwrap_or_default() {
+                return Err(format!(
+                    "spec.triggers.schedule {expr:?} fires every {}s; a pipeline runs at most once a minute",
+                    gap.as_secs()
+                ));
+            }
+        }
+        previous = Some(next.timestamp());
+        at = next;
+    }
+    Ok(())
 }
 
 /// What the schedule says now.
@@ -96,6 +126,35 @@ pub fn tick(
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_schedule_fires_at_most_once_a_minute() {
+        let spec = |expr: &str| TriggerSpec {
+            schedule: Some(expr.into()),
+            time_zone: None,
+        };
+        for (expr, every) in [
+            ("* * * * * *", "every 1s"),
+            ("*/30 * * * * *", "every 30s"),
+            ("0,59 * * * * *", "every 1s"),
+            ("15,45 0 3 * * 1", "every 30s"),
+        ] {
+            let err = Schedule::from_spec(&spec(expr)).unwrap_err();
+            assert!(
+                err.contains(every) && err.contains("at most once a minute"),
+                "{expr}: {err}"
+            );
+        }
+        for expr in [
+            "* * * * *",
+            "0 * * * * *",
+            "30 0 3 * * 1",
+            "0 3 * * 1",
+            "*/5 * * * *",
+        ] {
+            assert!(Schedule::from_spec(&spec(expr)).is_ok(), "{expr}");
+        }
+    }
+
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
     }
@@ -146,14 +205,14 @@ mod tests {
 
     #[test]
     fn six_fields_have_seconds() {
-        let s = sched("*/10 * * * * *", None);
+        let s = sched("10 */2 * * * *", None);
         assert_eq!(
             s.next_after(ts("2026-01-01T00:00:01Z")).unwrap(),
             ts("2026-01-01T00:00:10Z")
         );
         assert_eq!(
             s.next_after(ts("2026-01-01T00:00:10Z")).unwrap(),
-            ts("2026-01-01T00:00:20Z"),
+            ts("2026-01-01T00:02:10Z"),
             "strictly after"
         );
     }
