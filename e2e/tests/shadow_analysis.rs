@@ -21,12 +21,28 @@ async fn a_good_candidate_is_shadowed_then_promoted_and_baked() {
     world.set_model("churn-v2", "churn-v1.json").await;
     let status = world.wait_phase(DeploymentPhase::Shadowing).await;
     assert_eq!(status.candidate.as_ref().unwrap().version, "churn-v2");
-    assert!(
-        status
+    // The analysis window opens once the shadow's pods are ready, and 5 s later.
+    let opened = wait_for("the shadow's analysis window", TIMEOUT, || async {
+        Ok(world
+            .status()
+            .await
             .analysis
-            .as_ref()
-            .and_then(|a| a.started_at.as_ref())
-            .is_some()
+            .and_then(|a| a.started_at)
+            .map(|t| t.parse::<jiff::Timestamp>().unwrap()))
+    })
+    .await;
+    let since: jiff::Timestamp = status
+        .candidate
+        .as_ref()
+        .unwrap()
+        .since
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        opened.duration_since(since) >= jiff::SignedDuration::from_secs(5),
+        "the window opened at {opened}, the shadow started at {since}"
     );
 
     // The shadow objects exist, labelled as the shadow track.
