@@ -17,6 +17,11 @@ pub enum Error {
     #[error("rejected by the API server: {0}")]
     Rejected(String),
 
+    /// An object of modelship's kinds does not deserialize (see `guarded`). Waits for it to
+    /// change.
+    #[error("invalid object: {0}")]
+    InvalidObject(String),
+
     /// Prometheus could not be queried.
     #[error("prometheus: {0}")]
     Prometheus(String),
@@ -54,6 +59,7 @@ impl Error {
             Error::Kube(_) => "kube_api",
             Error::InvalidSpec(_) => "invalid_spec",
             Error::Rejected(_) => "rejected",
+            Error::InvalidObject(_) => "invalid_object",
             Error::Prometheus(_) => "prometheus",
             Error::Lease(_) => "leader_election",
             Error::Config(_) => "config",
@@ -64,7 +70,10 @@ impl Error {
 
     /// Whether only a change of the spec can fix it (so the object waits, without retries).
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Error::InvalidSpec(_) | Error::Rejected(_))
+        matches!(
+            self,
+            Error::InvalidSpec(_) | Error::Rejected(_) | Error::InvalidObject(_)
+        )
     }
 
     /// Whether the error is an update conflict (someone wrote first): retry at once.

@@ -8,6 +8,7 @@ pub mod conditions;
 pub mod context;
 pub mod deployment;
 pub mod error;
+pub mod guarded;
 pub mod metrics;
 pub mod mirror;
 #[cfg(test)]

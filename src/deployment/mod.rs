@@ -13,6 +13,7 @@ pub mod validate;
 use crate::admin::{Readiness, until_ready};
 use crate::api::{ModelDeployment, ModelPipeline};
 use crate::context::Shared;
+use crate::guarded::{self, Guarded};
 use crate::scope::Scope;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -37,15 +38,18 @@ pub async fn run(
     let children = watcher::Config::default().labels(CHILD_SELECTOR);
     let (deployments, deployment_events) = scope.reflect::<Deployment>(&client, children.clone());
     let (services, service_events) = scope.reflect::<Service>(&client, children);
+    // Both kinds through kube's error boundary: an object that does not deserialize is kept
+    // as its metadata and error, and the others go on.
     let (pipelines, pipeline_events) =
-        scope.reflect::<ModelPipeline>(&client, watcher::Config::default());
+        scope.reflect::<Guarded<ModelPipeline>>(&client, watcher::Config::default());
 
     let state = shared.object_state();
     let forget = state.clone();
-    let (model_deployments, md_stream) =
-        scope.primary::<ModelDeployment, _>(&client, watcher::Config::default(), move |md| {
-            forget.forget(&reconcile::key(md))
-        });
+    let (model_deployments, md_stream) = scope.primary::<Guarded<ModelDeployment>, _>(
+        &client,
+        watcher::Config::default(),
+        move |md| forget.forget(&reconcile::key(md)),
+    );
     let controller = Controller::for_stream(md_stream, model_deployments.clone());
 
     readiness.expect("modeldeployments");
@@ -90,11 +94,10 @@ pub async fn run(
         .owns_stream(deployment_events)
         .owns_stream(service_events)
         // A pipeline that approves a candidate wakes the deployments that follow it.
-        .watches_stream(pipeline_events, move |pipeline: ModelPipeline| {
+        .watches_stream(pipeline_events, move |pipeline: Guarded<ModelPipeline>| {
             let ns = pipeline.namespace();
             let name = pipeline.name_any();
-            model_deployments
-                .state()
+            guarded::valid(&model_deployments)
                 .into_iter()
                 .filter(|md| {
                     md.namespace() == ns
@@ -104,11 +107,18 @@ pub async fn run(
                             .as_ref()
                             .is_some_and(|f| f.pipeline == name)
                 })
-                .map(|md| ObjectRef::from_obj(md.as_ref()))
+                .map(|md| {
+                    ObjectRef::<Guarded<ModelDeployment>>::new(&md.name_any())
+                        .within(&md.namespace().unwrap_or_default())
+                })
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .run(
+            reconcile::reconcile_guarded,
+            reconcile::error_policy_guarded,
+            ctx,
+        )
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "deployment controller");
@@ -120,7 +130,7 @@ pub async fn run(
 /// Removes the measurement series of ModelDeployments that no longer exist.
 fn sweep_series(
     gauge: &prometheus::GaugeVec,
-    store: &kube::runtime::reflector::Store<ModelDeployment>,
+    store: &kube::runtime::reflector::Store<Guarded<ModelDeployment>>,
 ) {
     use prometheus::core::Collector;
     let live: std::collections::HashSet<(String, String)> = store
@@ -175,7 +185,9 @@ mod tests {
             .with_label_values(&["models", "gone", "error-rate", "judged"])
             .set(0.2);
         let (store, mut writer) = kube::runtime::reflector::store();
-        writer.apply_watcher_event(&watcher::Event::Apply(testing::sample()));
+        writer.apply_watcher_event(&watcher::Event::Apply(kube::core::DeserializeGuard(Ok(
+            testing::sample(),
+        ))));
         sweep_series(&gauge, &store);
         assert!(
             gauge

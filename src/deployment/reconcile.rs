@@ -19,6 +19,7 @@ use crate::api::{
 };
 use crate::apply::{apply_status, delete_if_exists};
 use crate::context::Shared;
+use crate::guarded::{self, Guarded};
 use crate::{Error, Result};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -37,19 +38,40 @@ pub struct Context {
     pub shared: Shared,
     pub deployments: Store<Deployment>,
     pub services: Store<Service>,
-    pub pipelines: Store<ModelPipeline>,
+    pub pipelines: Store<Guarded<ModelPipeline>>,
     pub prometheus: analysis::prometheus::Clients,
 }
 
-pub fn key(md: &ModelDeployment) -> String {
+/// `namespace/name`: what per-object state is kept under.
+pub fn key<K: Resource>(md: &K) -> String {
     format!("{}/{}", md.namespace().unwrap_or_default(), md.name_any())
+}
+
+/// The controller's entry: an object that deserialized is reconciled; one that did not is
+/// reported (see `guarded`) and waits for a change.
+pub async fn reconcile_guarded(
+    object: Arc<Guarded<ModelDeployment>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    match &object.0 {
+        Ok(md) => reconcile(Arc::new(md.clone()), ctx).await,
+        Err(invalid) => Ok(guarded::report(&ctx.shared, CONTROLLER, &object, invalid).await),
+    }
+}
+
+pub fn error_policy_guarded(
+    object: Arc<Guarded<ModelDeployment>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    ctx.shared.retry(CONTROLLER, &key(object.as_ref()), error)
 }
 
 /// Reconciles one ModelDeployment.
 #[tracing::instrument(skip_all, fields(controller = CONTROLLER, namespace = %md.namespace().unwrap_or_default(), name = %md.name_any(), phase))]
 pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.shared.metrics.reconcile_started(CONTROLLER);
-    let key = key(&md);
+    let key = key(md.as_ref());
     if md.meta().deletion_timestamp.is_some() {
         // Owner references garbage-collect the children.
         ctx.shared.forget(&key);
@@ -390,7 +412,7 @@ async fn report(md: &ModelDeployment, ctx: &Context, transitions: &[phase::Trans
 /// The version the spec asks for: fixed, or the pipeline's latest approved candidate.
 fn resolve_desired(
     md: &ModelDeployment,
-    pipelines: &Store<ModelPipeline>,
+    pipelines: &Store<Guarded<ModelPipeline>>,
     current: &ModelDeploymentStatus,
 ) -> Result<VersionRef, String> {
     if let Some(model) = &md.spec.model {
@@ -406,7 +428,7 @@ fn resolve_desired(
     let ns = md.namespace().unwrap_or_default();
     let approved = pipelines
         .get(&ObjectRef::new(&from.pipeline).within(&ns))
-        .and_then(|p| p.status.as_ref().and_then(|s| s.latest_approved.clone()));
+        .and_then(|p| p.0.as_ref().ok()?.status.as_ref()?.latest_approved.clone());
     match approved {
         Some(c) => Ok(VersionRef {
             version: c.version,
@@ -774,7 +796,7 @@ async fn waiting(
 
 /// Decides how a failed reconciliation is retried (see `Shared::retry`).
 pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.shared.retry(CONTROLLER, &key(&md), error)
+    ctx.shared.retry(CONTROLLER, &key(md.as_ref()), error)
 }
 
 #[cfg(test)]

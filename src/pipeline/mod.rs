@@ -20,6 +20,7 @@ pub mod version;
 use crate::admin::Readiness;
 use crate::api::{ModelDeployment, ModelPipeline};
 use crate::context::Shared;
+use crate::guarded::Guarded;
 use crate::scope::Scope;
 use futures::StreamExt;
 use jobs::LABEL_PIPELINE;
@@ -56,13 +57,15 @@ pub async fn run(
         scope.reflect_metadata::<ConfigMap>(&client, watcher::Config::default());
     let data_source = data_source::DataSource::new(client.clone());
     // The ModelDeployments that follow a pipeline say what production trusts.
+    // Both kinds through kube's error boundary: an object that does not deserialize is kept
+    // as its metadata and error, and the others go on.
     let (model_deployments, md_events) =
-        scope.reflect::<ModelDeployment>(&client, watcher::Config::default());
+        scope.reflect::<Guarded<ModelDeployment>>(&client, watcher::Config::default());
 
     let state = shared.object_state();
     let forget = state.clone();
     let (pipelines, pipeline_stream) =
-        scope.primary::<ModelPipeline, _>(&client, watcher::Config::default(), move |p| {
+        scope.primary::<Guarded<ModelPipeline>, _>(&client, watcher::Config::default(), move |p| {
             forget.forget(&reconcile::key(p))
         });
     let controller = Controller::for_stream(pipeline_stream, pipelines.clone());
@@ -129,11 +132,16 @@ pub async fn run(
         .watches_stream(configmap_events, move |cm: PartialObjectMeta<ConfigMap>| {
             pipelines_reading(&by_configmap, &cm)
         })
-        .watches_stream(md_events, move |md: ModelDeployment| {
-            pipelines_followed_by(&by_deployment, &md)
+        .watches_stream(md_events, move |md: Guarded<ModelDeployment>| match &md.0 {
+            Ok(md) => pipelines_followed_by(&by_deployment, md),
+            Err(_) => Vec::new(),
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .run(
+            reconcile::reconcile_guarded,
+            reconcile::error_policy_guarded,
+            ctx,
+        )
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "pipeline controller");
@@ -153,30 +161,34 @@ fn reads(p: &ModelPipeline, namespace: &str, name: &str) -> bool {
 }
 
 /// Whether any pipeline reads its data version from ConfigMap `namespace/name`.
-fn reads_configmap(pipelines: &Store<ModelPipeline>, namespace: &str, name: &str) -> bool {
-    pipelines.state().iter().any(|p| reads(p, namespace, name))
+fn reads_configmap(pipelines: &Store<Guarded<ModelPipeline>>, namespace: &str, name: &str) -> bool {
+    pipelines
+        .state()
+        .iter()
+        .filter_map(|p| p.0.as_ref().ok())
+        .any(|p| reads(p, namespace, name))
 }
 
 /// The pipelines whose data version is read from `cm`.
 fn pipelines_reading(
-    pipelines: &Store<ModelPipeline>,
+    pipelines: &Store<Guarded<ModelPipeline>>,
     cm: &PartialObjectMeta<ConfigMap>,
-) -> Vec<ObjectRef<ModelPipeline>> {
+) -> Vec<ObjectRef<Guarded<ModelPipeline>>> {
     let ns = cm.namespace().unwrap_or_default();
     let name = cm.name_any();
     pipelines
         .state()
         .into_iter()
-        .filter(|p| reads(p, &ns, &name))
+        .filter(|p| p.0.as_ref().is_ok_and(|p| reads(p, &ns, &name)))
         .map(|p| ObjectRef::from_obj(p.as_ref()))
         .collect()
 }
 
 /// The pipelines `md` follows, or whose integration stage uses its serving template.
 fn pipelines_followed_by(
-    pipelines: &Store<ModelPipeline>,
+    pipelines: &Store<Guarded<ModelPipeline>>,
     md: &ModelDeployment,
-) -> Vec<ObjectRef<ModelPipeline>> {
+) -> Vec<ObjectRef<Guarded<ModelPipeline>>> {
     let ns = md.namespace();
     let name = md.name_any();
     let follows = md.spec.model_from.as_ref().map(|f| f.pipeline.clone());
@@ -184,7 +196,8 @@ fn pipelines_followed_by(
         .state()
         .into_iter()
         .filter(|p| p.namespace() == ns)
-        .filter(|p| {
+        .filter(|guard| {
+            let Ok(p) = &guard.0 else { return false };
             follows.as_deref() == Some(p.name_any().as_str())
                 || p.spec
                     .stages

@@ -8,7 +8,6 @@ use crate::api::{
 use crate::pipeline::serving::followers;
 use jiff::Timestamp;
 use kube::ResourceExt;
-use std::sync::Arc;
 
 /// The version a ModelDeployment trusts: its stable version, except while a new one is
 /// being promoted or baked, when the previous one is still what passed.
@@ -37,7 +36,7 @@ fn known_candidate<'a>(status: &'a ModelPipelineStatus, version: &str) -> Option
 /// ModelDeployment.
 pub fn observe(
     p: &ModelPipeline,
-    deployments: &[Arc<ModelDeployment>],
+    deployments: &[&ModelDeployment],
     status: &ModelPipelineStatus,
     now: Timestamp,
 ) -> Option<ProductionModel> {
@@ -100,11 +99,7 @@ mod tests {
         }
     }
 
-    fn follower(
-        phase: DeploymentPhase,
-        stable: &str,
-        previous: Option<&str>,
-    ) -> Arc<ModelDeployment> {
+    fn follower(phase: DeploymentPhase, stable: &str, previous: Option<&str>) -> ModelDeployment {
         let mut md = sample_md();
         md.spec.model = None;
         md.spec.model_from = Some(ModelFrom {
@@ -117,7 +112,7 @@ mod tests {
         };
         s.previous = previous.map(vr);
         md.status = Some(s);
-        Arc::new(md)
+        md
     }
 
     fn candidate(version: &str, run: &str, f1: f64) -> Candidate {
@@ -177,7 +172,7 @@ mod tests {
         };
         let prod = observe(
             &p,
-            &[follower(DeploymentPhase::Stable, "v2", None)],
+            &[&follower(DeploymentPhase::Stable, "v2", None)],
             &status,
             now(),
         )
@@ -201,7 +196,7 @@ mod tests {
         };
         let prod = observe(
             &p,
-            &[follower(DeploymentPhase::Baking, "v2", Some("v1"))],
+            &[&follower(DeploymentPhase::Baking, "v2", Some("v1"))],
             &status,
             now(),
         )
@@ -225,7 +220,7 @@ mod tests {
         assert_eq!(
             observe(
                 &p,
-                &[follower(DeploymentPhase::Shadowing, "v1", None)],
+                &[&follower(DeploymentPhase::Shadowing, "v1", None)],
                 &status,
                 now()
             ),
@@ -240,7 +235,7 @@ mod tests {
         let p = sample();
         let prod = observe(
             &p,
-            &[follower(DeploymentPhase::Stable, "hand-made", None)],
+            &[&follower(DeploymentPhase::Stable, "hand-made", None)],
             &ModelPipelineStatus::default(),
             now(),
         )

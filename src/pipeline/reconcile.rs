@@ -15,6 +15,7 @@ use crate::api::{ModelDeployment, ModelPipeline, ModelPipelineStatus, RunPhase, 
 use crate::apply::delete_if_exists;
 use crate::conditions::{Status, set};
 use crate::context::Shared;
+use crate::guarded::{self, Guarded};
 use crate::{Error, Result};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -42,18 +43,39 @@ pub struct Context {
     /// ConfigMaps' metadata only; `data_source` reads the ones pipelines name.
     pub configmaps: Store<PartialObjectMeta<ConfigMap>>,
     pub data_source: super::data_source::DataSource,
-    pub model_deployments: Store<ModelDeployment>,
+    pub model_deployments: Store<Guarded<ModelDeployment>>,
 }
 
-pub fn key(p: &ModelPipeline) -> String {
+/// `namespace/name`: what per-object state is kept under.
+pub fn key<K: kube::Resource>(p: &K) -> String {
     format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())
+}
+
+/// The controller's entry: an object that deserialized is reconciled; one that did not is
+/// reported (see `guarded`) and waits for a change.
+pub async fn reconcile_guarded(
+    object: Arc<Guarded<ModelPipeline>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    match &object.0 {
+        Ok(p) => reconcile(Arc::new(p.clone()), ctx).await,
+        Err(invalid) => Ok(guarded::report(&ctx.shared, CONTROLLER, &object, invalid).await),
+    }
+}
+
+pub fn error_policy_guarded(
+    object: Arc<Guarded<ModelPipeline>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    ctx.shared.retry(CONTROLLER, &key(object.as_ref()), error)
 }
 
 /// Reconciles one ModelPipeline.
 #[tracing::instrument(skip_all, fields(controller = CONTROLLER, namespace = %p.namespace().unwrap_or_default(), name = %p.name_any(), phase))]
 pub async fn reconcile(p: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.shared.metrics.reconcile_started(CONTROLLER);
-    let key = key(&p);
+    let key = key(p.as_ref());
     if p.meta().deletion_timestamp.is_some() {
         // Owner references garbage-collect the Jobs and serving objects.
         ctx.shared.forget(&key);
@@ -77,7 +99,10 @@ pub async fn reconcile(p: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Actio
         Err(message) => return invalid(&p, &ctx, &current, &message, now).await,
     };
     let ns = p.namespace().unwrap_or_default();
-    let mds = ctx.model_deployments.state();
+    // The ModelDeployments that deserialized (those that did not are reported by their own
+    // controller).
+    let guards = ctx.model_deployments.state();
+    let mds: Vec<&ModelDeployment> = guards.iter().filter_map(|g| g.0.as_ref().ok()).collect();
     let annotations = Annotations::from_map(p.annotations());
     let configmap = match p.spec.data.version_from.as_ref() {
         Some(f) => {
@@ -302,7 +327,7 @@ async fn apply_children(
     p: &ModelPipeline,
     ctx: &Context,
     status: &ModelPipelineStatus,
-    mds: &[Arc<ModelDeployment>],
+    mds: &[&ModelDeployment],
 ) -> Result<Vec<(String, Stage, String, String)>> {
     let ns = p.namespace().unwrap_or_default();
     let client = ctx.shared.client.clone();
@@ -368,7 +393,7 @@ async fn apply_serving(
     p: &ModelPipeline,
     ctx: &Context,
     r: &crate::api::Run,
-    mds: &[Arc<ModelDeployment>],
+    mds: &[&ModelDeployment],
 ) -> Result<()> {
     let ns = p.namespace().unwrap_or_default();
     let name = serving_name(&p.name_any(), &r.name);
@@ -564,7 +589,7 @@ async fn invalid(
 
 /// Decides how a failed reconciliation is retried (see `Shared::retry`).
 pub fn error_policy(p: Arc<ModelPipeline>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.shared.retry(CONTROLLER, &key(&p), error)
+    ctx.shared.retry(CONTROLLER, &key(p.as_ref()), error)
 }
 
 /// The label selector of the stage pods the controller reads results from.

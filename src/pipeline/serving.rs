@@ -11,7 +11,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 /// `modelship.io/component` of the candidate's serving pods.
 pub const COMPONENT_SERVING: &str = "integration-serving";
@@ -46,11 +45,11 @@ pub fn serving_labels(pipeline: &str, run: &str) -> BTreeMap<String, String> {
 /// The ModelDeployments that follow `p` (`spec.modelFrom.pipeline`), by name.
 pub fn followers<'a>(
     p: &ModelPipeline,
-    deployments: &'a [Arc<ModelDeployment>],
+    deployments: &'a [&'a ModelDeployment],
 ) -> Vec<&'a ModelDeployment> {
     let mut found: Vec<&ModelDeployment> = deployments
         .iter()
-        .map(AsRef::as_ref)
+        .copied()
         .filter(|md| {
             md.namespace() == p.namespace()
                 && md
@@ -66,7 +65,7 @@ pub fn followers<'a>(
 
 /// The ModelDeployment whose serving template the integration stage uses: the one
 /// `spec.stages.integration.deployment` names, or else the first that follows the pipeline.
-pub fn target(p: &ModelPipeline, deployments: &[Arc<ModelDeployment>]) -> Result<Target, String> {
+pub fn target(p: &ModelPipeline, deployments: &[&ModelDeployment]) -> Result<Target, String> {
     let named = p
         .spec
         .stages
@@ -76,7 +75,7 @@ pub fn target(p: &ModelPipeline, deployments: &[Arc<ModelDeployment>]) -> Result
     let md = match &named {
         Some(name) => deployments
             .iter()
-            .map(AsRef::as_ref)
+            .copied()
             .find(|md| md.namespace() == p.namespace() && md.name_any() == *name)
             .ok_or_else(|| format!("ModelDeployment {name} (spec.stages.integration.deployment) does not exist"))?,
         None => followers(p, deployments).into_iter().next().ok_or_else(|| {
@@ -188,24 +187,25 @@ mod tests {
     use crate::deployment::testing::sample as sample_md;
     use crate::pipeline::testing::sample;
 
-    fn following(name: &str, pipeline: &str) -> Arc<ModelDeployment> {
+    fn following(name: &str, pipeline: &str) -> ModelDeployment {
         let mut md = sample_md();
         md.metadata.name = Some(name.into());
         md.spec.model = None;
         md.spec.model_from = Some(crate::api::ModelFrom {
             pipeline: pipeline.into(),
         });
-        Arc::new(md)
+        md
     }
 
     #[test]
     fn the_follower_is_the_target_unless_one_is_named() {
         let mut p = sample();
-        let mds = vec![
+        let owned = [
             following("zeta", "fraud"),
             following("alpha", "fraud"),
             following("other", "churn"),
         ];
+        let mds: Vec<&ModelDeployment> = owned.iter().collect();
         assert_eq!(
             followers(&p, &mds)
                 .iter()
@@ -232,7 +232,7 @@ mod tests {
     #[test]
     fn without_a_follower_the_error_says_what_to_do() {
         let p = sample();
-        let err = target(&p, &[following("x", "churn")]).unwrap_err();
+        let err = target(&p, &[&following("x", "churn")]).unwrap_err();
         assert!(
             err.contains("no ModelDeployment follows this pipeline"),
             "{err}"
@@ -242,7 +242,8 @@ mod tests {
     #[test]
     fn candidate_is_served_with_the_serving_template_and_its_own_labels() {
         let p = sample();
-        let mds = vec![following("fraud", "fraud")];
+        let owned = [following("fraud", "fraud")];
+        let mds: Vec<&ModelDeployment> = owned.iter().collect();
         let t = target(&p, &mds).unwrap();
         let d = desired_deployment(&p, "r4", "fraud-v1.1.0-2026-11-26-f4c9a2", "s3://m/x/", &t);
         assert_eq!(d.metadata.name.as_deref(), Some("fraud-r4-serve"));
@@ -291,7 +292,7 @@ mod tests {
     #[test]
     fn availability_needs_an_available_replica_of_the_current_generation() {
         let p = sample();
-        let t = target(&p, &[following("fraud", "fraud")]).unwrap();
+        let t = target(&p, &[&following("fraud", "fraud")]).unwrap();
         let mut d = desired_deployment(&p, "r1", "v", "s3://a/", &t);
         d.metadata.generation = Some(2);
         assert!(!available(&d));
