@@ -155,13 +155,14 @@ fn elapsed_since(since: Option<&str>, now: Timestamp) -> Duration {
         .unwrap_or_default()
 }
 
+/// When the analysis window opens (or opened), once it is known.
+pub fn analysis_start(analysis: &AnalysisStatus) -> Option<Timestamp> {
+    analysis.started_at.as_deref()?.parse().ok()
+}
+
 /// Whether the analysis window has opened (its start is not in the future).
 pub fn analysis_open(analysis: &AnalysisStatus, now: Timestamp) -> bool {
-    analysis
-        .started_at
-        .as_deref()
-        .and_then(|s| s.parse::<Timestamp>().ok())
-        .is_some_and(|t| t <= now)
+    analysis_start(analysis).is_some_and(|t| t <= now)
 }
 
 /// Whether `value` of a retry annotation names `version` (`<version>` or `<version>/<token>`).

@@ -494,10 +494,7 @@ async fn measure<S: analysis::prometheus::MetricsSource>(
     } else {
         Some(("stable", stable.version.clone()))
     };
-    let since_start = previous
-        .started_at
-        .as_deref()
-        .and_then(|s| s.parse::<Timestamp>().ok())
+    let since_start = phase::analysis_start(previous)
         .and_then(|t| Duration::try_from(now.duration_since(t)).ok());
     let elapsed = since_start.unwrap_or_default();
     let window = promql_range(judged_window(v.window, since_start));
@@ -638,8 +635,7 @@ fn next_wakeup(
             let opens = status
                 .analysis
                 .as_ref()
-                .and_then(|a| a.started_at.as_deref())
-                .and_then(|s| s.parse::<Timestamp>().ok())
+                .and_then(phase::analysis_start)
                 .and_then(|t| Duration::try_from(t.duration_since(now)).ok());
             opens.map_or(resync, |d| d.max(Duration::from_millis(100)))
         }
