@@ -400,13 +400,16 @@ async fn shadow_answers_are_compared_and_a_dead_candidate_never_reaches_clients(
         share * 100.0
     );
     assert!((share - 0.2).abs() < 0.05, "disagreement {share}");
-    // The analysis sees it too.
+    // The analysis sees it too, once it measured on as many answers as the count above (its
+    // window opens only after the shadow's pods are ready, so its first measurements stand on
+    // a few seconds of answers).
     let agreement = wait_for("the agreement measurement", TIMEOUT, || async {
         Ok(world
             .status()
             .await
             .analysis
             .and_then(|a| a.metrics.into_iter().find(|m| m.name == "agreement"))
+            .filter(|m| m.samples.unwrap_or(0.0) >= 200.0)
             .and_then(|m| m.value))
     })
     .await;
