@@ -4,6 +4,7 @@ pub mod analysis;
 pub mod api;
 pub mod apply;
 pub mod backoff;
+pub mod caches;
 pub mod conditions;
 pub mod context;
 pub mod deployment;
@@ -15,6 +16,7 @@ pub mod mirror;
 pub mod mock_api;
 pub mod operator;
 pub mod pipeline;
+pub mod reconciler;
 pub mod scope;
 pub mod telemetry;
 

@@ -1,5 +1,6 @@
 //! `modelship run`: both controllers behind leader election, and the admin endpoints.
 use crate::admin::{self, Readiness};
+use crate::caches::Caches;
 use crate::context::{Settings, Shared};
 use crate::metrics::Metrics;
 use crate::scope::Scope;
@@ -242,9 +243,10 @@ async fn controllers(
         controller: format!("modelship-{controller}"),
         instance: Some(identity.to_string()),
     };
+    // Each kind is watched once, into one cache both controllers read.
+    let mut caches = Caches::new(&scope, &client);
     let deployments = deployment::run(
-        client.clone(),
-        scope.clone(),
+        &mut caches,
         Shared::new(
             client.clone(),
             reporter("deployment"),
@@ -256,13 +258,17 @@ async fn controllers(
         stop.clone().cancelled_owned(),
     );
     let pipelines = pipeline::run(
+        &mut caches,
         client.clone(),
-        scope,
         Shared::new(client, reporter("pipeline"), metrics, settings),
         readiness,
         stop.cancelled_owned(),
     );
-    futures::future::join(deployments.boxed(), pipelines.boxed()).await;
+    // The watches end with the controllers.
+    let controllers = futures::future::join(deployments.boxed(), pipelines.boxed());
+    futures::pin_mut!(controllers);
+    let watches = caches.run().boxed();
+    futures::future::select(controllers, watches).await;
 }
 
 #[cfg(test)]

@@ -1,5 +1,14 @@
 //! Controller tests against a mock API server: the order and number of requests matter.
-use super::reconcile::{Context, reconcile};
+use super::reconcile::Context;
+
+/// The controller's entry, as the controller calls it.
+async fn reconcile(
+    object: Arc<crate::api::ModelDeployment>,
+    ctx: Arc<Context>,
+) -> crate::Result<kube::runtime::controller::Action> {
+    let guarded = kube::core::DeserializeGuard(Ok((*object).clone()));
+    crate::reconciler::reconcile(Arc::new(guarded), ctx).await
+}
 use super::testing::sample;
 use crate::api::{DeploymentPhase, ModelDeployment, ModelDeploymentStatus};
 use crate::mock_api::{self, Sent, store, writes};

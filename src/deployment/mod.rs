@@ -12,119 +12,107 @@ pub mod validate;
 
 use crate::admin::{Readiness, until_ready};
 use crate::api::{ModelDeployment, ModelPipeline};
+use crate::caches::{Caches, index_key, key_of};
 use crate::context::Shared;
-use crate::guarded::{self, Guarded};
-use crate::scope::Scope;
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
-use kube::{Client, ResourceExt};
+use crate::guarded::Guarded;
+use crate::reconciler::{self, key};
+use kube::ResourceExt;
+use kube::runtime::Controller;
 use std::sync::Arc;
 
 /// Children carry this label; only they are watched.
 pub const CHILD_SELECTOR: &str = "app.kubernetes.io/managed-by=modelship";
 
-/// Runs the controller until `shutdown` resolves.
-pub async fn run(
-    client: Client,
-    scope: Scope,
+/// The ModelDeployments that follow pipeline `namespace/name`, by that key.
+fn followed_pipeline(md: &Guarded<ModelDeployment>) -> Vec<String> {
+    md.0.as_ref()
+        .ok()
+        .and_then(|md| {
+            let from = md.spec.model_from.as_ref()?;
+            Some(vec![index_key(
+                &md.namespace().unwrap_or_default(),
+                &from.pipeline,
+            )])
+        })
+        .unwrap_or_default()
+}
+
+/// Subscribes to what the controller reads in `caches`, and returns it running until
+/// `shutdown` resolves.
+pub fn run<S>(
+    caches: &mut Caches,
     shared: Shared,
     prometheus: crate::analysis::prometheus::Clients,
     readiness: Readiness,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let children = watcher::Config::default().labels(CHILD_SELECTOR);
-    let (deployments, deployment_events) = scope.reflect::<Deployment>(&client, children.clone());
-    let (services, service_events) = scope.reflect::<Service>(&client, children);
-    // Both kinds through kube's error boundary: an object that does not deserialize is kept
-    // as its metadata and error, and the others go on.
-    let (pipelines, pipeline_events) =
-        scope.reflect::<Guarded<ModelPipeline>>(&client, watcher::Config::default());
-
+    shutdown: S,
+) -> impl std::future::Future<Output = ()> + Send + use<S>
+where
+    S: std::future::Future<Output = ()> + Send + Sync + 'static,
+{
+    let deployments = caches.deployments.store();
+    let deployment_events = caches.deployments.subscribe();
+    let services = caches.services.store();
+    let service_events = caches.services.subscribe();
+    let pipelines = caches.pipelines.store();
+    let pipeline_events = caches.pipelines.subscribe();
     let state = shared.object_state();
     let forget = state.clone();
-    let (model_deployments, md_stream) = scope.primary::<Guarded<ModelDeployment>, _>(
-        &client,
-        watcher::Config::default(),
-        move |md| forget.forget(&reconcile::key(md)),
-    );
-    let controller = Controller::for_stream(md_stream, model_deployments.clone());
+    caches
+        .model_deployments
+        .on_delete(move |md| forget.forget(&key(md)));
+    let following = caches.model_deployments.index(followed_pipeline);
+    let model_deployments = caches.model_deployments.store();
+    let md_stream = caches.model_deployments.subscribe();
 
     readiness.expect("modeldeployments");
-    let stores = (
-        model_deployments.clone(),
-        deployments.clone(),
-        services.clone(),
-        pipelines.clone(),
-    );
-    let ready = readiness.clone();
-    tokio::spawn(async move {
-        let (m, d, s, p) = stores;
-        until_ready(&m).await;
-        until_ready(&d).await;
-        until_ready(&s).await;
-        until_ready(&p).await;
-        ready.set_ready("modeldeployments");
-    });
+    async move {
+        let controller = Controller::for_stream(md_stream, model_deployments.clone());
+        let stores = (
+            model_deployments.clone(),
+            deployments.clone(),
+            services.clone(),
+            pipelines.clone(),
+        );
+        tokio::spawn(async move {
+            let (m, d, s, p) = stores;
+            until_ready(&m).await;
+            until_ready(&d).await;
+            until_ready(&s).await;
+            until_ready(&p).await;
+            readiness.set_ready("modeldeployments");
+        });
 
-    // Without a finalizer a deleted ModelDeployment is never reconciled again: drop its
-    // exported measurements, and what is kept about it that the watch's delete event did not
-    // already drop, once it has left the cache.
-    let analysis_value = shared.metrics.analysis_value.clone();
-    tokio::spawn(crate::scope::sweep(
-        state,
-        model_deployments.clone(),
-        shared
-            .metrics
-            .object_state
-            .with_label_values(&[reconcile::CONTROLLER]),
-        move |store| sweep_series(&analysis_value, store),
-    ));
+        // Without a finalizer a deleted ModelDeployment is never reconciled again: drop its
+        // exported measurements, and what is kept about it that the watch's delete event did
+        // not already drop, once it has left the cache.
+        let analysis_value = shared.metrics.analysis_value.clone();
+        tokio::spawn(crate::scope::sweep(
+            state,
+            model_deployments,
+            shared
+                .metrics
+                .object_state
+                .with_label_values(&[reconcile::CONTROLLER]),
+            move |store| sweep_series(&analysis_value, store),
+        ));
 
-    let ctx = Arc::new(reconcile::Context {
-        shared,
-        deployments,
-        services,
-        pipelines,
-        prometheus,
-    });
-    controller
-        .owns_stream(deployment_events)
-        .owns_stream(service_events)
-        // A pipeline that approves a candidate wakes the deployments that follow it.
-        .watches_stream(pipeline_events, move |pipeline: Guarded<ModelPipeline>| {
-            let ns = pipeline.namespace();
-            let name = pipeline.name_any();
-            guarded::valid(&model_deployments)
-                .into_iter()
-                .filter(|md| {
-                    md.namespace() == ns
-                        && md
-                            .spec
-                            .model_from
-                            .as_ref()
-                            .is_some_and(|f| f.pipeline == name)
-                })
-                .map(|md| {
-                    ObjectRef::<Guarded<ModelDeployment>>::new(&md.name_any())
-                        .within(&md.namespace().unwrap_or_default())
-                })
-                .collect::<Vec<_>>()
-        })
-        .graceful_shutdown_on(shutdown)
-        .run(
-            reconcile::reconcile_guarded,
-            reconcile::error_policy_guarded,
-            ctx,
-        )
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "deployment controller");
-            }
-        })
-        .await;
+        let ctx = Arc::new(reconcile::Context {
+            shared,
+            deployments,
+            services,
+            pipelines,
+            prometheus,
+        });
+        let controller = controller
+            .owns_stream(deployment_events)
+            .owns_stream(service_events)
+            // A pipeline that approves a candidate wakes the deployments that follow it.
+            .watches_stream(pipeline_events, move |pipeline: Guarded<ModelPipeline>| {
+                following.get(&key_of(&pipeline))
+            })
+            .graceful_shutdown_on(shutdown);
+        reconciler::run(controller, ctx).await;
+    }
 }
 
 /// Removes the measurement series of ModelDeployments that no longer exist.

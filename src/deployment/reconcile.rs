@@ -17,9 +17,10 @@ use crate::api::{
     AnalysisMetric, AnalysisPhase, AnalysisStatus, DeploymentPhase, MetricStatus, ModelDeployment,
     ModelDeploymentStatus, ModelPipeline, VersionRef,
 };
-use crate::apply::{apply_status, delete_if_exists};
+use crate::apply::delete_if_exists;
 use crate::context::Shared;
-use crate::guarded::{self, Guarded};
+use crate::guarded::Guarded;
+use crate::reconciler::{Reconciled, invalid, key, owned_by, write_status};
 use crate::{Error, Result};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -28,6 +29,7 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,56 +44,59 @@ pub struct Context {
     pub prometheus: analysis::prometheus::Clients,
 }
 
-/// `namespace/name`: what per-object state is kept under.
-pub fn key<K: Resource>(md: &K) -> String {
-    format!("{}/{}", md.namespace().unwrap_or_default(), md.name_any())
+impl AsRef<Shared> for Context {
+    fn as_ref(&self) -> &Shared {
+        &self.shared
+    }
 }
 
-/// The controller's entry: an object that deserialized is reconciled; one that did not is
-/// reported (see `guarded`) and waits for a change.
-pub async fn reconcile_guarded(
-    object: Arc<Guarded<ModelDeployment>>,
+impl Reconciled for ModelDeployment {
+    type Status = ModelDeploymentStatus;
+    type Context = Context;
+    const CONTROLLER: &'static str = CONTROLLER;
+
+    fn status(&self) -> Option<&ModelDeploymentStatus> {
+        self.status.as_ref()
+    }
+
+    fn phase(status: &ModelDeploymentStatus) -> &'static str {
+        status.phase.map(|p| p.as_str()).unwrap_or("New")
+    }
+
+    fn set_invalid(
+        status: &mut ModelDeploymentStatus,
+        reason: &str,
+        message: &str,
+        generation: Option<i64>,
+        now: Timestamp,
+    ) {
+        status.observed_generation = generation;
+        set_invalid(status, reason, message, generation, now);
+    }
+
+    fn reconcile(
+        md: Arc<ModelDeployment>,
+        ctx: Arc<Context>,
+        current: ModelDeploymentStatus,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Action>> + Send {
+        reconcile(md, ctx, current, now)
+    }
+}
+
+/// Reconciles one ModelDeployment (the prelude ran in `reconciler::reconcile`): a spec that
+/// cannot be acted on is reported once; a valid one whose version is known is stepped.
+async fn reconcile(
+    md: Arc<ModelDeployment>,
     ctx: Arc<Context>,
+    current: ModelDeploymentStatus,
+    now: Timestamp,
 ) -> Result<Action> {
-    match &object.0 {
-        Ok(md) => reconcile(Arc::new(md.clone()), ctx).await,
-        Err(invalid) => Ok(guarded::report(&ctx.shared, CONTROLLER, &object, invalid).await),
-    }
-}
-
-pub fn error_policy_guarded(
-    object: Arc<Guarded<ModelDeployment>>,
-    error: &Error,
-    ctx: Arc<Context>,
-) -> Action {
-    ctx.shared.retry(CONTROLLER, &key(object.as_ref()), error)
-}
-
-/// Reconciles one ModelDeployment.
-#[tracing::instrument(skip_all, fields(controller = CONTROLLER, namespace = %md.namespace().unwrap_or_default(), name = %md.name_any(), phase))]
-pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx.shared.metrics.reconcile_started(CONTROLLER);
-    let key = key(md.as_ref());
-    if md.meta().deletion_timestamp.is_some() {
-        // Owner references garbage-collect the children.
-        ctx.shared.forget(&key);
-        return Ok(Action::await_change());
-    }
-    if ctx
-        .shared
-        .cache_is_stale(&key, md.meta().resource_version.as_deref())
-    {
-        return Ok(Action::requeue(Duration::from_millis(200)));
-    }
-    let now = Timestamp::now();
-    let current = md.status.clone().unwrap_or_default();
-    tracing::Span::current().record("phase", current.phase.map(|p| p.as_str()).unwrap_or("New"));
-
     let v = match validate(&md) {
         Ok(v) => v,
         Err(message) => {
             let held = (&current, md.meta().resource_version.as_deref());
-            return invalid(&md, &ctx, held, "InvalidSpec", &message, now).await;
+            return invalid(&ctx.shared, md.as_ref(), held, "InvalidSpec", &message, now).await;
         }
     };
     if refused_at_this_generation(&md, &current) {
@@ -106,7 +111,7 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
     match step(&md, &ctx, &v, &desired, &current, now).await {
         Err(Error::Rejected(message)) => {
             let held = (&current, md.meta().resource_version.as_deref());
-            invalid(&md, &ctx, held, REFUSED, &message, now).await
+            invalid(&ctx.shared, md.as_ref(), held, REFUSED, &message, now).await
         }
         other => other,
     }
@@ -154,7 +159,7 @@ async fn step(
         Err(Error::Rejected(message)) => {
             // Reported on top of the status just written, which is what the API server holds.
             let written = written.as_deref();
-            return invalid(md, ctx, (&next, written), REFUSED, &message, now).await;
+            return invalid(&ctx.shared, md, (&next, written), REFUSED, &message, now).await;
         }
         other => other?,
     }
@@ -366,14 +371,8 @@ async fn commit(
     next: &ModelDeploymentStatus,
     observed: &Observed,
 ) -> Result<Option<String>> {
-    let written = write_status(
-        md,
-        ctx,
-        md.meta().resource_version.as_deref(),
-        current,
-        next,
-    )
-    .await?;
+    let read = md.meta().resource_version.as_deref();
+    let written = write_status(&ctx.shared, md, read, current, next).await?;
     if let Err((reason, message)) = &observed.traffic {
         let before = current.condition(super::status::TRAFFIC_CONFIGURED);
         if before.is_none_or(|c| c.status != "False" || c.reason != *reason) {
@@ -451,15 +450,6 @@ fn resolve_desired(
             from.pipeline
         )),
     }
-}
-
-fn owned_by<K: Resource>(child: &K, md: &ModelDeployment) -> bool {
-    let uid = md.meta().uid.as_deref();
-    child
-        .meta()
-        .owner_references
-        .as_ref()
-        .is_some_and(|refs| refs.iter().any(|r| Some(r.uid.as_str()) == uid))
 }
 
 fn measurement_due(analysis: Option<&AnalysisStatus>, interval: Duration, now: Timestamp) -> bool {
@@ -711,57 +701,6 @@ async fn apply_children(
     Ok(())
 }
 
-/// Writes the status when it changed, with the read resourceVersion as a precondition so a
-/// decision taken on a stale copy is refused (409) and retried on fresh data.
-async fn write_status(
-    md: &ModelDeployment,
-    ctx: &Context,
-    read: Option<&str>,
-    current: &ModelDeploymentStatus,
-    next: &ModelDeploymentStatus,
-) -> Result<Option<String>> {
-    if current == next {
-        return Ok(read.map(str::to_string));
-    }
-    let api: Api<ModelDeployment> = Api::namespaced(
-        ctx.shared.client.clone(),
-        &md.namespace().unwrap_or_default(),
-    );
-    let written = apply_status(&api, &md.name_any(), read, next).await?;
-    let rv = written.meta().resource_version.clone();
-    ctx.shared.wrote(&key(md), read, rv.as_deref());
-    Ok(rv)
-}
-
-/// The spec cannot be acted on: say why once, and wait for it to change. `(current, read)`:
-/// the status the API server holds and its resourceVersion.
-async fn invalid(
-    md: &ModelDeployment,
-    ctx: &Context,
-    (current, read): (&ModelDeploymentStatus, Option<&str>),
-    reason: &str,
-    message: &str,
-    now: Timestamp,
-) -> Result<Action> {
-    let mut next = current.clone();
-    next.observed_generation = md.meta().generation;
-    set_invalid(&mut next, reason, message, md.meta().generation, now);
-    let changed = &next != current;
-    write_status(md, ctx, read, current, &next).await?;
-    if changed {
-        tracing::warn!(
-            reason,
-            message,
-            "spec cannot be acted on; waiting for a change"
-        );
-        ctx.shared
-            .event(md, true, reason, "Validate", message.to_string())
-            .await;
-    }
-    ctx.shared.backoff.reset(&key(md));
-    Ok(Action::await_change())
-}
-
 async fn waiting(
     md: &ModelDeployment,
     ctx: &Context,
@@ -773,14 +712,8 @@ async fn waiting(
     next.observed_generation = md.meta().generation;
     set_waiting(&mut next, message, md.meta().generation, now);
     let changed = &next != current;
-    write_status(
-        md,
-        ctx,
-        md.meta().resource_version.as_deref(),
-        current,
-        &next,
-    )
-    .await?;
+    let read = md.meta().resource_version.as_deref();
+    write_status(&ctx.shared, md, read, current, &next).await?;
     if changed {
         ctx.shared
             .event(md, false, "WaitingForModel", "Resolve", message.to_string())
@@ -788,11 +721,6 @@ async fn waiting(
     }
     // The pipeline watch wakes this object when the pipeline changes.
     Ok(Action::requeue(ctx.shared.settings.resync))
-}
-
-/// Decides how a failed reconciliation is retried (see `Shared::retry`).
-pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.shared.retry(CONTROLLER, &key(md.as_ref()), error)
 }
 
 #[cfg(test)]

@@ -1,7 +1,16 @@
 //! Pipeline controller tests against a mock API server: the order and number of requests
 //! matter.
 use super::data_source::DataSource;
-use super::reconcile::{Context, reconcile};
+use super::reconcile::Context;
+
+/// The controller's entry, as the controller calls it.
+async fn reconcile(
+    object: Arc<crate::api::ModelPipeline>,
+    ctx: Arc<Context>,
+) -> crate::Result<kube::runtime::controller::Action> {
+    let guarded = kube::core::DeserializeGuard(Ok((*object).clone()));
+    crate::reconciler::reconcile(Arc::new(guarded), ctx).await
+}
 use super::testing::sample;
 use crate::api::{ModelPipeline, ModelPipelineStatus};
 use crate::mock_api::{self, Sent, store, writes};

@@ -15,7 +15,8 @@ use crate::api::{ModelDeployment, ModelPipeline, ModelPipelineStatus, RunPhase, 
 use crate::apply::delete_if_exists;
 use crate::conditions::{Status, set};
 use crate::context::Shared;
-use crate::guarded::{self, Guarded};
+use crate::guarded::Guarded;
+use crate::reconciler::{Reconciled, invalid, key, owned_by, write_status};
 use crate::{Error, Result};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -27,6 +28,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,57 +48,68 @@ pub struct Context {
     pub model_deployments: Store<Guarded<ModelDeployment>>,
 }
 
-/// `namespace/name`: what per-object state is kept under.
-pub fn key<K: kube::Resource>(p: &K) -> String {
-    format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())
+impl AsRef<Shared> for Context {
+    fn as_ref(&self) -> &Shared {
+        &self.shared
+    }
 }
 
-/// The controller's entry: an object that deserialized is reconciled; one that did not is
-/// reported (see `guarded`) and waits for a change.
-pub async fn reconcile_guarded(
-    object: Arc<Guarded<ModelPipeline>>,
+impl Reconciled for ModelPipeline {
+    type Status = ModelPipelineStatus;
+    type Context = Context;
+    const CONTROLLER: &'static str = CONTROLLER;
+
+    fn status(&self) -> Option<&ModelPipelineStatus> {
+        self.status.as_ref()
+    }
+
+    fn phase(status: &ModelPipelineStatus) -> &'static str {
+        status.phase.map(|p| p.as_str()).unwrap_or("New")
+    }
+
+    fn set_invalid(
+        status: &mut ModelPipelineStatus,
+        reason: &str,
+        message: &str,
+        generation: Option<i64>,
+        now: Timestamp,
+    ) {
+        status.observed_generation = generation;
+        set(
+            &mut status.conditions,
+            "Ready",
+            Status::False,
+            reason,
+            message,
+            generation,
+            now,
+        );
+    }
+
+    fn reconcile(
+        p: Arc<ModelPipeline>,
+        ctx: Arc<Context>,
+        current: ModelPipelineStatus,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Action>> + Send {
+        reconcile(p, ctx, current, now)
+    }
+}
+
+/// Reconciles one ModelPipeline (the prelude ran in `reconciler::reconcile`).
+async fn reconcile(
+    p: Arc<ModelPipeline>,
     ctx: Arc<Context>,
+    current: ModelPipelineStatus,
+    now: Timestamp,
 ) -> Result<Action> {
-    match &object.0 {
-        Ok(p) => reconcile(Arc::new(p.clone()), ctx).await,
-        Err(invalid) => Ok(guarded::report(&ctx.shared, CONTROLLER, &object, invalid).await),
-    }
-}
-
-pub fn error_policy_guarded(
-    object: Arc<Guarded<ModelPipeline>>,
-    error: &Error,
-    ctx: Arc<Context>,
-) -> Action {
-    ctx.shared.retry(CONTROLLER, &key(object.as_ref()), error)
-}
-
-/// Reconciles one ModelPipeline.
-#[tracing::instrument(skip_all, fields(controller = CONTROLLER, namespace = %p.namespace().unwrap_or_default(), name = %p.name_any(), phase))]
-pub async fn reconcile(p: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx.shared.metrics.reconcile_started(CONTROLLER);
     let key = key(p.as_ref());
-    if p.meta().deletion_timestamp.is_some() {
-        // Owner references garbage-collect the Jobs and serving objects.
-        ctx.shared.forget(&key);
-        return Ok(Action::await_change());
-    }
-    if ctx
-        .shared
-        .cache_is_stale(&key, p.meta().resource_version.as_deref())
-    {
-        return Ok(Action::requeue(Duration::from_millis(200)));
-    }
-    let now = Timestamp::now();
-    let current = p.status.clone().unwrap_or_default();
-    tracing::Span::current().record(
-        "phase",
-        current.phase.map(|ph| ph.as_str()).unwrap_or("New"),
-    );
-
     let schedule = match validate(&p).and_then(|()| Schedule::from_spec(&p.spec.triggers)) {
         Ok(s) => s,
-        Err(message) => return invalid(&p, &ctx, &current, &message, now).await,
+        Err(message) => {
+            let held = (&current, p.meta().resource_version.as_deref());
+            return invalid(&ctx.shared, p.as_ref(), held, "InvalidSpec", &message, now).await;
+        }
     };
     let ns = p.namespace().unwrap_or_default();
     // The ModelDeployments that deserialized (those that did not are reported by their own
@@ -128,14 +141,8 @@ pub async fn reconcile(p: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Actio
         production: production::observe(&p, &mds, &current, now),
     };
     let decision = run::decide(&w);
-    let mut rv = write_status(
-        &p,
-        &ctx,
-        p.meta().resource_version.clone(),
-        &current,
-        &decision.status,
-    )
-    .await?;
+    let read = p.meta().resource_version.as_deref();
+    let mut rv = write_status(&ctx.shared, p.as_ref(), read, &current, &decision.status).await?;
     let mut status = decision.status.clone();
     report(&p, &ctx, &decision).await;
 
@@ -143,7 +150,7 @@ pub async fn reconcile(p: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Actio
     let refused = apply_children(&p, &ctx, &status, &mds).await?;
     for (run_name, stage, what, why) in refused {
         let d = run::rejected(&p, &status, &run_name, stage, &what, &why, Timestamp::now());
-        rv = write_status(&p, &ctx, rv, &status, &d.status).await?;
+        rv = write_status(&ctx.shared, p.as_ref(), rv.as_deref(), &status, &d.status).await?;
         status = d.status.clone();
         report(&p, &ctx, &d).await;
     }
@@ -155,15 +162,6 @@ pub async fn reconcile(p: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Actio
         .unwrap_or(ctx.shared.settings.resync)
         .min(ctx.shared.settings.resync);
     Ok(Action::requeue(wake.max(Duration::from_millis(100))))
-}
-
-fn owned_by<K: Resource>(child: &K, p: &ModelPipeline) -> bool {
-    let uid = p.meta().uid.as_deref();
-    child
-        .meta()
-        .owner_references
-        .as_ref()
-        .is_some_and(|refs| refs.iter().any(|r| Some(r.uid.as_str()) == uid))
 }
 
 fn condition_true(job: &Job, type_: &str) -> Option<k8s_openapi::api::batch::v1::JobCondition> {
@@ -530,66 +528,6 @@ async fn report(p: &ModelPipeline, ctx: &Context, d: &Decision) {
             )
             .await;
     }
-}
-
-/// Writes the status when it changed, with `resource_version` as a precondition so a
-/// decision taken on a stale copy is refused (409) and retried on fresh data. Returns the
-/// resourceVersion after the write.
-async fn write_status(
-    p: &ModelPipeline,
-    ctx: &Context,
-    resource_version: Option<String>,
-    current: &ModelPipelineStatus,
-    next: &ModelPipelineStatus,
-) -> Result<Option<String>> {
-    if current == next {
-        return Ok(resource_version);
-    }
-    let api: Api<ModelPipeline> = Api::namespaced(
-        ctx.shared.client.clone(),
-        &p.namespace().unwrap_or_default(),
-    );
-    let written =
-        crate::apply::apply_status(&api, &p.name_any(), resource_version.as_deref(), next).await?;
-    let rv = written.meta().resource_version.clone();
-    ctx.shared
-        .wrote(&key(p), resource_version.as_deref(), rv.as_deref());
-    Ok(rv)
-}
-
-/// The spec cannot be acted on: say why, and wait for it to change.
-async fn invalid(
-    p: &ModelPipeline,
-    ctx: &Context,
-    current: &ModelPipelineStatus,
-    message: &str,
-    now: Timestamp,
-) -> Result<Action> {
-    let mut next = current.clone();
-    next.observed_generation = p.meta().generation;
-    set(
-        &mut next.conditions,
-        "Ready",
-        Status::False,
-        "InvalidSpec",
-        message,
-        p.meta().generation,
-        now,
-    );
-    write_status(p, ctx, p.meta().resource_version.clone(), current, &next).await?;
-    if &next != current {
-        tracing::warn!(message, "spec cannot be acted on; waiting for a change");
-        ctx.shared
-            .event(p, true, "InvalidSpec", "Validate", message.to_string())
-            .await;
-    }
-    ctx.shared.backoff.reset(&key(p));
-    Ok(Action::await_change())
-}
-
-/// Decides how a failed reconciliation is retried (see `Shared::retry`).
-pub fn error_policy(p: Arc<ModelPipeline>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.shared.retry(CONTROLLER, &key(p.as_ref()), error)
 }
 
 /// The label selector of the stage pods the controller reads results from.

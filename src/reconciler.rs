@@ -1,0 +1,234 @@
+//! The skeleton both controllers share: the entry that splits objects that deserialized from
+//! those that did not, the reconcile prelude, ownership, the conditional status write, the
+//! one-time report of a spec that cannot be acted on, the retry policy and the run loop.
+//!
+//! A controller supplies what differs (its kind, its status type, how a spec that cannot be
+//! acted on shows in its conditions, and its own observe → decide steps) through
+//! [`Reconciled`]; everything written here exists once.
+use crate::context::Shared;
+use crate::guarded::{self, Guarded};
+use crate::scope::Watched;
+use crate::{Error, Result};
+use futures::StreamExt;
+use jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::Controller;
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::Instrument;
+
+/// A kind one controller reconciles.
+pub trait Reconciled: Watched + Serialize {
+    /// What the controller writes to the object's status.
+    type Status: Clone + PartialEq + Default + Serialize + Send + Sync;
+    /// What the controller's reconciliations share; holds the [`Shared`] part.
+    type Context: AsRef<Shared> + Send + Sync + 'static;
+    /// The controller's name in metrics, logs and spans.
+    const CONTROLLER: &'static str;
+
+    fn status(&self) -> Option<&Self::Status>;
+
+    /// The phase a status is in, for the reconcile span.
+    fn phase(status: &Self::Status) -> &'static str;
+
+    /// Sets `status` to say that the spec cannot be acted on (`Ready=False` with `reason`)
+    /// as observed at `generation`.
+    fn set_invalid(
+        status: &mut Self::Status,
+        reason: &str,
+        message: &str,
+        generation: Option<i64>,
+        now: Timestamp,
+    );
+
+    /// One reconciliation of an object that deserialized and is not being deleted, whose
+    /// cached copy is current: observe → decide → commit → converge → report.
+    fn reconcile(
+        object: Arc<Self>,
+        ctx: Arc<Self::Context>,
+        current: Self::Status,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Action>> + Send;
+}
+
+/// `namespace/name`: what per-object state is kept under.
+pub fn key<K: Resource>(object: &K) -> String {
+    format!(
+        "{}/{}",
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    )
+}
+
+/// Whether `child` names `owner` in its owner references: only such children are read as
+/// ours, deleted, or counted.
+pub fn owned_by<C: Resource, O: Resource>(child: &C, owner: &O) -> bool {
+    let uid = owner.meta().uid.as_deref();
+    child
+        .meta()
+        .owner_references
+        .as_ref()
+        .is_some_and(|refs| refs.iter().any(|r| Some(r.uid.as_str()) == uid))
+}
+
+/// The controller's entry: an object that did not deserialize is reported (see `guarded`);
+/// one being deleted is forgotten (owner references garbage-collect its children); one
+/// whose cached copy our own status write already replaced waits for the cache; the others
+/// are reconciled, in a span that carries the controller, the object and its phase.
+pub async fn reconcile<K: Reconciled>(
+    object: Arc<Guarded<K>>,
+    ctx: Arc<K::Context>,
+) -> Result<Action> {
+    let shared: &Shared = (*ctx).as_ref();
+    let object = match &object.0 {
+        Ok(object) => Arc::new(object.clone()),
+        Err(invalid) => return Ok(guarded::report(shared, K::CONTROLLER, &object, invalid).await),
+    };
+    let _timer = shared.metrics.reconcile_started(K::CONTROLLER);
+    let key = key(object.as_ref());
+    if object.meta().deletion_timestamp.is_some() {
+        shared.forget(&key);
+        return Ok(Action::await_change());
+    }
+    if shared.cache_is_stale(&key, object.meta().resource_version.as_deref()) {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+    let current = object.status().cloned().unwrap_or_default();
+    let span = tracing::info_span!(
+        "reconcile",
+        controller = K::CONTROLLER,
+        namespace = %object.namespace().unwrap_or_default(),
+        name = %object.name_any(),
+        phase = K::phase(&current),
+    );
+    K::reconcile(object, ctx.clone(), current, Timestamp::now())
+        .instrument(span)
+        .await
+}
+
+/// How a failed reconciliation is retried (see `Shared::retry`).
+pub fn error_policy<K: Reconciled>(
+    object: Arc<Guarded<K>>,
+    error: &Error,
+    ctx: Arc<K::Context>,
+) -> Action {
+    (*ctx)
+        .as_ref()
+        .retry(K::CONTROLLER, &key(object.as_ref()), error)
+}
+
+/// Runs `controller` until its shutdown, with the shared entry and retry policy.
+pub async fn run<K: Reconciled>(controller: Controller<Guarded<K>>, ctx: Arc<K::Context>)
+where
+    K::Status: 'static,
+{
+    controller
+        .run(reconcile::<K>, error_policy::<K>, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, controller = K::CONTROLLER, "reconcile");
+            }
+        })
+        .await;
+}
+
+/// Writes `next` to the status when it differs from `current`, with `read` (the
+/// resourceVersion the decision was taken on) as a precondition, so a decision taken on a
+/// stale copy is refused (409) and retried on fresh data. Returns the resourceVersion after
+/// the write.
+pub async fn write_status<K: Reconciled>(
+    shared: &Shared,
+    object: &K,
+    read: Option<&str>,
+    current: &K::Status,
+    next: &K::Status,
+) -> Result<Option<String>> {
+    if current == next {
+        return Ok(read.map(str::to_string));
+    }
+    let api: Api<K> = Api::namespaced(
+        shared.client.clone(),
+        &object.namespace().unwrap_or_default(),
+    );
+    let written = crate::apply::apply_status(&api, &object.name_any(), read, next).await?;
+    let rv = written.meta().resource_version.clone();
+    shared.wrote(&key(object), read, rv.as_deref());
+    Ok(rv)
+}
+
+/// The spec cannot be acted on: say why once (a condition, a log line, a Warning event), and
+/// wait for it to change. `(current, read)`: the status the API server holds and its
+/// resourceVersion.
+pub async fn invalid<K: Reconciled>(
+    shared: &Shared,
+    object: &K,
+    (current, read): (&K::Status, Option<&str>),
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> Result<Action> {
+    let mut next = current.clone();
+    K::set_invalid(&mut next, reason, message, object.meta().generation, now);
+    let changed = &next != current;
+    write_status(shared, object, read, current, &next).await?;
+    if changed {
+        tracing::warn!(
+            reason,
+            message,
+            "spec cannot be acted on; waiting for a change"
+        );
+        shared
+            .event(object, true, reason, "Validate", message.to_string())
+            .await;
+    }
+    shared.backoff.reset(&key(object));
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    #[test]
+    fn only_children_that_name_the_owners_uid_are_owned() {
+        let mut owner = crate::deployment::testing::sample();
+        owner.metadata.uid = Some("uid-1".into());
+        let mut child = Deployment::default();
+        assert!(!owned_by(&child, &owner));
+        child.metadata.owner_references = Some(vec![OwnerReference {
+            uid: "uid-2".into(),
+            ..Default::default()
+        }]);
+        assert!(!owned_by(&child, &owner), "same name, another owner");
+        child
+            .metadata
+            .owner_references
+            .as_mut()
+            .unwrap()
+            .push(OwnerReference {
+                uid: "uid-1".into(),
+                ..Default::default()
+            });
+        assert!(owned_by(&child, &owner));
+        owner.metadata.uid = None;
+        assert!(
+            !owned_by(&child, &owner),
+            "an owner without a uid owns nothing"
+        );
+    }
+
+    #[test]
+    fn keys_are_namespace_and_name() {
+        let owner = crate::deployment::testing::sample();
+        assert_eq!(
+            key(&owner),
+            format!("{}/{}", owner.namespace().unwrap(), owner.name_any())
+        );
+    }
+}
