@@ -18,7 +18,7 @@ async fn a_new_operator_process_resumes_and_completes_the_bake() {
     let window = baking
         .analysis
         .as_ref()
-        .and_then(|a| a.started_at.clone())
+        .and_then(|a| a.started_at)
         .expect("the bake's start is in status");
 
     // The promotion is fully reported (its event follows the status write) before the crash,
@@ -37,12 +37,12 @@ async fn a_new_operator_process_resumes_and_completes_the_bake() {
     // The new process measures again, within the same window.
     let resumed = wait_for("the new operator to measure the bake", TIMEOUT, || async {
         let s = world.status().await;
-        let measured = s.analysis.as_ref().and_then(|a| a.last_measured_at.clone());
+        let measured = s.analysis.as_ref().and_then(|a| a.last_measured_at);
         Ok((measured
             > while_down
                 .analysis
                 .as_ref()
-                .and_then(|a| a.last_measured_at.clone())
+                .and_then(|a| a.last_measured_at)
             || s.phase == Some(DeploymentPhase::Stable))
         .then_some(s))
     })
@@ -50,7 +50,7 @@ async fn a_new_operator_process_resumes_and_completes_the_bake() {
     if resumed.phase == Some(DeploymentPhase::Baking) {
         assert_eq!(
             resumed.analysis.and_then(|a| a.started_at),
-            Some(window.clone()),
+            Some(window),
             "the bake window was restarted"
         );
     }
@@ -58,8 +58,8 @@ async fn a_new_operator_process_resumes_and_completes_the_bake() {
     assert_eq!(done.stable.as_ref().unwrap().version, "churn-v2");
     assert_eq!(done.history[0].outcome, Outcome::Promoted);
     // Baked for the whole window measured from its original start, not from the restart.
-    let start: jiff::Timestamp = window.parse().unwrap();
-    let ended: jiff::Timestamp = done.history[0].time.parse().unwrap();
+    let start = window;
+    let ended = done.history[0].time;
     let baked = ended.duration_since(start);
     assert!(
         baked >= jiff::SignedDuration::from_secs(20),

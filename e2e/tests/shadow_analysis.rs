@@ -23,23 +23,10 @@ async fn a_good_candidate_is_shadowed_then_promoted_and_baked() {
     assert_eq!(status.candidate.as_ref().unwrap().version, "churn-v2");
     // The analysis window opens once the shadow's pods are ready, and 5 s later.
     let opened = wait_for("the shadow's analysis window", TIMEOUT, || async {
-        Ok(world
-            .status()
-            .await
-            .analysis
-            .and_then(|a| a.started_at)
-            .map(|t| t.parse::<jiff::Timestamp>().unwrap()))
+        Ok(world.status().await.analysis.and_then(|a| a.started_at))
     })
     .await;
-    let since: jiff::Timestamp = status
-        .candidate
-        .as_ref()
-        .unwrap()
-        .since
-        .as_deref()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let since = status.candidate.as_ref().unwrap().since.unwrap();
     assert!(
         opened.duration_since(since) >= jiff::SignedDuration::from_secs(5),
         "the window opened at {opened}, the shadow started at {since}"

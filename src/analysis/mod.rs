@@ -118,11 +118,10 @@ pub async fn measure<S: MetricsSource>(
     };
     let (readings, requests) = futures::join!(join_all(rounds), requests);
 
-    let now_s = now.to_string();
     let mut unavailable = None;
     let mut out = AnalysisStatus {
-        started_at: previous.started_at.clone(),
-        last_measured_at: Some(now_s.clone()),
+        started_at: previous.started_at,
+        last_measured_at: Some(now),
         requests: previous.requests,
         verdict: None,
         metrics: Vec::with_capacity(active.len()),
@@ -133,7 +132,7 @@ pub async fn measure<S: MetricsSource>(
         }
         let prev = previous.metrics.iter().find(|s| s.name == m.name);
         let baseline = prev.and_then(|p| p.baseline);
-        out.metrics.push(judge(m, prev, r, baseline, &now_s));
+        out.metrics.push(judge(m, prev, r, baseline, now));
     }
     // Metrics that do not apply in this phase keep their last status, so it stays visible.
     for prev in &previous.metrics {

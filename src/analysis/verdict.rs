@@ -78,12 +78,12 @@ pub fn judge(
     previous: Option<&MetricStatus>,
     readings: &Readings,
     baseline: Option<f64>,
-    now: &str,
+    now: jiff::Timestamp,
 ) -> MetricStatus {
     let mut st = MetricStatus {
         name: metric.name.clone(),
         dry_run: metric.dry_run,
-        measured_at: Some(now.to_string()),
+        measured_at: Some(now),
         baseline,
         failures: previous.map_or(0, |p| p.failures),
         passes: previous.map_or(0, |p| p.passes),
@@ -432,7 +432,7 @@ mod tests {
             None,
             &readings(Reading::Value(0.015), Some(Reading::Value(0.01)), 100.0),
             None,
-            "t",
+            jiff::Timestamp::UNIX_EPOCH,
         );
         assert_eq!(ok.verdict, Some(Verdict::Pass), "{:?}", ok.message);
         assert_eq!(ok.stable_value, Some(0.01));
@@ -443,7 +443,7 @@ mod tests {
             Some(&ok),
             &readings(Reading::Value(0.05), Some(Reading::Value(0.0)), 100.0),
             None,
-            "t",
+            jiff::Timestamp::UNIX_EPOCH,
         );
         assert_eq!(unsure.verdict, Some(Verdict::Inconclusive));
         assert_eq!((unsure.failures, unsure.passes), (0, 1));
@@ -459,7 +459,7 @@ mod tests {
             Some(&ok),
             &readings(Reading::Value(0.05), Some(Reading::Value(0.0)), 1000.0),
             None,
-            "t",
+            jiff::Timestamp::UNIX_EPOCH,
         );
         assert_eq!(bad.verdict, Some(Verdict::Fail));
         assert_eq!((bad.failures, bad.passes), (1, 1));
@@ -481,7 +481,7 @@ mod tests {
             None,
             &readings(Reading::Value(0.05), Some(Reading::Value(0.0)), 100.0),
             None,
-            "t",
+            jiff::Timestamp::UNIX_EPOCH,
         );
         assert_eq!(bad.verdict, Some(Verdict::Fail));
         assert_eq!(bad.message.as_deref(), Some("0.05 above the maximum 0.01"));
@@ -501,7 +501,7 @@ mod tests {
                     reference_samples: None,
                 },
                 None,
-                "t",
+                jiff::Timestamp::UNIX_EPOCH,
             )
         };
         assert_eq!(at(0.93, 500.0).verdict, Some(Verdict::Pass));
@@ -533,7 +533,7 @@ mod tests {
                     reference_samples: None,
                 },
                 None,
-                "t",
+                jiff::Timestamp::UNIX_EPOCH,
             )
         };
         let same = judge_scaled(1.0, 2000.0);
@@ -559,7 +559,7 @@ mod tests {
                 reference_samples: None,
             },
             None,
-            "t",
+            jiff::Timestamp::UNIX_EPOCH,
         );
         assert_eq!(wrong.verdict, Some(Verdict::Error));
     }
@@ -578,7 +578,7 @@ mod tests {
                 100.0,
             ),
         ] {
-            let st = judge(&m, None, &r, None, "t");
+            let st = judge(&m, None, &r, None, jiff::Timestamp::UNIX_EPOCH);
             assert_eq!(
                 st.verdict,
                 Some(Verdict::Inconclusive),
@@ -597,14 +597,14 @@ mod tests {
             None,
             &readings(Reading::Invalid("bad_data".into()), None, 0.0),
             None,
-            "t",
+            jiff::Timestamp::UNIX_EPOCH,
         );
         let e2 = judge(
             &m,
             Some(&e1),
             &readings(Reading::Invalid("bad_data".into()), None, 0.0),
             None,
-            "t",
+            jiff::Timestamp::UNIX_EPOCH,
         );
         assert_eq!(
             (e2.verdict, e2.consecutive_errors),
@@ -615,7 +615,7 @@ mod tests {
             Some(&e2),
             &readings(Reading::Unavailable("down".into()), None, 0.0),
             None,
-            "t",
+            jiff::Timestamp::UNIX_EPOCH,
         );
         assert_eq!(
             down.consecutive_errors, 2,
@@ -626,7 +626,7 @@ mod tests {
             Some(&down),
             &readings(Reading::Value(0.0), Some(Reading::Value(0.0)), 100.0),
             None,
-            "t",
+            jiff::Timestamp::UNIX_EPOCH,
         );
         assert_eq!(ok.consecutive_errors, 0);
     }
@@ -639,7 +639,7 @@ mod tests {
             None,
             &readings(Reading::Value(0.3), None, 100.0),
             Some(0.0),
-            "t",
+            jiff::Timestamp::UNIX_EPOCH,
         );
         assert_eq!(
             (st.verdict, st.stable_value),
@@ -651,7 +651,7 @@ mod tests {
             None,
             &readings(Reading::Value(0.3), None, 100.0),
             None,
-            "t",
+            jiff::Timestamp::UNIX_EPOCH,
         );
         assert_eq!(st.verdict, Some(Verdict::Pass));
         assert!(st.message.unwrap().contains("only absolute bounds"));

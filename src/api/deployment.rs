@@ -1,6 +1,7 @@
 //! `ModelDeployment`: serves one model, tries each new version in the shadow of production,
 //! promotes it on measured evidence, keeps watching it, and rolls back by itself.
 use super::common::{Condition, PodTemplate, Verdict};
+use jiff::Timestamp;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -576,7 +577,7 @@ pub struct ModelDeploymentStatus {
 
     /// When the phase was entered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase_since: Option<String>,
+    pub phase_since: Option<Timestamp>,
 
     /// Why the phase was entered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -663,7 +664,7 @@ pub struct VersionRef {
     pub artifact: String,
     /// When this version took this place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub since: Option<String>,
+    pub since: Option<Timestamp>,
 }
 
 /// The analysis of the candidate (while shadowing) or the new stable (while baking).
@@ -672,10 +673,10 @@ pub struct VersionRef {
 pub struct AnalysisStatus {
     /// When the window started; a restart of the operator resumes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<String>,
+    pub started_at: Option<Timestamp>,
     /// When the last measurement ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_measured_at: Option<String>,
+    pub last_measured_at: Option<Timestamp>,
     /// Requests the judged track answered in the window, where known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests: Option<f64>,
@@ -739,7 +740,7 @@ pub struct MetricStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub measured_at: Option<String>,
+    pub measured_at: Option<Timestamp>,
     /// Stable's latest value recorded while shadowing: the reference for the bake.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<f64>,
@@ -755,7 +756,7 @@ pub struct HistoryEntry {
     /// A CamelCase reason, as in events.
     pub reason: String,
     pub message: String,
-    pub time: String,
+    pub time: Timestamp,
     /// The measurements at the time of the decision.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<MetricStatus>,

@@ -1,6 +1,7 @@
 //! `ModelPipeline`: turns a commit, new data, a schedule or a request into a validated,
 //! trained, evaluated, gated and versioned model candidate.
 use super::common::{Condition, Direction, PodTemplate, Verdict};
+use jiff::Timestamp;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -346,11 +347,11 @@ pub struct ModelPipelineStatus {
 
     /// The last time the schedule fired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_schedule_time: Option<String>,
+    pub last_schedule_time: Option<Timestamp>,
 
     /// The next time the schedule fires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_schedule_time: Option<String>,
+    pub next_schedule_time: Option<Timestamp>,
 
     /// Runs started so far; the next run is `r<runCount + 1>`.
     #[serde(default)]
@@ -445,7 +446,7 @@ pub struct Trigger {
     pub reason: TriggerReason,
     /// What changed, for example `source revision a1b2c3 -> f4c9a2`.
     pub detail: String,
-    pub time: String,
+    pub time: Timestamp,
 }
 
 /// The inputs that decide what a run trains.
@@ -498,9 +499,9 @@ pub struct Run {
     /// The candidate, once the run passed its gates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub candidate: Option<Candidate>,
-    pub started_at: String,
+    pub started_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
+    pub finished_at: Option<Timestamp>,
 }
 
 /// Where a run stands.
@@ -549,9 +550,9 @@ pub struct StageStatus {
     pub job: String,
     pub phase: StagePhase,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<String>,
+    pub started_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
+    pub finished_at: Option<Timestamp>,
     /// Exit code of the stage's container when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
@@ -638,9 +639,9 @@ pub struct Candidate {
     pub run: String,
     /// When it passed its gates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_at: Option<String>,
+    pub created_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub approved_at: Option<String>,
+    pub approved_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reproducibility: Option<Reproducibility>,
 }
@@ -689,7 +690,7 @@ pub struct ProductionModel {
     pub run: Option<String>,
     /// When the pipeline first saw production trust it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub since: Option<String>,
+    pub since: Option<Timestamp>,
     /// The evaluation metrics it passed its gates with (empty for a version this pipeline
     /// did not produce).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

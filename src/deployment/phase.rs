@@ -143,13 +143,12 @@ fn at(v: &VersionRef, now: Timestamp) -> VersionRef {
     VersionRef {
         version: v.version.clone(),
         artifact: v.artifact.clone(),
-        since: Some(now.to_string()),
+        since: Some(now),
     }
 }
 
-fn elapsed_since(since: Option<&str>, now: Timestamp) -> Duration {
+fn elapsed_since(since: Option<Timestamp>, now: Timestamp) -> Duration {
     since
-        .and_then(|s| s.parse::<Timestamp>().ok())
         .map(|t| now.duration_since(t))
         .and_then(|d| d.try_into().ok())
         .unwrap_or_default()
@@ -157,7 +156,7 @@ fn elapsed_since(since: Option<&str>, now: Timestamp) -> Duration {
 
 /// When the analysis window opens (or opened), once it is known.
 pub fn analysis_start(analysis: &AnalysisStatus) -> Option<Timestamp> {
-    analysis.started_at.as_deref()?.parse().ok()
+    analysis.started_at
 }
 
 /// Whether the analysis window has opened (its start is not in the future).
@@ -187,7 +186,7 @@ impl<'a> Step<'a> {
 
     fn enter(&mut self, phase: DeploymentPhase, message: String) {
         if self.status.phase != Some(phase) {
-            self.status.phase_since = Some(self.inp.now.to_string());
+            self.status.phase_since = Some(self.inp.now);
         }
         self.status.phase = Some(phase);
         self.status.message = Some(message);
@@ -199,12 +198,7 @@ impl<'a> Step<'a> {
             phase,
             DeploymentPhase::Shadowing | DeploymentPhase::Promoting | DeploymentPhase::Baking
         )
-        .then(|| {
-            (
-                phase,
-                elapsed_since(self.status.phase_since.as_deref(), self.inp.now),
-            )
-        })
+        .then(|| (phase, elapsed_since(self.status.phase_since, self.inp.now)))
     }
 
     fn event(
@@ -247,7 +241,7 @@ impl<'a> Step<'a> {
                 outcome,
                 reason: reason.into(),
                 message: message.into(),
-                time: self.inp.now.to_string(),
+                time: self.inp.now,
                 metrics,
             },
         );
@@ -256,7 +250,7 @@ impl<'a> Step<'a> {
 
     fn fresh_analysis(&self) -> AnalysisStatus {
         AnalysisStatus {
-            started_at: Some(self.inp.now.to_string()),
+            started_at: Some(self.inp.now),
             ..AnalysisStatus::default()
         }
     }
@@ -289,7 +283,7 @@ impl<'a> Step<'a> {
         let now = self.inp.now;
         let analysis = self.status.analysis.get_or_insert_with(Default::default);
         if analysis.started_at.is_none() && self.inp.shadow_track.serves(&candidate.version) {
-            analysis.started_at = Some((now + self.inp.shadow_settle).to_string());
+            analysis.started_at = Some(now + self.inp.shadow_settle);
         }
         analysis_open(analysis, now)
     }
@@ -441,12 +435,7 @@ fn shadowing(s: &mut Step<'_>, stable: &VersionRef) {
             s.reject(Outcome::Rejected, "ShadowFailed", msg, "rejected");
             return;
         }
-        let msg = match s
-            .status
-            .analysis
-            .as_ref()
-            .and_then(|a| a.started_at.as_deref())
-        {
+        let msg = match s.status.analysis.as_ref().and_then(|a| a.started_at) {
             Some(opens) => format!(
                 "shadowing {}: its pods are ready; the analysis starts at {opens}, once traffic reaches them",
                 candidate.version
@@ -480,10 +469,7 @@ fn shadowing(s: &mut Step<'_>, stable: &VersionRef) {
         return;
     }
     let elapsed = elapsed_since(
-        s.status
-            .analysis
-            .as_ref()
-            .and_then(|a| a.started_at.as_deref()),
+        s.status.analysis.as_ref().and_then(|a| a.started_at),
         inp.now,
     );
     let mut waiting = Vec::new();
@@ -632,10 +618,7 @@ fn baking(s: &mut Step<'_>) {
         return;
     }
     let elapsed = elapsed_since(
-        s.status
-            .analysis
-            .as_ref()
-            .and_then(|a| a.started_at.as_deref()),
+        s.status.analysis.as_ref().and_then(|a| a.started_at),
         inp.now,
     );
     let pending_desired = if same(inp.desired, &candidate) {
@@ -865,7 +848,7 @@ mod tests {
         });
         w.desired = v("v2");
         assert_eq!(w.step(1), Some(DeploymentPhase::Shadowing));
-        let opened = |w: &World| w.status.analysis.as_ref().unwrap().started_at.clone();
+        let opened = |w: &World| w.status.analysis.as_ref().unwrap().started_at;
         assert_eq!(opened(&w), None, "no window while the pods start");
         // Copies that failed against starting pods do not reject the candidate.
         w.analysis.failed = Some("error-rate 0.18 above 0.01".into());
@@ -882,7 +865,7 @@ mod tests {
         // Ready at 30: the window opens at 35, once Services reach the pods.
         w.shadow_track.as_mut().unwrap().complete = true;
         assert_eq!(w.step(30), Some(DeploymentPhase::Shadowing));
-        assert_eq!(opened(&w), Some(t(35).to_string()));
+        assert_eq!(opened(&w), Some(t(35)));
         assert_eq!(w.step(33), Some(DeploymentPhase::Shadowing));
         assert!(w.status.message.as_ref().unwrap().contains("starts at"));
         assert!(!analysis_open(w.status.analysis.as_ref().unwrap(), t(34)));
@@ -1006,10 +989,7 @@ mod tests {
         assert_eq!(w.step(501), Some(DeploymentPhase::Rejected));
         w.annotations.retry = Some("v2".into());
         assert_eq!(w.step(502), Some(DeploymentPhase::Shadowing));
-        assert_eq!(
-            w.status.analysis.as_ref().unwrap().started_at.as_deref(),
-            Some(t(502).to_string().as_str())
-        );
+        assert_eq!(w.status.analysis.as_ref().unwrap().started_at, Some(t(502)));
         w.analysis.failed = Some("again".into());
         assert_eq!(w.step(503), Some(DeploymentPhase::Rejected));
         assert_eq!(
@@ -1100,10 +1080,7 @@ mod tests {
         w.desired = v("v3");
         assert_eq!(w.step(55), Some(DeploymentPhase::Shadowing));
         assert_eq!(w.status.candidate.as_ref().unwrap().version, "v3");
-        assert_eq!(
-            w.status.analysis.as_ref().unwrap().started_at.as_deref(),
-            Some(t(55).to_string().as_str())
-        );
+        assert_eq!(w.status.analysis.as_ref().unwrap().started_at, Some(t(55)));
         assert_eq!(w.status.history[0].outcome, Outcome::Superseded);
         assert_eq!(
             w.step(100),

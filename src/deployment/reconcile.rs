@@ -453,9 +453,7 @@ fn resolve_desired(
 }
 
 fn measurement_due(analysis: Option<&AnalysisStatus>, interval: Duration, now: Timestamp) -> bool {
-    let last = analysis
-        .and_then(|a| a.last_measured_at.as_deref())
-        .and_then(|s| s.parse::<Timestamp>().ok());
+    let last = analysis.and_then(|a| a.last_measured_at);
     match last {
         None => true,
         Some(t) => now.duration_since(t).as_secs_f64() >= interval.as_secs_f64() * 0.95,
@@ -630,11 +628,7 @@ fn next_wakeup(
             opens.map_or(resync, |d| d.max(Duration::from_millis(100)))
         }
         Some(DeploymentPhase::Shadowing) | Some(DeploymentPhase::Baking) => {
-            let last = status
-                .analysis
-                .as_ref()
-                .and_then(|a| a.last_measured_at.as_deref())
-                .and_then(|s| s.parse::<Timestamp>().ok());
+            let last = status.analysis.as_ref().and_then(|a| a.last_measured_at);
             let wait = match last {
                 Some(t) => v
                     .interval

@@ -71,7 +71,7 @@ pub fn observe(
         artifact: trusted.artifact.clone(),
         deployment: Some(md.name_any()),
         run: known.map(|c| c.run.clone()),
-        since: Some(now.to_string()),
+        since: Some(now),
         metrics: repro.map(|r| r.metrics.clone()).unwrap_or_default(),
         integration_metrics: repro
             .map(|r| r.integration_metrics.clone())
@@ -181,7 +181,7 @@ mod tests {
         assert_eq!(prod.run.as_deref(), Some("r2"));
         assert_eq!(prod.deployment.as_deref(), Some("fraud"));
         assert_eq!(prod.metrics["f1"], 0.93);
-        assert_eq!(prod.since.as_deref(), Some("2026-11-27T08:00:00Z"));
+        assert_eq!(prod.since, Some("2026-11-27T08:00:00Z".parse().unwrap()));
     }
 
     #[test]
@@ -210,7 +210,7 @@ mod tests {
         let before = ProductionModel {
             version: "v1".into(),
             artifact: "s3://m/v1/".into(),
-            since: Some("earlier".into()),
+            since: Some(jiff::Timestamp::UNIX_EPOCH),
             ..Default::default()
         };
         let status = ModelPipelineStatus {

@@ -122,13 +122,8 @@ fn truncate(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
-fn parse_ts(s: Option<&str>) -> Option<Timestamp> {
-    s.and_then(|s| s.parse().ok())
-}
-
-fn seconds_between(from: Option<&str>, to: Timestamp) -> f64 {
-    parse_ts(from)
-        .map(|t| to.duration_since(t).as_secs_f64().max(0.0))
+fn seconds_between(from: Option<Timestamp>, to: Timestamp) -> f64 {
+    from.map(|t| to.duration_since(t).as_secs_f64().max(0.0))
         .unwrap_or(0.0)
 }
 
@@ -190,7 +185,7 @@ impl<'a> Step<'a> {
 
     /// Ends the run at `idx` with `phase`.
     fn finish(&mut self, idx: usize, phase: RunPhase, reason: &str, message: String) {
-        let now = self.w.now.to_string();
+        let now = self.w.now;
         let run = &mut self.d.status.runs[idx];
         run.phase = phase;
         run.reason = Some(reason.to_string());
@@ -216,13 +211,13 @@ impl<'a> Step<'a> {
         let run = &mut self.d.status.runs[idx];
         let st = &mut run.stages[si];
         st.phase = StagePhase::Failed;
-        st.finished_at = Some(now.to_string());
+        st.finished_at = Some(now);
         st.message = Some(message.clone());
         st.exit_code = exit_code.or(st.exit_code);
         let stage = Stage::parse(&st.name)
             .map(Stage::as_str)
             .unwrap_or("unknown");
-        let took = seconds_between(st.started_at.as_deref(), now);
+        let took = seconds_between(st.started_at, now);
         run.stage = Some(st.name.clone());
         let name = run.name.clone();
         self.d.stage_durations.push((stage, "failed", took));

@@ -37,7 +37,7 @@ pub fn run(p: &ModelPipeline, name: &str) -> Run {
         trigger: Trigger {
             reason: TriggerReason::Source,
             detail: "new pipeline".into(),
-            time: T0.into(),
+            time: T0.parse().unwrap(),
         },
         inputs: current_inputs(&p.spec, "2026-11-26".into()),
         phase: RunPhase::Running,
@@ -52,7 +52,7 @@ pub fn run(p: &ModelPipeline, name: &str) -> Run {
         verdict: None,
         gates: Vec::new(),
         candidate: None,
-        started_at: T0.into(),
+        started_at: T0.parse().unwrap(),
         finished_at: None,
     }
 }

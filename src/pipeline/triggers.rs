@@ -205,7 +205,7 @@ pub fn detect(c: &Changes<'_>, now: Timestamp) -> Option<Trigger> {
     Some(Trigger {
         reason,
         detail,
-        time: now.to_string(),
+        time: now,
     })
 }
 
@@ -257,7 +257,7 @@ mod tests {
         let t = detect_with(None, &inputs("a", "1")).unwrap();
         assert_eq!(t.reason, TriggerReason::Source);
         assert_eq!(t.detail, "new pipeline: source revision a, data version 1");
-        assert_eq!(t.time, "2026-11-26T10:00:00Z");
+        assert_eq!(t.time.to_string(), "2026-11-26T10:00:00Z");
     }
 
     #[test]

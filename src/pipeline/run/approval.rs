@@ -60,7 +60,7 @@ impl Step<'_> {
             semver: run.semver.clone(),
             artifact: effective_artifact(run),
             run: run.name.clone(),
-            created_at: Some(now.to_string()),
+            created_at: Some(now),
             approved_at: None,
             reproducibility: Some(Reproducibility {
                 source_repository: spec.source.repository.clone(),
@@ -137,7 +137,7 @@ impl Step<'_> {
     }
 
     pub(super) fn approve(&mut self, idx: usize, how: &str) {
-        let now = self.w.now.to_string();
+        let now = self.w.now;
         let run = &mut self.d.status.runs[idx];
         let Some(candidate) = run.candidate.as_mut() else {
             return;

@@ -47,7 +47,7 @@ impl Step<'_> {
     }
 
     pub(super) fn start_stage(&mut self, idx: usize, si: usize, stage: Stage) {
-        let now = self.w.now.to_string();
+        let now = self.w.now;
         let pipeline = self.w.pipeline.name_any();
         let run_name = self.d.status.runs[idx].name.clone();
         let message = if stage == Stage::Integration {
@@ -117,10 +117,7 @@ impl Step<'_> {
             return;
         }
         let timeout = self.integration_timeout();
-        let waited = seconds_between(
-            self.d.status.runs[idx].stages[si].started_at.as_deref(),
-            now,
-        );
+        let waited = seconds_between(self.d.status.runs[idx].stages[si].started_at, now);
         if waited >= timeout.as_secs_f64() {
             let message = format!(
                 "stage integration: Deployment {deployment} serving the candidate did not become available within {}s (spec.stages.integration.readyTimeoutSeconds)",
@@ -267,10 +264,10 @@ impl Step<'_> {
         st.artifact = artifact;
         st.dataset_digest = dataset_digest;
         st.phase = StagePhase::Succeeded;
-        st.finished_at = Some(now.to_string());
+        st.finished_at = Some(now);
         st.exit_code = pod.exit_code;
         st.message = Some("succeeded".into());
-        let took = seconds_between(st.started_at.as_deref(), now);
+        let took = seconds_between(st.started_at, now);
         let reported = if st.metrics.is_empty() {
             String::new()
         } else {

@@ -6,7 +6,7 @@ impl Step<'_> {
     pub(super) fn triggers(&mut self, inputs: &RunInputs) {
         let now = self.w.now;
         let status = &self.d.status;
-        let next = parse_ts(status.next_schedule_time.as_deref());
+        let next = status.next_schedule_time;
         let tick = match schedule::tick(
             self.w.schedule,
             status.observed_schedule.as_deref(),
@@ -21,9 +21,9 @@ impl Step<'_> {
         };
         let status = &mut self.d.status;
         status.observed_schedule = tick.key.clone();
-        status.next_schedule_time = tick.next.map(|t| t.to_string());
+        status.next_schedule_time = tick.next;
         if let Some(fired) = tick.fired {
-            status.last_schedule_time = Some(fired.to_string());
+            status.last_schedule_time = Some(fired);
         }
         if let Some(next) = tick.next {
             let wait = Duration::try_from(next.duration_since(now)).unwrap_or_default();
@@ -136,7 +136,7 @@ impl Step<'_> {
             verdict: None,
             gates: Vec::new(),
             candidate: None,
-            started_at: now.to_string(),
+            started_at: now,
             finished_at: None,
         };
         status.runs.insert(0, run);

@@ -261,7 +261,7 @@ fn the_candidate_carries_a_reproducibility_record() {
     let c = f.status().latest_candidate.clone().unwrap();
     assert_eq!(c.semver, "1.0.0");
     assert_eq!(c.run, "r1");
-    assert_eq!(c.created_at.as_deref(), Some(T0));
+    assert_eq!(c.created_at, Some(ts(T0)));
     let r = c.reproducibility.unwrap();
     assert_eq!(r.source_repository, "https://git.example/fraud.git");
     assert_eq!(r.source_revision, "f4c9a2e1");
@@ -297,7 +297,7 @@ fn approval_publishes_the_candidate_and_only_for_the_named_run() {
     assert_eq!(s.phase, Some(PipelinePhase::Succeeded));
     let a = s.latest_approved.as_ref().unwrap();
     assert_eq!(a.version, "fraud-v1.0.0-2026-11-26-f4c9a2");
-    assert_eq!(a.approved_at.as_deref(), Some("2026-11-26T10:01:00Z"));
+    assert_eq!(a.approved_at, Some(ts("2026-11-26T10:01:00Z")));
     assert_eq!(
         s.latest_candidate.as_ref().unwrap().approved_at,
         a.approved_at
@@ -787,8 +787,8 @@ fn the_schedule_fires_a_run() {
     f.schedule = Schedule::from_spec(&f.p.spec.triggers).unwrap();
     let d = f.through_evaluate(0.9);
     assert_eq!(
-        f.status().next_schedule_time.as_deref(),
-        Some("2026-11-26T11:00:00Z")
+        f.status().next_schedule_time,
+        Some(ts("2026-11-26T11:00:00Z"))
     );
     assert_eq!(f.status().observed_schedule.as_deref(), Some("0 * * * *"));
     assert_eq!(d.wake, Some(Duration::from_secs(3600)));
@@ -802,14 +802,8 @@ fn the_schedule_fires_a_run() {
         "a schedule retrains even with the same inputs"
     );
     let s = f.status();
-    assert_eq!(
-        s.last_schedule_time.as_deref(),
-        Some("2026-11-26T11:00:00Z")
-    );
-    assert_eq!(
-        s.next_schedule_time.as_deref(),
-        Some("2026-11-26T12:00:00Z")
-    );
+    assert_eq!(s.last_schedule_time, Some(ts("2026-11-26T11:00:00Z")));
+    assert_eq!(s.next_schedule_time, Some(ts("2026-11-26T12:00:00Z")));
     assert_eq!(
         f.run("r2").trigger.detail,
         "schedule 0 * * * * fired at 2026-11-26T11:00:00Z"
