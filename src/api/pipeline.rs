@@ -240,6 +240,25 @@ fn default_ready_timeout() -> i64 {
     600
 }
 
+/// A stage of a run, in the order stages run.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Checks,
+    Validate,
+    Train,
+    Evaluate,
+    Integration,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The stage whose reported metrics a gate judges.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum GateStage {
@@ -477,7 +496,7 @@ pub struct Run {
     pub message: Option<String>,
     /// The stage running, or the one that ended the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stage: Option<String>,
+    pub stage: Option<Stage>,
     /// The candidate version this run builds (`MODELSHIP_CANDIDATE_VERSION`).
     pub version: String,
     /// Its semantic version.
@@ -544,8 +563,7 @@ impl RunPhase {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct StageStatus {
-    /// `checks`, `validate`, `train`, `evaluate` or `integration`.
-    pub name: String,
+    pub name: Stage,
     /// The Job's name.
     pub job: String,
     pub phase: StagePhase,

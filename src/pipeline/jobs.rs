@@ -21,15 +21,7 @@ pub const EXIT_CHECK_FAILED: i32 = 3;
 /// Where a container writes its result unless its template says otherwise.
 pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
 
-/// A stage of a run, in the order stages run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Stage {
-    Checks,
-    Validate,
-    Train,
-    Evaluate,
-    Integration,
-}
+pub use crate::api::Stage;
 
 impl Stage {
     pub const ALL: [Stage; 5] = [
@@ -74,7 +66,7 @@ pub fn pending_stages(spec: &ModelPipelineSpec, pipeline: &str, run: &str) -> Ve
     planned_stages(spec)
         .into_iter()
         .map(|stage| StageStatus {
-            name: stage.as_str().to_string(),
+            name: stage,
             job: job_name(pipeline, run, stage),
             phase: StagePhase::Pending,
             started_at: None,

@@ -333,9 +333,7 @@ async fn apply_children(
     let mut refused = Vec::new();
     for r in status.runs.iter().filter(|r| r.phase == RunPhase::Running) {
         for st in &r.stages {
-            let Some(stage) = Stage::parse(&st.name) else {
-                continue;
-            };
+            let stage = st.name;
             if stage == Stage::Integration
                 && matches!(st.phase, StagePhase::Starting | StagePhase::Running)
                 && let Err(why) = apply_serving(p, ctx, r, mds).await
@@ -468,7 +466,7 @@ async fn cleanup(p: &ModelPipeline, ctx: &Context, status: &ModelPipelineStatus)
         .filter(|r| r.phase == RunPhase::Running)
         .filter(|r| {
             r.stages.iter().any(|s| {
-                s.name == Stage::Integration.as_str()
+                s.name == Stage::Integration
                     && matches!(s.phase, StagePhase::Starting | StagePhase::Running)
             })
         })

@@ -131,7 +131,7 @@ fn seconds_between(from: Option<Timestamp>, to: Timestamp) -> f64 {
 pub fn effective_artifact(run: &Run) -> String {
     run.stages
         .iter()
-        .find(|s| s.name == Stage::Train.as_str())
+        .find(|s| s.name == Stage::Train)
         .and_then(|s| s.artifact.as_ref())
         .and_then(|a| a.uri.clone())
         .unwrap_or_else(|| run.artifact.clone())
@@ -214,11 +214,9 @@ impl<'a> Step<'a> {
         st.finished_at = Some(now);
         st.message = Some(message.clone());
         st.exit_code = exit_code.or(st.exit_code);
-        let stage = Stage::parse(&st.name)
-            .map(Stage::as_str)
-            .unwrap_or("unknown");
+        let stage = st.name.as_str();
         let took = seconds_between(st.started_at, now);
-        run.stage = Some(st.name.clone());
+        run.stage = Some(st.name);
         let name = run.name.clone();
         self.d.stage_durations.push((stage, "failed", took));
         let text = format!("{name}: {message}");
@@ -408,7 +406,7 @@ pub fn rejected(
         && let Some(si) = s.d.status.runs[idx]
             .stages
             .iter()
-            .position(|st| st.name == stage.as_str())
+            .position(|st| st.name == stage)
     {
         let message = format!(
             "stage {}: the API server rejected {what}: {why}",

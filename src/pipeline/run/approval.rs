@@ -27,7 +27,7 @@ impl Step<'_> {
         run.gates.extend(results);
         if !passed {
             run.verdict = Some(Verdict::Fail);
-            run.stage = Some(run.stages[si].name.clone());
+            run.stage = Some(run.stages[si].name);
             let name = run.name.clone();
             let message = format!("{name}: gates failed, no candidate published: {summary}");
             self.note(true, "GatesFailed", message.clone());
@@ -41,7 +41,7 @@ impl Step<'_> {
         let now = self.w.now;
         let spec = &self.w.pipeline.spec;
         let run = &self.d.status.runs[idx];
-        let stage = |s: Stage| run.stages.iter().find(|st| st.name == s.as_str());
+        let stage = |s: Stage| run.stages.iter().find(|st| st.name == s);
         let metrics_of = |s: Stage| stage(s).map(|st| st.metrics.clone()).unwrap_or_default();
         let images = run
             .stages

@@ -158,7 +158,7 @@ fn reasons(d: &Decision) -> Vec<&'static str> {
 }
 
 fn stage<'a>(run: &'a Run, name: &str) -> &'a StageStatus {
-    run.stages.iter().find(|s| s.name == name).unwrap()
+    run.stages.iter().find(|s| s.name.as_str() == name).unwrap()
 }
 
 fn condition<'a>(s: &'a ModelPipelineStatus, t: &str) -> (&'a str, &'a str) {
@@ -187,7 +187,7 @@ fn a_new_pipeline_starts_its_first_run_at_once() {
         r.artifact,
         "s3://models/fraud/fraud-v1.0.0-2026-11-26-f4c9a2/"
     );
-    assert_eq!(r.stage.as_deref(), Some("train"));
+    assert_eq!(r.stage, Some(Stage::Train));
     assert_eq!(stage(r, "train").phase, StagePhase::Running);
     assert_eq!(stage(r, "train").job, "fraud-r1-train");
     assert_eq!(stage(r, "evaluate").phase, StagePhase::Pending);
@@ -359,7 +359,7 @@ fn failing_gates_fail_the_run_with_per_metric_reasons() {
     );
     let r = f.run("r1");
     assert_eq!(r.reason.as_deref(), Some("GatesFailed"));
-    assert_eq!(r.stage.as_deref(), Some("evaluate"));
+    assert_eq!(r.stage, Some(Stage::Evaluate));
     let g = &r.gates[0];
     assert_eq!(
         (g.metric.as_str(), g.value, g.baseline, g.verdict),
@@ -471,7 +471,7 @@ fn a_failed_validation_stops_the_run_before_training() {
     let r = f.run("r1");
     assert_eq!(r.phase, RunPhase::Failed);
     assert_eq!(r.reason.as_deref(), Some("CheckFailed"));
-    assert_eq!(r.stage.as_deref(), Some("validate"));
+    assert_eq!(r.stage, Some(Stage::Validate));
     let v = stage(r, "validate");
     assert_eq!((v.phase, v.exit_code), (StagePhase::Failed, Some(3)));
     assert_eq!(
@@ -930,7 +930,7 @@ fn integration_gates_can_fail_the_run() {
     f.step();
     let r = f.run("r1");
     assert_eq!(r.reason.as_deref(), Some("GatesFailed"));
-    assert_eq!(r.stage.as_deref(), Some("integration"));
+    assert_eq!(r.stage, Some(Stage::Integration));
     assert!(f.status().latest_candidate.is_none());
 }
 
