@@ -638,6 +638,9 @@ pub struct GateResult {
     pub baseline_from: Option<String>,
     /// The bounds applied, for example `>= 0.8; >= 0.892 (baseline 0.902 - 0.01)`.
     pub bound: String,
+    /// The gate's relative bound was not applied: no baseline was available.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub relative_skipped: bool,
     /// `Pass` or `Fail`.
     pub verdict: Verdict,
     pub reason: String,

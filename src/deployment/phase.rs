@@ -97,7 +97,7 @@ impl TrackRollout {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Transition {
     pub warning: bool,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
     /// `promoted`, `rejected`, `rolled_back`, `aborted`, `superseded`, for the decision counter.
     pub decision: Option<&'static str>,
@@ -111,20 +111,63 @@ impl Transition {
     /// The event's action: a verb and the version, so that each version's events stay apart
     /// (the recorder folds events with the same reason and action into one series).
     pub fn action(&self) -> String {
-        let verb = match self.reason {
-            "Deployed" => "Deploy",
-            "ShadowStarted" => "Shadow",
-            "Superseded" => "Supersede",
-            "Promoting" | "Promoted" => "Promote",
-            "Baked" => "Bake",
-            "AwaitingApproval" => "AwaitApproval",
-            "AnalysisFailed" | "ShadowFailed" => "Reject",
-            "Aborted" => "Abort",
-            "Retried" => "Retry",
-            "RolledBack" | "RolloutFailed" => "RollBack",
-            _ => "Reconcile",
-        };
+        let verb = self.reason.verb();
         format!("{verb} {}", self.version)
+    }
+}
+
+/// Why a transition happened: the event's reason and the history entry's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Deployed,
+    ShadowStarted,
+    Superseded,
+    Promoting,
+    Promoted,
+    Baked,
+    AwaitingApproval,
+    AnalysisFailed,
+    ShadowFailed,
+    Aborted,
+    Retried,
+    RolledBack,
+    RolloutFailed,
+}
+
+impl Reason {
+    /// CamelCase, as in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Deployed => "Deployed",
+            Reason::ShadowStarted => "ShadowStarted",
+            Reason::Superseded => "Superseded",
+            Reason::Promoting => "Promoting",
+            Reason::Promoted => "Promoted",
+            Reason::Baked => "Baked",
+            Reason::AwaitingApproval => "AwaitingApproval",
+            Reason::AnalysisFailed => "AnalysisFailed",
+            Reason::ShadowFailed => "ShadowFailed",
+            Reason::Aborted => "Aborted",
+            Reason::Retried => "Retried",
+            Reason::RolledBack => "RolledBack",
+            Reason::RolloutFailed => "RolloutFailed",
+        }
+    }
+
+    /// The verb of the event's action.
+    fn verb(self) -> &'static str {
+        match self {
+            Reason::Deployed => "Deploy",
+            Reason::ShadowStarted => "Shadow",
+            Reason::Superseded => "Supersede",
+            Reason::Promoting | Reason::Promoted => "Promote",
+            Reason::Baked => "Bake",
+            Reason::AwaitingApproval => "AwaitApproval",
+            Reason::AnalysisFailed | Reason::ShadowFailed => "Reject",
+            Reason::Aborted => "Abort",
+            Reason::Retried => "Retry",
+            Reason::RolledBack | Reason::RolloutFailed => "RollBack",
+        }
     }
 }
 
@@ -133,6 +176,8 @@ impl Transition {
 pub struct Decision {
     pub status: ModelDeploymentStatus,
     pub transitions: Vec<Transition>,
+    /// The candidate passed its analysis and waits for a person's approval.
+    pub awaiting_approval: bool,
 }
 
 fn same(a: &VersionRef, b: &VersionRef) -> bool {
@@ -177,6 +222,7 @@ struct Step<'a> {
     inp: &'a Inputs<'a>,
     status: ModelDeploymentStatus,
     transitions: Vec<Transition>,
+    awaiting_approval: bool,
 }
 
 impl<'a> Step<'a> {
@@ -204,7 +250,7 @@ impl<'a> Step<'a> {
     fn event(
         &mut self,
         warning: bool,
-        reason: &'static str,
+        reason: Reason,
         message: String,
         decision: Option<&'static str>,
     ) {
@@ -226,7 +272,7 @@ impl<'a> Step<'a> {
         });
     }
 
-    fn record(&mut self, version: &VersionRef, outcome: Outcome, reason: &str, message: &str) {
+    fn record(&mut self, version: &VersionRef, outcome: Outcome, reason: Reason, message: &str) {
         let metrics = self
             .status
             .analysis
@@ -239,7 +285,7 @@ impl<'a> Step<'a> {
                 version: version.version.clone(),
                 artifact: version.artifact.clone(),
                 outcome,
-                reason: reason.into(),
+                reason: reason.as_str().into(),
                 message: message.into(),
                 time: self.inp.now,
                 metrics,
@@ -265,7 +311,7 @@ impl<'a> Step<'a> {
                 "shadowing {} next to {} on mirrored traffic",
                 candidate.version, stable.version
             );
-            self.event(false, "ShadowStarted", msg.clone(), None);
+            self.event(false, Reason::ShadowStarted, msg.clone(), None);
             self.enter(DeploymentPhase::Shadowing, msg);
             self.start_shadow_analysis(candidate);
         } else {
@@ -292,7 +338,7 @@ impl<'a> Step<'a> {
         let candidate = self.status.candidate.clone().unwrap_or_default();
         self.status.previous = self.status.stable.clone();
         self.status.stable = Some(at(&candidate, self.inp.now));
-        self.event(false, "Promoting", message.clone(), None);
+        self.event(false, Reason::Promoting, message.clone(), None);
         self.enter(DeploymentPhase::Promoting, message);
     }
 
@@ -300,7 +346,7 @@ impl<'a> Step<'a> {
     fn roll_back(
         &mut self,
         outcome: Outcome,
-        reason: &'static str,
+        reason: Reason,
         message: String,
         decision: &'static str,
     ) {
@@ -316,7 +362,7 @@ impl<'a> Step<'a> {
     fn reject(
         &mut self,
         outcome: Outcome,
-        reason: &'static str,
+        reason: Reason,
         message: String,
         decision: &'static str,
     ) {
@@ -333,8 +379,8 @@ impl<'a> Step<'a> {
             "{} replaced by the newer desired version {}",
             candidate.version, desired.version
         );
-        self.record(candidate, Outcome::Superseded, "Superseded", &message);
-        self.event(false, "Superseded", message, Some("superseded"));
+        self.record(candidate, Outcome::Superseded, Reason::Superseded, &message);
+        self.event(false, Reason::Superseded, message, Some("superseded"));
     }
 
     fn settle_stable(&mut self) {
@@ -361,6 +407,7 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
         inp,
         status: inp.status.clone(),
         transitions: Vec::new(),
+        awaiting_approval: false,
     };
     let desired = inp.desired;
     s.status.desired = Some(VersionRef {
@@ -372,11 +419,12 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
     let Some(stable) = s.status.stable.clone() else {
         s.status.stable = Some(at(desired, inp.now));
         let msg = format!("deployed {} as the first stable version", desired.version);
-        s.event(false, "Deployed", msg, None);
+        s.event(false, Reason::Deployed, msg, None);
         s.settle_stable();
         return Decision {
             status: s.status,
             transitions: s.transitions,
+            awaiting_approval: false,
         };
     };
 
@@ -398,6 +446,7 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
     Decision {
         status: s.status,
         transitions: s.transitions,
+        awaiting_approval: s.awaiting_approval,
     }
 }
 
@@ -422,7 +471,7 @@ fn shadowing(s: &mut Step<'_>, stable: &VersionRef) {
             "shadow of {} stopped by the {} annotation; production was never changed",
             candidate.version, ANNOTATION_ABORT
         );
-        s.reject(Outcome::Aborted, "Aborted", msg, "aborted");
+        s.reject(Outcome::Aborted, Reason::Aborted, msg, "aborted");
         return;
     }
     if !s.start_shadow_analysis(&candidate) {
@@ -432,7 +481,7 @@ fn shadowing(s: &mut Step<'_>, stable: &VersionRef) {
                 "{} rejected: its shadow pods did not become ready within the Deployment's progress deadline; production was never changed",
                 candidate.version
             );
-            s.reject(Outcome::Rejected, "ShadowFailed", msg, "rejected");
+            s.reject(Outcome::Rejected, Reason::ShadowFailed, msg, "rejected");
             return;
         }
         let msg = match s.status.analysis.as_ref().and_then(|a| a.started_at) {
@@ -458,7 +507,7 @@ fn shadowing(s: &mut Step<'_>, stable: &VersionRef) {
             "{} rejected: {why}; production was never changed",
             candidate.version
         );
-        s.reject(Outcome::Rejected, "AnalysisFailed", msg, "rejected");
+        s.reject(Outcome::Rejected, Reason::AnalysisFailed, msg, "rejected");
         return;
     }
     if !inp.shadow_enabled {
@@ -507,8 +556,9 @@ fn shadowing(s: &mut Step<'_>, stable: &VersionRef) {
             candidate.version, ANNOTATION_APPROVE, candidate.version
         );
         if s.status.message.as_deref() != Some(msg.as_str()) {
-            s.event(false, "AwaitingApproval", msg.clone(), None);
+            s.event(false, Reason::AwaitingApproval, msg.clone(), None);
         }
+        s.awaiting_approval = true;
         s.enter(DeploymentPhase::Shadowing, msg);
         return;
     }
@@ -530,7 +580,7 @@ fn promoting(s: &mut Step<'_>) {
             "promotion of {} stopped by the {} annotation; returning to the previous version",
             candidate.version, ANNOTATION_ABORT
         );
-        s.roll_back(Outcome::Aborted, "Aborted", msg, "aborted");
+        s.roll_back(Outcome::Aborted, Reason::Aborted, msg, "aborted");
         return;
     }
     if inp.stable_track.failed
@@ -540,7 +590,12 @@ fn promoting(s: &mut Step<'_>) {
             "{} did not roll out within the Deployment's progress deadline; returning to the previous version",
             candidate.version
         );
-        s.roll_back(Outcome::RolledBack, "RolloutFailed", msg, "rolled_back");
+        s.roll_back(
+            Outcome::RolledBack,
+            Reason::RolloutFailed,
+            msg,
+            "rolled_back",
+        );
         return;
     }
     if inp.stable_track.complete
@@ -578,7 +633,7 @@ fn promoting(s: &mut Step<'_>) {
             candidate.version,
             inp.bake_time.as_secs()
         );
-        s.event(false, "Promoted", msg.clone(), None);
+        s.event(false, Reason::Promoted, msg.clone(), None);
         s.enter(DeploymentPhase::Baking, msg);
         return;
     }
@@ -600,7 +655,7 @@ fn baking(s: &mut Step<'_>) {
             "bake of {} stopped by the {} annotation; returning to the previous version",
             candidate.version, ANNOTATION_ABORT
         );
-        s.roll_back(Outcome::Aborted, "Aborted", msg, "aborted");
+        s.roll_back(Outcome::Aborted, Reason::Aborted, msg, "aborted");
         return;
     }
     if let Some(why) = inp.analysis.failed.clone() {
@@ -614,7 +669,7 @@ fn baking(s: &mut Step<'_>) {
             "{} degraded after promotion: {why}; rolled back to {previous}",
             candidate.version
         );
-        s.roll_back(Outcome::RolledBack, "RolledBack", msg, "rolled_back");
+        s.roll_back(Outcome::RolledBack, Reason::RolledBack, msg, "rolled_back");
         return;
     }
     let elapsed = elapsed_since(
@@ -663,8 +718,8 @@ fn baking(s: &mut Step<'_>) {
         candidate.version,
         elapsed.as_secs()
     );
-    s.record(&candidate, Outcome::Promoted, "Baked", &msg);
-    s.event(false, "Baked", msg, Some("promoted"));
+    s.record(&candidate, Outcome::Promoted, Reason::Baked, &msg);
+    s.event(false, Reason::Baked, msg, Some("promoted"));
     s.status.previous = None;
     s.settle_stable();
     // A version desired while this one baked starts right away.
@@ -701,7 +756,7 @@ fn sticky(s: &mut Step<'_>, stable: &VersionRef) {
         s.status.previous = None;
         s.event(
             false,
-            "Retried",
+            Reason::Retried,
             format!(
                 "trying {} again, as {} asks",
                 candidate.version, ANNOTATION_RETRY
@@ -743,6 +798,7 @@ mod tests {
         promotion: Promotion,
         shadow_enabled: bool,
         events: Vec<Transition>,
+        awaiting_approval: bool,
     }
 
     impl World {
@@ -763,6 +819,7 @@ mod tests {
                 promotion: Promotion::Automatic,
                 shadow_enabled: true,
                 events: Vec::new(),
+                awaiting_approval: false,
             }
         }
 
@@ -789,13 +846,14 @@ mod tests {
                 analysis: &self.analysis,
             };
             let d = decide(&inp);
+            self.awaiting_approval = d.awaiting_approval;
             self.status = d.status;
             self.events.extend(d.transitions);
             self.status.phase
         }
 
         fn reasons(&self) -> Vec<&str> {
-            self.events.iter().map(|e| e.reason).collect()
+            self.events.iter().map(|e| e.reason.as_str()).collect()
         }
 
         fn stable(&self) -> &str {
@@ -937,7 +995,7 @@ mod tests {
             ]
         );
         assert_eq!(w.status.history[0].outcome, Outcome::Promoted);
-        let baked = w.events.iter().find(|e| e.reason == "Baked").unwrap();
+        let baked = w.events.iter().find(|e| e.reason == Reason::Baked).unwrap();
         assert_eq!(baked.decision, Some("promoted"));
         assert_eq!(
             baked.left,
@@ -1044,6 +1102,7 @@ mod tests {
         let mut w = World::shadowing_v2();
         w.promotion = Promotion::Manual;
         assert_eq!(w.step(100), Some(DeploymentPhase::Shadowing));
+        assert!(w.awaiting_approval);
         assert!(
             w.status
                 .message
@@ -1069,8 +1128,13 @@ mod tests {
         );
         w.annotations.approve = Some("v1".into());
         assert_eq!(w.step(102), Some(DeploymentPhase::Shadowing));
+        assert!(
+            w.awaiting_approval,
+            "approving another version approves nothing"
+        );
         w.annotations.approve = Some("v2".into());
         assert_eq!(w.step(103), Some(DeploymentPhase::Promoting));
+        assert!(!w.awaiting_approval);
     }
 
     #[test]
@@ -1172,7 +1236,7 @@ mod tests {
         };
         assert_eq!(w.step(71), Some(DeploymentPhase::RolledBack));
         assert_eq!(w.stable(), "v1");
-        assert_eq!(w.events.last().unwrap().reason, "RolloutFailed");
+        assert_eq!(w.events.last().unwrap().reason, Reason::RolloutFailed);
     }
 
     #[test]

@@ -142,6 +142,7 @@ async fn step(
     let Decision {
         status: mut next,
         transitions,
+        awaiting_approval,
     } = phase::decide(&seen.inputs(md, v, desired, now));
     capture_outgoing_baseline(md, ctx, v, &seen, current, &mut next, now).await;
 
@@ -149,7 +150,8 @@ async fn step(
     // read here; like every child it changes after the status is written.
     let shadowing = desired::shadow_version(md, &next).is_some();
     let route = traffic::observe(&ctx.shared.client, md).await?;
-    let observed = seen.observed(md, &next, traffic::state(md, &route, shadowing));
+    let mut observed = seen.observed(md, &next, traffic::state(md, &route, shadowing));
+    observed.awaiting_approval = awaiting_approval;
     next.observed_generation = md.meta().generation;
     set_conditions(&mut next, &observed, md.meta().generation, now);
     let written = commit(md, ctx, current, &next, &observed).await?;
@@ -247,6 +249,7 @@ impl Seen {
             }),
             traffic,
             metrics: self.metrics_read.clone(),
+            awaiting_approval: false,
         }
     }
 }
@@ -401,9 +404,15 @@ async fn report(md: &ModelDeployment, ctx: &Context, transitions: &[phase::Trans
                 .with_label_values(&[phase.as_str()])
                 .observe(took.as_secs_f64());
         }
-        tracing::info!(reason = t.reason, message = %t.message, "decision");
+        tracing::info!(reason = t.reason.as_str(), message = %t.message, "decision");
         ctx.shared
-            .event(md, t.warning, t.reason, &t.action(), t.message.clone())
+            .event(
+                md,
+                t.warning,
+                t.reason.as_str(),
+                &t.action(),
+                t.message.clone(),
+            )
             .await;
     }
 }

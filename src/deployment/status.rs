@@ -19,6 +19,8 @@ pub struct Observed {
     pub traffic: Result<String, (String, String)>,
     /// Whether Prometheus could be read in this round (`None`: no measurement this round).
     pub metrics: Option<Result<(), String>>,
+    /// The candidate passed its analysis and waits for a person's approval.
+    pub awaiting_approval: bool,
 }
 
 /// Sets `Ready`, `Progressing`, `Degraded`, `TrafficConfigured` and `MetricsAvailable`.
@@ -67,9 +69,7 @@ pub fn set_conditions(
     );
 
     let (progressing, reason) = match phase {
-        Some(DeploymentPhase::Shadowing) if message.contains("waits for approval") => {
-            (true, "AwaitingApproval")
-        }
+        Some(DeploymentPhase::Shadowing) if obs.awaiting_approval => (true, "AwaitingApproval"),
         Some(DeploymentPhase::Shadowing) => (true, "Shadowing"),
         Some(DeploymentPhase::Promoting) => (true, "Promoting"),
         Some(DeploymentPhase::Baking) => (true, "Baking"),
@@ -287,6 +287,7 @@ mod tests {
             router_available: Some(false),
             traffic: Ok("builtin".into()),
             metrics: None,
+            awaiting_approval: false,
         };
         set_conditions(&mut st, &obs, Some(1), now());
         assert!(!is_true(&st.conditions, READY));
@@ -310,6 +311,7 @@ mod tests {
             router_available: None,
             traffic: Ok("istio".into()),
             metrics: None,
+            awaiting_approval: false,
         };
         set_conditions(&mut st, &obs, Some(1), now());
         assert!(is_true(&st.conditions, READY));
@@ -328,6 +330,7 @@ mod tests {
             router_available: Some(true),
             traffic: Ok(String::new()),
             metrics: Some(Err("connection refused".into())),
+            awaiting_approval: false,
         };
         set_conditions(&mut st, &obs, Some(1), now());
         let c = st.condition(METRICS_AVAILABLE).unwrap();
@@ -346,6 +349,7 @@ mod tests {
             router_available: Some(true),
             traffic: Ok(String::new()),
             metrics,
+            awaiting_approval: false,
         };
         let ok = || Some(Ok(()));
         let down = || Some(Err("connection refused".to_string()));
@@ -405,10 +409,36 @@ mod tests {
                 "VirtualService (networking.istio.io) is not served".into(),
             )),
             metrics: None,
+            awaiting_approval: false,
         };
         set_conditions(&mut st, &obs, Some(1), now());
         assert!(!is_true(&st.conditions, TRAFFIC_CONFIGURED));
         assert!(!is_true(&st.conditions, READY));
         assert_eq!(st.condition(READY).unwrap().reason, "ProviderNotInstalled");
+    }
+
+    #[test]
+    fn a_candidate_awaiting_approval_is_told_by_the_decision_not_by_the_message() {
+        let mut st = ModelDeploymentStatus {
+            phase: Some(DeploymentPhase::Shadowing),
+            // The words alone decide nothing.
+            message: Some("v2 waits for approval".into()),
+            ..Default::default()
+        };
+        let mut obs = Observed {
+            stable_available: true,
+            router_available: Some(true),
+            traffic: Ok(String::new()),
+            metrics: None,
+            awaiting_approval: false,
+        };
+        set_conditions(&mut st, &obs, Some(1), now());
+        assert_eq!(st.condition(PROGRESSING).unwrap().reason, "Shadowing");
+        obs.awaiting_approval = true;
+        set_conditions(&mut st, &obs, Some(1), now());
+        assert_eq!(
+            st.condition(PROGRESSING).unwrap().reason,
+            "AwaitingApproval"
+        );
     }
 }

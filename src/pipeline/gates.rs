@@ -198,6 +198,7 @@ pub fn judge(g: &Gate, measured: Measured<'_>) -> GateResult {
         baseline,
         baseline_from: baseline_from.map(str::to_string),
         bound: bound.clone(),
+        relative_skipped: skipped,
         verdict,
         reason,
     };
@@ -383,6 +384,7 @@ mod tests {
         let r = run(&g, &[("f1", 0.85)], &[], &[]);
         assert_eq!(r.verdict, Verdict::Pass);
         assert_eq!(r.bound, ">= 0.8 (min); relative bound skipped: no baseline");
+        assert!(r.relative_skipped);
         assert!(
             r.reason.contains("relative bound was skipped"),
             "{}",

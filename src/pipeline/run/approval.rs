@@ -90,7 +90,7 @@ impl Step<'_> {
                 .collect::<Vec<_>>()
                 .join("; ")
         };
-        let skipped = run.gates.iter().any(|g| g.bound.contains("skipped"));
+        let skipped = run.gates.iter().any(|g| g.relative_skipped);
 
         let run = &mut self.d.status.runs[idx];
         run.verdict = Some(Verdict::Pass);
