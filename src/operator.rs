@@ -293,4 +293,81 @@ mod tests {
             );
         }
     }
+
+    /// Both controllers over one set of caches: each kind is listed once, not once per
+    /// controller that reads it.
+    #[tokio::test]
+    async fn each_kind_is_listed_once_for_both_controllers() {
+        use crate::admin::Readiness;
+        use crate::caches::Caches;
+        use crate::scope::Scope;
+        use crate::{deployment, mock_api, pipeline};
+        use futures::FutureExt;
+        use std::time::Duration;
+
+        fn empty_list(method: &str, _path: &str) -> mock_api::Answer {
+            (method == "GET").then(|| {
+                let list = serde_json::json!({
+                    "apiVersion": "v1", "kind": "List",
+                    "metadata": {"resourceVersion": "1"}, "items": [],
+                });
+                (200, list)
+            })
+        }
+        let (client, sent) = mock_api::client(serde_json::Value::Null, empty_list);
+        let mut caches = Caches::new(&Scope::default(), &client);
+        let readiness = Readiness::default();
+        let deployments = deployment::run(
+            &mut caches,
+            mock_api::shared(client.clone(), "deployment"),
+            crate::analysis::prometheus::Clients::new(Duration::from_secs(1)),
+            readiness.clone(),
+            futures::future::pending(),
+        );
+        let pipelines = pipeline::run(
+            &mut caches,
+            client.clone(),
+            mock_api::shared(client, "pipeline"),
+            readiness,
+            futures::future::pending(),
+        );
+        let running = tokio::spawn(async move {
+            let controllers = futures::future::join(deployments.boxed(), pipelines.boxed());
+            futures::future::select(controllers, caches.run().boxed()).await;
+        });
+        let lists = || -> Vec<String> {
+            sent.lock()
+                .unwrap()
+                .iter()
+                .filter(|s| s.method == "GET" && !s.uri.contains("watch=true"))
+                .map(|s| s.uri.split('?').next().unwrap_or_default().to_string())
+                .collect()
+        };
+        let kinds = [
+            "/apis/modelship.io/v1alpha1/modeldeployments",
+            "/apis/modelship.io/v1alpha1/modelpipelines",
+            "/apis/apps/v1/deployments",
+            "/api/v1/services",
+            "/apis/batch/v1/jobs",
+            "/api/v1/pods",
+            "/api/v1/configmaps",
+        ];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while lists().len() < kinds.len() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "lists sent: {:?}",
+                lists()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut listed = lists();
+        listed.sort();
+        let mut expected: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
+        expected.sort();
+        // A watch that failed re-lists only after its backoff (at least 800 ms): the first
+        // lists are one per kind.
+        assert_eq!(listed[..kinds.len()], expected[..]);
+        running.abort();
+    }
 }
