@@ -34,6 +34,7 @@ pub struct Watch<K: Watched> {
     writer: reflector::store::Writer<K>,
     subscribers: Vec<mpsc::Sender<K>>,
     hooks: Vec<Hook<K>>,
+    by_owner: Option<Index<K>>,
 }
 
 impl<K: Watched> Watch<K>
@@ -49,6 +50,23 @@ where
             writer,
             subscribers: Vec::new(),
             hooks: Vec::new(),
+            by_owner: None,
+        }
+    }
+
+    /// The cache with an index of its objects by owner (one index, however many readers).
+    pub fn children(&mut self) -> Children<K> {
+        let by_owner = match &self.by_owner {
+            Some(index) => index.clone(),
+            None => {
+                let index = self.index(owner_uids::<K>);
+                self.by_owner = Some(index.clone());
+                index
+            }
+        };
+        Children {
+            store: self.store(),
+            by_owner,
         }
     }
 
@@ -244,6 +262,62 @@ where
             }
             watcher::Event::Init | watcher::Event::InitApply(_) => {}
         }
+    }
+}
+
+/// The uids of the objects that own `object`: what children are indexed by.
+pub fn owner_uids<K: kube::Resource>(object: &K) -> Vec<String> {
+    object
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .map(|r| r.uid.clone())
+        .collect()
+}
+
+/// One kind of children: the cache and the index of its objects by owner.
+#[derive(Clone)]
+pub struct Children<K: Watched> {
+    store: Store<K>,
+    by_owner: Index<K>,
+}
+
+impl<K: Watched> Children<K>
+where
+    K::DynamicType: Default,
+{
+    /// A cache holding `objects`, as after a first list (for tests of what reads it).
+    pub fn from_objects(objects: Vec<K>) -> Self {
+        let (store, mut writer) = reflector::store();
+        let by_owner = Index {
+            inner: Arc::default(),
+            keys: owner_uids::<K>,
+        };
+        for o in objects {
+            let event = watcher::Event::Apply(o);
+            writer.apply_watcher_event(&event);
+            by_owner.apply(&event, &store);
+        }
+        Self { store, by_owner }
+    }
+
+    /// The cached object `namespace/name`, whoever owns it.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
+        self.store.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// The cached objects that name `uid` among their owners.
+    pub fn owned_by(&self, uid: &str) -> Vec<Arc<K>> {
+        self.by_owner
+            .get(uid)
+            .iter()
+            .filter_map(|r| self.store.get(r))
+            .collect()
+    }
+
+    pub fn store(&self) -> &Store<K> {
+        &self.store
     }
 }
 

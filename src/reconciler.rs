@@ -5,6 +5,7 @@
 //! A controller supplies what differs (its kind, its status type, how a spec that cannot be
 //! acted on shows in its conditions, and its own observe → decide steps) through
 //! [`Reconciled`]; everything written here exists once.
+use crate::caches::Children;
 use crate::context::Shared;
 use crate::guarded::{self, Guarded};
 use crate::scope::Watched;
@@ -189,6 +190,58 @@ pub async fn invalid<K: Reconciled>(
     Ok(Action::await_change())
 }
 
+/// Applies each of `desired` unless its live copy already matches it (the drift rule of
+/// `apply`): the one applier for every child kind.
+pub async fn apply<K>(shared: &Shared, children: &Children<K>, desired: &[K]) -> Result<()>
+where
+    K: Watched + Serialize,
+{
+    for d in desired {
+        let ns = d.namespace().unwrap_or_default();
+        let api: Api<K> = Api::namespaced(shared.client.clone(), &ns);
+        let live = children.get(&ns, &d.name_any());
+        if shared.apply_child(&api, d, live.as_deref()).await? {
+            tracing::debug!(kind = %K::kind(&()), name = %d.name_any(), "applied");
+        }
+    }
+    Ok(())
+}
+
+/// Deletes `owner`'s children of this kind that `keep` refuses. Only objects whose owner
+/// references name `owner` are ever deleted.
+pub async fn prune<K, O>(
+    shared: &Shared,
+    owner: &O,
+    children: &Children<K>,
+    keep: impl Fn(&K) -> bool,
+) -> Result<()>
+where
+    K: Watched,
+    O: Resource,
+{
+    let Some(uid) = owner.meta().uid.as_deref() else {
+        return Ok(());
+    };
+    for child in children.owned_by(uid) {
+        if keep(&child) {
+            continue;
+        }
+        let api: Api<K> = Api::namespaced(
+            shared.client.clone(),
+            &child.namespace().unwrap_or_default(),
+        );
+        if crate::apply::delete_if_exists(&api, &child.name_any()).await? {
+            tracing::info!(kind = %K::kind(&()), name = %child.name_any(), "deleted a child no longer wanted");
+        }
+    }
+    Ok(())
+}
+
+/// The names of `desired`: what `prune` keeps when the desired set is complete.
+pub fn names<K: Resource>(desired: &[K]) -> std::collections::HashSet<String> {
+    desired.iter().map(|d| d.name_any()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +282,42 @@ mod tests {
         assert_eq!(
             key(&owner),
             format!("{}/{}", owner.namespace().unwrap(), owner.name_any())
+        );
+    }
+
+    fn owned(name: &str, uid: Option<&str>) -> Deployment {
+        let mut d = Deployment::default();
+        d.metadata.name = Some(name.into());
+        d.metadata.namespace = Some("models".into());
+        d.metadata.owner_references = uid.map(|uid| {
+            vec![OwnerReference {
+                uid: uid.into(),
+                ..Default::default()
+            }]
+        });
+        d
+    }
+
+    #[tokio::test]
+    async fn prune_deletes_only_the_owners_children_that_are_not_kept() {
+        let (client, sent) = crate::mock_api::client(serde_json::Value::Null, |_, _| None);
+        let shared = crate::mock_api::shared(client, "deployment");
+        let mut owner = crate::deployment::testing::sample();
+        owner.metadata.uid = Some("uid-1".into());
+        let children = Children::from_objects(vec![
+            owned("fraud-stable", Some("uid-1")),
+            owned("fraud-shadow", Some("uid-1")),
+            owned("fraud-router", Some("uid-2")),
+            owned("fraud-canary", None),
+        ]);
+        let keep = names(&[owned("fraud-stable", None)]);
+        prune(&shared, &owner, &children, |d| keep.contains(&d.name_any()))
+            .await
+            .unwrap();
+        assert_eq!(
+            crate::mock_api::writes(&sent.lock().unwrap()),
+            ["DELETE /apis/apps/v1/namespaces/models/deployments/fraud-shadow"],
+            "another owner's object and an object without owner are never deleted"
         );
     }
 }

@@ -687,9 +687,6 @@ mod tests {
 pub struct Children {
     pub deployments: Vec<Deployment>,
     pub services: Vec<Service>,
-    /// Names of Deployments and Services of this ModelDeployment that must go.
-    pub unwanted_deployments: Vec<String>,
-    pub unwanted_services: Vec<String>,
 }
 
 /// The children for a status the phase machine decided.
@@ -714,28 +711,22 @@ pub fn children(
     out.services.push(track_service(md, Track::Stable));
     out.services.push(client_service(md));
     let shadow = shadow_version(md, status);
-    match shadow {
-        Some(version) => {
-            out.deployments.push(track_deployment(
-                md,
-                template,
-                container_index,
-                Track::Shadow,
-                version,
-                shadow_replicas(md),
-            ));
-            out.services.push(track_service(md, Track::Shadow));
-        }
-        None => {
-            out.unwanted_deployments.push(track_name(md, Track::Shadow));
-            out.unwanted_services.push(track_name(md, Track::Shadow));
-        }
+    // Without a shadow its Deployment and Service are not wanted: they go.
+    if let Some(version) = shadow {
+        out.deployments.push(track_deployment(
+            md,
+            template,
+            container_index,
+            Track::Shadow,
+            version,
+            shadow_replicas(md),
+        ));
+        out.services.push(track_service(md, Track::Shadow));
     }
+    // Another provider routes traffic: the router's Deployment is not wanted.
     if md.spec.traffic.provider == TrafficProvider::Builtin {
         out.deployments
             .push(router_deployment(md, cfg, shadow.is_some()));
-    } else {
-        out.unwanted_deployments.push(router_name(md));
     }
     out
 }

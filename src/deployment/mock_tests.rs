@@ -1,5 +1,6 @@
 //! Controller tests against a mock API server: the order and number of requests matter.
 use super::reconcile::Context;
+use crate::caches::Children;
 
 /// The controller's entry, as the controller calls it.
 async fn reconcile(
@@ -58,8 +59,8 @@ fn mock_client_refusing_services(md: &ModelDeployment) -> (Client, Arc<Mutex<Vec
 fn context(client: Client, deployments: Vec<Deployment>, services: Vec<Service>) -> Arc<Context> {
     Arc::new(Context {
         shared: mock_api::shared(client.clone(), "modelship-deployment"),
-        deployments: store(deployments),
-        services: store(services),
+        deployments: Children::from_objects(deployments),
+        services: Children::from_objects(services),
         pipelines: store(vec![]),
         prometheus: crate::analysis::prometheus::Clients::new(Duration::from_secs(1)),
     })

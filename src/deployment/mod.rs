@@ -49,9 +49,9 @@ pub fn run<S>(
 where
     S: std::future::Future<Output = ()> + Send + Sync + 'static,
 {
-    let deployments = caches.deployments.store();
+    let deployments = caches.deployments.children();
     let deployment_events = caches.deployments.subscribe();
-    let services = caches.services.store();
+    let services = caches.services.children();
     let service_events = caches.services.subscribe();
     let pipelines = caches.pipelines.store();
     let pipeline_events = caches.pipelines.subscribe();
@@ -76,8 +76,8 @@ where
         tokio::spawn(async move {
             let (m, d, s, p) = stores;
             until_ready(&m).await;
-            until_ready(&d).await;
-            until_ready(&s).await;
+            until_ready(d.store()).await;
+            until_ready(s.store()).await;
             until_ready(&p).await;
             readiness.set_ready("modeldeployments");
         });

@@ -17,15 +17,14 @@ use crate::api::{
     AnalysisMetric, AnalysisPhase, AnalysisStatus, DeploymentPhase, MetricStatus, ModelDeployment,
     ModelDeploymentStatus, ModelPipeline, VersionRef,
 };
-use crate::apply::delete_if_exists;
+use crate::caches::Children;
 use crate::context::Shared;
 use crate::guarded::Guarded;
-use crate::reconciler::{Reconciled, invalid, key, owned_by, write_status};
+use crate::reconciler::{self, Reconciled, invalid, key, names, owned_by, prune, write_status};
 use crate::{Error, Result};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
@@ -38,8 +37,8 @@ pub const CONTROLLER: &str = "deployment";
 /// What the deployment controller's reconciliations share.
 pub struct Context {
     pub shared: Shared,
-    pub deployments: Store<Deployment>,
-    pub services: Store<Service>,
+    pub deployments: Children<Deployment>,
+    pub services: Children<Service>,
     pub pipelines: Store<Guarded<ModelPipeline>>,
     pub prometheus: analysis::prometheus::Clients,
 }
@@ -265,7 +264,7 @@ async fn observe(
     let ns = md.namespace().unwrap_or_default();
     let get_dep = |name: String| {
         ctx.deployments
-            .get(&ObjectRef::new(&name).within(&ns))
+            .get(&ns, &name)
             .filter(|d| owned_by(d.as_ref(), md))
     };
     let rollout = |dep: Option<&Deployment>| TrackRollout {
@@ -657,50 +656,22 @@ async fn apply_children(
     v: &Validated,
     status: &ModelDeploymentStatus,
 ) -> Result<()> {
-    let ns = md.namespace().unwrap_or_default();
     let cfg = ChildConfig {
         router_image: ctx.shared.settings.router_image.clone(),
     };
     let want = children(md, &v.template, v.container, status, &cfg);
-    let deployments: Api<Deployment> = Api::namespaced(ctx.shared.client.clone(), &ns);
-    let services: Api<Service> = Api::namespaced(ctx.shared.client.clone(), &ns);
-    for d in &want.deployments {
-        let live = ctx
-            .deployments
-            .get(&ObjectRef::new(&d.name_any()).within(&ns));
-        if ctx
-            .shared
-            .apply_child(&deployments, d, live.as_deref())
-            .await?
-        {
-            tracing::debug!(deployment = %d.name_any(), "applied");
-        }
-    }
-    for s in &want.services {
-        let live = ctx.services.get(&ObjectRef::new(&s.name_any()).within(&ns));
-        ctx.shared
-            .apply_child(&services, s, live.as_deref())
-            .await?;
-    }
-    // Only what this ModelDeployment owns is ever deleted.
-    for name in &want.unwanted_deployments {
-        if ctx
-            .deployments
-            .get(&ObjectRef::new(name).within(&ns))
-            .is_some_and(|d| owned_by(d.as_ref(), md))
-        {
-            delete_if_exists(&deployments, name).await?;
-        }
-    }
-    for name in &want.unwanted_services {
-        if ctx
-            .services
-            .get(&ObjectRef::new(name).within(&ns))
-            .is_some_and(|s| owned_by(s.as_ref(), md))
-        {
-            delete_if_exists(&services, name).await?;
-        }
-    }
+    reconciler::apply(&ctx.shared, &ctx.deployments, &want.deployments).await?;
+    reconciler::apply(&ctx.shared, &ctx.services, &want.services).await?;
+    // The children computed are all this ModelDeployment has: any other it owns goes.
+    let (deployments, services) = (names(&want.deployments), names(&want.services));
+    prune(&ctx.shared, md, &ctx.deployments, |d| {
+        deployments.contains(&d.name_any())
+    })
+    .await?;
+    prune(&ctx.shared, md, &ctx.services, |s| {
+        services.contains(&s.name_any())
+    })
+    .await?;
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! matter.
 use super::data_source::DataSource;
 use super::reconcile::Context;
+use crate::caches::Children;
 
 /// The controller's entry, as the controller calls it.
 async fn reconcile(
@@ -22,10 +23,10 @@ use std::time::Duration;
 fn context(client: Client, jobs: Vec<Job>) -> Arc<Context> {
     Arc::new(Context {
         shared: mock_api::shared(client.clone(), "modelship-pipeline"),
-        jobs: store(jobs),
+        jobs: Children::from_objects(jobs),
         pods: store(vec![]),
-        deployments: store(vec![]),
-        services: store(vec![]),
+        deployments: Children::from_objects(vec![]),
+        services: Children::from_objects(vec![]),
         configmaps: store(vec![]),
         data_source: DataSource::new(client),
         model_deployments: store(vec![]),

@@ -72,11 +72,11 @@ where
 {
     // Only the pipeline's own children are read: they carry the managed-by label (shared
     // with the ModelDeployment controller) and the pipeline label.
-    let jobs = caches.jobs.store();
+    let jobs = caches.jobs.children();
     let job_events = caches.jobs.subscribe();
-    let deployments = caches.deployments.store();
+    let deployments = caches.deployments.children();
     let deployment_events = caches.deployments.subscribe();
-    let services = caches.services.store();
+    let services = caches.services.children();
     let service_events = caches.services.subscribe();
     // Stage pods hold the results (termination messages) until their Job is deleted.
     let pods = caches.pods.store();
@@ -113,10 +113,10 @@ where
         tokio::spawn(async move {
             let (p, j, po, d, s, c, m) = stores;
             crate::admin::until_ready(&p).await;
-            crate::admin::until_ready(&j).await;
+            crate::admin::until_ready(j.store()).await;
             crate::admin::until_ready(&po).await;
-            crate::admin::until_ready(&d).await;
-            crate::admin::until_ready(&s).await;
+            crate::admin::until_ready(d.store()).await;
+            crate::admin::until_ready(s.store()).await;
             crate::admin::until_ready(&c).await;
             crate::admin::until_ready(&m).await;
             readiness.set_ready("modelpipelines");

@@ -12,11 +12,11 @@ use super::serving::{self, serving_name};
 use super::triggers::{self, Annotations};
 use super::validate::validate;
 use crate::api::{ModelDeployment, ModelPipeline, ModelPipelineStatus, RunPhase, StagePhase};
-use crate::apply::delete_if_exists;
+use crate::caches::Children;
 use crate::conditions::{Status, set};
 use crate::context::Shared;
 use crate::guarded::Guarded;
-use crate::reconciler::{Reconciled, invalid, key, owned_by, write_status};
+use crate::reconciler::{self, Reconciled, invalid, key, owned_by, prune, write_status};
 use crate::{Error, Result};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -38,10 +38,10 @@ pub const CONTROLLER: &str = "pipeline";
 /// everything a decision reads.
 pub struct Context {
     pub shared: Shared,
-    pub jobs: Store<Job>,
+    pub jobs: Children<Job>,
     pub pods: Store<Pod>,
-    pub deployments: Store<Deployment>,
-    pub services: Store<Service>,
+    pub deployments: Children<Deployment>,
+    pub services: Children<Service>,
     /// ConfigMaps' metadata only; `data_source` reads the ones pipelines name.
     pub configmaps: Store<PartialObjectMeta<ConfigMap>>,
     pub data_source: super::data_source::DataSource,
@@ -185,7 +185,7 @@ fn observe_jobs(
     let mut out = BTreeMap::new();
     for r in status.runs.iter().filter(|r| r.phase == RunPhase::Running) {
         for st in r.stages.iter().filter(|s| s.phase == StagePhase::Running) {
-            let view = match ctx.jobs.get(&ObjectRef::new(&st.job).within(&ns)) {
+            let view = match ctx.jobs.get(&ns, &st.job) {
                 None => JobView {
                     state: JobState::Missing,
                     pod: None,
@@ -312,7 +312,7 @@ fn observe_serving(
         .filter_map(|name| {
             let d = ctx
                 .deployments
-                .get(&ObjectRef::new(&name).within(&ns))
+                .get(&ns, &name)
                 .filter(|d| owned_by(d.as_ref(), p))?;
             Some((name, serving::available(&d)))
         })
@@ -352,9 +352,7 @@ async fn apply_children(
                 }
                 continue;
             }
-            if st.phase != StagePhase::Running
-                || ctx.jobs.get(&ObjectRef::new(&st.job).within(&ns)).is_some()
-            {
+            if st.phase != StagePhase::Running || ctx.jobs.get(&ns, &st.job).is_some() {
                 continue;
             }
             let job = match jobs::desired_job(p, r, stage, st.service_url.as_deref()) {
@@ -391,8 +389,6 @@ async fn apply_serving(
     r: &crate::api::Run,
     mds: &[&ModelDeployment],
 ) -> Result<()> {
-    let ns = p.namespace().unwrap_or_default();
-    let name = serving_name(&p.name_any(), &r.name);
     let target = match serving::target(p, mds) {
         Ok(t) => t,
         // The ModelDeployment went away after the stage started: keep what exists; the
@@ -405,61 +401,31 @@ async fn apply_serving(
     let artifact = run::effective_artifact(r);
     let deployment = serving::desired_deployment(p, &r.name, &r.version, &artifact, &target);
     let service = serving::desired_service(p, &r.name, &target);
-    let live_d = ctx.deployments.get(&ObjectRef::new(&name).within(&ns));
-    let live_s = ctx.services.get(&ObjectRef::new(&name).within(&ns));
-    let client = ctx.shared.client.clone();
-    ctx.shared
-        .apply_child(
-            &Api::<Deployment>::namespaced(client.clone(), &ns),
-            &deployment,
-            live_d.as_deref(),
-        )
-        .await?;
-    ctx.shared
-        .apply_child(
-            &Api::<Service>::namespaced(client, &ns),
-            &service,
-            live_s.as_deref(),
-        )
-        .await?;
+    reconciler::apply(&ctx.shared, &ctx.deployments, &[deployment]).await?;
+    reconciler::apply(&ctx.shared, &ctx.services, &[service]).await?;
     Ok(())
 }
 
 /// Deletes what status no longer needs: the Jobs of runs that left the history, and the
 /// serving objects of integration stages that ended.
 async fn cleanup(p: &ModelPipeline, ctx: &Context, status: &ModelPipelineStatus) -> Result<()> {
-    let ns = p.namespace().unwrap_or_default();
-    let name = p.name_any();
-    let mine = |labels: &BTreeMap<String, String>| labels.get(LABEL_PIPELINE) == Some(&name);
-    let client = ctx.shared.client.clone();
-
-    let jobs: Vec<Arc<Job>> = ctx
+    let uid = p.meta().uid.clone().unwrap_or_default();
+    let runs_with_jobs: BTreeSet<String> = ctx
         .jobs
-        .state()
-        .into_iter()
-        .filter(|j| {
-            j.namespace().as_deref() == Some(ns.as_str())
-                && mine(j.labels())
-                && owned_by(j.as_ref(), p)
-        })
-        .collect();
-    let runs_with_jobs: BTreeSet<String> = jobs
+        .owned_by(&uid)
         .iter()
         .filter_map(|j| j.labels().get(LABEL_RUN).cloned())
         .collect();
     let unwanted =
         super::history::unwanted(runs_with_jobs.iter().map(String::as_str), &status.runs);
-    let jobs_api: Api<Job> = Api::namespaced(client.clone(), &ns);
-    for job in jobs.iter().filter(|j| {
+    prune(&ctx.shared, p, &ctx.jobs, |j| {
         j.labels()
             .get(LABEL_RUN)
-            .is_some_and(|r| unwanted.contains(r))
-    }) {
-        if delete_if_exists(&jobs_api, &job.name_any()).await? {
-            tracing::info!(job = %job.name_any(), "deleted the Job of a run that left the history");
-        }
-    }
+            .is_none_or(|r| !unwanted.contains(r))
+    })
+    .await?;
 
+    let name = p.name_any();
     let serving_wanted: BTreeSet<String> = status
         .runs
         .iter()
@@ -472,26 +438,9 @@ async fn cleanup(p: &ModelPipeline, ctx: &Context, status: &ModelPipelineStatus)
         })
         .map(|r| serving_name(&name, &r.name))
         .collect();
-    let deployments_api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    for d in ctx.deployments.state() {
-        if d.namespace().as_deref() == Some(ns.as_str())
-            && mine(d.labels())
-            && owned_by(d.as_ref(), p)
-            && !serving_wanted.contains(&d.name_any())
-        {
-            delete_if_exists(&deployments_api, &d.name_any()).await?;
-        }
-    }
-    let services_api: Api<Service> = Api::namespaced(client, &ns);
-    for s in ctx.services.state() {
-        if s.namespace().as_deref() == Some(ns.as_str())
-            && mine(s.labels())
-            && owned_by(s.as_ref(), p)
-            && !serving_wanted.contains(&s.name_any())
-        {
-            delete_if_exists(&services_api, &s.name_any()).await?;
-        }
-    }
+    let serving = |k: &str| serving_wanted.contains(k);
+    prune(&ctx.shared, p, &ctx.deployments, |d| serving(&d.name_any())).await?;
+    prune(&ctx.shared, p, &ctx.services, |s| serving(&s.name_any())).await?;
     Ok(())
 }
 
