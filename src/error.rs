@@ -22,6 +22,12 @@ pub enum Error {
     #[error("invalid object: {0}")]
     InvalidObject(String),
 
+    /// A child's name is held by an object that this owner does not own: left alone and
+    /// retried with backoff (it may be a deleted predecessor's child that the garbage
+    /// collector has not removed yet).
+    #[error("not ours: {0}")]
+    NotOwned(String),
+
     /// Prometheus could not be queried.
     #[error("prometheus: {0}")]
     Prometheus(String),
@@ -60,6 +66,7 @@ impl Error {
             Error::InvalidSpec(_) => "invalid_spec",
             Error::Rejected(_) => "rejected",
             Error::InvalidObject(_) => "invalid_object",
+            Error::NotOwned(_) => "not_owned",
             Error::Prometheus(_) => "prometheus",
             Error::Lease(_) => "leader_election",
             Error::Config(_) => "config",

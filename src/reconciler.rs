@@ -190,16 +190,33 @@ pub async fn invalid<K: Reconciled>(
     Ok(Action::await_change())
 }
 
-/// Applies each of `desired` unless its live copy already matches it (the drift rule of
-/// `apply`): the one applier for every child kind.
-pub async fn apply<K>(shared: &Shared, children: &Children<K>, desired: &[K]) -> Result<()>
+/// Applies each of `desired`, children of `owner`, unless its live copy already matches it
+/// (the drift rule of `apply`): the one applier for every child kind. A live object of the
+/// same name that another object owns is left alone: the reconciliation fails with
+/// `NotOwned` and is retried with backoff, logged each time.
+pub async fn apply<K, O>(
+    shared: &Shared,
+    owner: &O,
+    children: &Children<K>,
+    desired: &[K],
+) -> Result<()>
 where
     K: Watched + Serialize,
+    O: Resource<DynamicType = ()>,
 {
     for d in desired {
         let ns = d.namespace().unwrap_or_default();
         let api: Api<K> = Api::namespaced(shared.client.clone(), &ns);
         let live = children.get(&ns, &d.name_any());
+        if let Some(other) = live.as_deref().filter(|l| !owned_by(*l, owner)) {
+            return Err(Error::NotOwned(format!(
+                "{} {}/{} already exists and is not owned by this {}; rename or delete it",
+                K::kind(&()),
+                ns,
+                other.name_any(),
+                O::kind(&()),
+            )));
+        }
         if shared.apply_child(&api, d, live.as_deref()).await? {
             tracing::debug!(kind = %K::kind(&()), name = %d.name_any(), "applied");
         }
@@ -319,5 +336,27 @@ mod tests {
             ["DELETE /apis/apps/v1/namespaces/models/deployments/fraud-shadow"],
             "another owner's object and an object without owner are never deleted"
         );
+    }
+
+    #[tokio::test]
+    async fn apply_leaves_an_object_another_owner_holds_and_says_which() {
+        let (client, sent) = crate::mock_api::client(serde_json::Value::Null, |_, _| None);
+        let shared = crate::mock_api::shared(client, "deployment");
+        let mut owner = crate::deployment::testing::sample();
+        owner.metadata.uid = Some("uid-1".into());
+        let children = Children::from_objects(vec![owned("fraud-stable", Some("uid-2"))]);
+        let err = apply(
+            &shared,
+            &owner,
+            &children,
+            &[owned("fraud-stable", Some("uid-1"))],
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::NotOwned(m) if m.contains("Deployment models/fraud-stable already exists and is not owned by this ModelDeployment")),
+            "{err}"
+        );
+        assert!(sent.lock().unwrap().is_empty(), "nothing is written");
     }
 }

@@ -660,8 +660,8 @@ async fn apply_children(
         router_image: ctx.shared.settings.router_image.clone(),
     };
     let want = children(md, &v.template, v.container, status, &cfg);
-    reconciler::apply(&ctx.shared, &ctx.deployments, &want.deployments).await?;
-    reconciler::apply(&ctx.shared, &ctx.services, &want.services).await?;
+    reconciler::apply(&ctx.shared, md, &ctx.deployments, &want.deployments).await?;
+    reconciler::apply(&ctx.shared, md, &ctx.services, &want.services).await?;
     // The children computed are all this ModelDeployment has: any other it owns goes.
     let (deployments, services) = (names(&want.deployments), names(&want.services));
     prune(&ctx.shared, md, &ctx.deployments, |d| {

@@ -401,8 +401,8 @@ async fn apply_serving(
     let artifact = run::effective_artifact(r);
     let deployment = serving::desired_deployment(p, &r.name, &r.version, &artifact, &target);
     let service = serving::desired_service(p, &r.name, &target);
-    reconciler::apply(&ctx.shared, &ctx.deployments, &[deployment]).await?;
-    reconciler::apply(&ctx.shared, &ctx.services, &[service]).await?;
+    reconciler::apply(&ctx.shared, p, &ctx.deployments, &[deployment]).await?;
+    reconciler::apply(&ctx.shared, p, &ctx.services, &[service]).await?;
     Ok(())
 }
 
