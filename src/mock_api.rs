@@ -112,3 +112,12 @@ pub fn writes(sent: &[Sent]) -> Vec<String> {
         })
         .collect()
 }
+
+/// A controller's entry, as the controller calls it with an object that deserialized.
+pub async fn reconcile<K: crate::reconciler::Reconciled>(
+    object: Arc<K>,
+    ctx: Arc<K::Context>,
+) -> crate::Result<kube::runtime::controller::Action> {
+    let guarded = kube::core::DeserializeGuard(Ok((*object).clone()));
+    crate::reconciler::reconcile(Arc::new(guarded), ctx).await
+}

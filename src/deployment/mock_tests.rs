@@ -2,16 +2,9 @@
 use super::reconcile::Context;
 use crate::caches::Children;
 
-/// The controller's entry, as the controller calls it.
-async fn reconcile(
-    object: Arc<crate::api::ModelDeployment>,
-    ctx: Arc<Context>,
-) -> crate::Result<kube::runtime::controller::Action> {
-    let guarded = kube::core::DeserializeGuard(Ok((*object).clone()));
-    crate::reconciler::reconcile(Arc::new(guarded), ctx).await
-}
 use super::testing::sample;
 use crate::api::{DeploymentPhase, ModelDeployment, ModelDeploymentStatus};
+use crate::mock_api::reconcile;
 use crate::mock_api::{self, Sent, store, writes};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::Service;

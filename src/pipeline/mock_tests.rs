@@ -2,18 +2,10 @@
 //! matter.
 use super::data_source::DataSource;
 use super::reconcile::Context;
-use crate::caches::Children;
-
-/// The controller's entry, as the controller calls it.
-async fn reconcile(
-    object: Arc<crate::api::ModelPipeline>,
-    ctx: Arc<Context>,
-) -> crate::Result<kube::runtime::controller::Action> {
-    let guarded = kube::core::DeserializeGuard(Ok((*object).clone()));
-    crate::reconciler::reconcile(Arc::new(guarded), ctx).await
-}
 use super::testing::sample;
 use crate::api::{ModelPipeline, ModelPipelineStatus};
+use crate::caches::Children;
+use crate::mock_api::reconcile;
 use crate::mock_api::{self, Sent, store, writes};
 use k8s_openapi::api::batch::v1::Job;
 use kube::{Client, Resource};
