@@ -124,8 +124,10 @@ where
             ..
         } = self;
         let kind = K::kind(&K::DynamicType::default()).to_string();
+        // Nothing reads managedFields, often a third of an object: the cache does not keep them.
         let mut events = watcher(api, config)
             .default_backoff()
+            .modify(|object| object.managed_fields_mut().clear())
             .reflect(writer)
             .boxed();
         while let Some(event) = events.next().await {

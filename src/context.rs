@@ -16,6 +16,8 @@ pub struct Settings {
     pub prometheus_url: String,
     /// Resync period of objects that wait for nothing.
     pub resync: Duration,
+    /// Reconciliations each controller runs at once.
+    pub concurrency: u16,
 }
 
 /// State shared by the reconciliations of one controller.
@@ -27,6 +29,8 @@ pub struct Shared {
     pub settings: Settings,
     /// Our own status writes that the cache has not shown yet (see `cache_is_stale`).
     written: Arc<OwnWrites>,
+    /// Every cache the controller reads has its first full list.
+    synced: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The per-object state of one controller (backoff counts, writes in flight), shared with
@@ -145,7 +149,19 @@ impl Shared {
             )),
             settings,
             written: Arc::default(),
+            synced: Arc::default(),
         }
+    }
+
+    /// Whether every cache the controller reads has its first full list: before that an
+    /// absent child may only be unlisted yet, and a decision on it would undo what is there.
+    pub fn caches_synced(&self) -> bool {
+        self.synced.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// A handle that says the caches are synced, for the task that waits for them.
+    pub fn synced_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.synced.clone()
     }
 
     /// Publishes an event about `obj`; a failure to publish is logged, never fatal.

@@ -78,12 +78,18 @@ pub fn shared(client: Client, controller: &str) -> crate::context::Shared {
         router_image: "modelship:test".into(),
         prometheus_url: "http://127.0.0.1:1".into(),
         resync: std::time::Duration::from_secs(300),
+        concurrency: 4,
     };
     let reporter = kube::runtime::events::Reporter {
         controller: controller.into(),
         instance: Some("test".into()),
     };
-    crate::context::Shared::new(client, reporter, crate::metrics::Metrics::new(), settings)
+    let shared =
+        crate::context::Shared::new(client, reporter, crate::metrics::Metrics::new(), settings);
+    shared
+        .synced_flag()
+        .store(true, std::sync::atomic::Ordering::Release);
+    shared
 }
 
 /// A cache holding `objects`, as a reflector would after its first list.

@@ -45,6 +45,11 @@ pub struct RunArgs {
     #[arg(long, env = "MODELSHIP_RESYNC", default_value = "5m", value_parser = parse_duration)]
     pub resync: Duration,
 
+    /// Reconciliations each controller runs at once. Bounded, so that thousands of objects
+    /// created together queue here rather than at the API server.
+    #[arg(long, env = "MODELSHIP_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+
     /// Elect a leader among replicas on a Lease; only the leader acts.
     #[arg(long, env = "MODELSHIP_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
@@ -238,6 +243,7 @@ async fn controllers(
         router_image: args.router_image.clone(),
         prometheus_url: args.prometheus_url.clone(),
         resync: args.resync,
+        concurrency: args.concurrency,
     };
     let reporter = |controller: &str| Reporter {
         controller: format!("modelship-{controller}"),

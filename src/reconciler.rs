@@ -95,8 +95,13 @@ pub async fn reconcile<K: Reconciled>(
         shared.forget(&key);
         return Ok(Action::await_change());
     }
+    if !shared.caches_synced() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    // Our own status write is not in the cache yet: its watch event wakes this object (the
+    // requeue is a fallback), so a slow API server does not make the controller spin.
     if shared.cache_is_stale(&key, object.meta().resource_version.as_deref()) {
-        return Ok(Action::requeue(Duration::from_millis(200)));
+        return Ok(Action::requeue(Duration::from_secs(5)));
     }
     let current = object.status().cloned().unwrap_or_default();
     let span = tracing::info_span!(
@@ -358,5 +363,28 @@ mod tests {
             "{err}"
         );
         assert!(sent.lock().unwrap().is_empty(), "nothing is written");
+    }
+
+    #[tokio::test]
+    async fn nothing_is_decided_before_every_cache_has_its_first_list() {
+        let (client, sent) = crate::mock_api::client(serde_json::Value::Null, |_, _| None);
+        let ctx = std::sync::Arc::new(crate::deployment::reconcile::Context {
+            shared: crate::mock_api::shared(client, "deployment"),
+            deployments: Children::from_objects(vec![]),
+            services: Children::from_objects(vec![]),
+            pipelines: crate::mock_api::store(vec![]),
+            prometheus: crate::analysis::prometheus::Clients::new(Duration::from_secs(1)),
+        });
+        // A restarted operator whose child caches are still listing.
+        ctx.shared
+            .synced_flag()
+            .store(false, std::sync::atomic::Ordering::Release);
+        let md = std::sync::Arc::new(crate::deployment::testing::sample());
+        let action = crate::mock_api::reconcile(md, ctx).await.unwrap();
+        assert_eq!(action, Action::requeue(Duration::from_secs(1)));
+        assert!(
+            sent.lock().unwrap().is_empty(),
+            "no request before the caches are synced"
+        );
     }
 }

@@ -64,9 +64,12 @@ where
     let model_deployments = caches.model_deployments.store();
     let md_stream = caches.model_deployments.subscribe();
 
+    let synced = shared.synced_flag();
     readiness.expect("modeldeployments");
     async move {
-        let controller = Controller::for_stream(md_stream, model_deployments.clone());
+        let controller = Controller::for_stream(md_stream, model_deployments.clone()).with_config(
+            kube::runtime::controller::Config::default().concurrency(shared.settings.concurrency),
+        );
         let stores = (
             model_deployments.clone(),
             deployments.clone(),
@@ -79,6 +82,7 @@ where
             until_ready(d.store()).await;
             until_ready(s.store()).await;
             until_ready(&p).await;
+            synced.store(true, std::sync::atomic::Ordering::Release);
             readiness.set_ready("modeldeployments");
         });
 

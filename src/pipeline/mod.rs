@@ -97,10 +97,13 @@ where
     let pipelines = caches.pipelines.store();
     let pipeline_stream = caches.pipelines.subscribe();
 
+    let synced = shared.synced_flag();
     readiness.expect("modelpipelines");
     async move {
         let data_source = data_source::DataSource::new(client);
-        let controller = Controller::for_stream(pipeline_stream, pipelines.clone());
+        let controller = Controller::for_stream(pipeline_stream, pipelines.clone()).with_config(
+            kube::runtime::controller::Config::default().concurrency(shared.settings.concurrency),
+        );
         let stores = (
             pipelines.clone(),
             jobs.clone(),
@@ -119,6 +122,7 @@ where
             crate::admin::until_ready(s.store()).await;
             crate::admin::until_ready(&c).await;
             crate::admin::until_ready(&m).await;
+            synced.store(true, std::sync::atomic::Ordering::Release);
             readiness.set_ready("modelpipelines");
         });
 
