@@ -44,6 +44,12 @@ bench-analysis: prometheus-up
 	$(CARGO) build --release -p modelship -p model-server -p modelship-e2e --bins
 	$(CARGO) run --release -q -p modelship-e2e --bin bench-analysis -- $(BENCH_ARGS)
 
+# The operator at scale on the local cluster with KWOK nodes (docs/benchmarks.md, "Scale"):
+# N ModelDeployments (default 1000) and N/5 ModelPipelines; `make bench-scale N=5000`.
+.PHONY: bench-scale
+bench-scale:
+	bench/scale/run.sh $(N)
+
 crds:
 	$(CARGO) run -q --bin modelship -- crd > crds/modelship.yaml.tmp
 	mv crds/modelship.yaml.tmp crds/modelship.yaml
