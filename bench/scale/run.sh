@@ -78,6 +78,10 @@ mkdir -p "$OUT"
 if [[ -n ${MODELSHIP_SCALE_KUBECONFIG:-} ]]; then
   ADMIN_KUBECONFIG=$MODELSHIP_SCALE_KUBECONFIG
 else
+  # Kubernetes' default client rate limits would decide the time to Ready (see
+  # docs/benchmarks.md, "Scale"): a cluster this starts gets 200 requests/s, burst 400.
+  export MODELSHIP_KCM_API_QPS=${MODELSHIP_KCM_API_QPS:-200} MODELSHIP_KCM_API_BURST=${MODELSHIP_KCM_API_BURST:-400}
+  export MODELSHIP_SCHEDULER_API_QPS=${MODELSHIP_SCHEDULER_API_QPS:-200} MODELSHIP_SCHEDULER_API_BURST=${MODELSHIP_SCHEDULER_API_BURST:-400}
   ADMIN_KUBECONFIG=$("$ROOT/e2e/cluster/up")
 fi
 k() { "$KUBERNETES_BIN/kubectl" --kubeconfig="$ADMIN_KUBECONFIG" "$@"; }
