@@ -129,21 +129,18 @@ pub fn needs_apply(stamped: &Value, live: Option<&Value>) -> bool {
     live.is_none_or(|live| !is_subset(stamped, live))
 }
 
-/// Applies `desired` unless `live` already matches it. Returns whether a write was sent.
+/// Applies `desired` unless `live` (the live object as JSON) already matches it. Returns
+/// whether a write was sent.
 pub async fn apply_if_changed<K>(
     api: &Api<K>,
     desired: &K,
-    live: Option<&K>,
+    live: Option<&Value>,
 ) -> Result<bool, kube::Error>
 where
     K: Resource + Serialize + DeserializeOwned + Clone + Debug,
 {
     let stamped = with_hash(serde_json::to_value(desired).map_err(kube::Error::SerdeError)?);
-    let live = match live {
-        Some(live) => Some(serde_json::to_value(live).map_err(kube::Error::SerdeError)?),
-        None => None,
-    };
-    if !needs_apply(&stamped, live.as_ref()) {
+    if !needs_apply(&stamped, live) {
         return Ok(false);
     }
     api.patch(

@@ -5,6 +5,7 @@
 //! controller that needs it, and every object the watch touches (applied, deleted or
 //! re-listed) is handed to each subscriber, a controller's trigger or child stream. kube's
 //! own shared streams hand on applied objects only; a deleted child must wake its owner too.
+use crate::compact::{Compact, Slim};
 use crate::guarded::Guarded;
 use crate::scope::{Scope, Watched};
 use futures::{Stream, StreamExt};
@@ -51,22 +52,6 @@ where
             subscribers: Vec::new(),
             hooks: Vec::new(),
             by_owner: None,
-        }
-    }
-
-    /// The cache with an index of its objects by owner (one index, however many readers).
-    pub fn children(&mut self) -> Children<K> {
-        let by_owner = match &self.by_owner {
-            Some(index) => index.clone(),
-            None => {
-                let index = self.index(owner_uids::<K>);
-                self.by_owner = Some(index.clone());
-                index
-            }
-        };
-        Children {
-            store: self.store(),
-            by_owner,
         }
     }
 
@@ -140,6 +125,27 @@ where
                 }
             };
             dispatch(&hooks, &mut subscribers, event).await;
+        }
+    }
+}
+
+impl<K> Watch<Compact<K>>
+where
+    K: Slim + Watched,
+{
+    /// The cache with an index of its objects by owner (one index, however many readers).
+    pub fn children(&mut self) -> Children<K> {
+        let by_owner = match &self.by_owner {
+            Some(index) => index.clone(),
+            None => {
+                let index = self.index(owner_uids::<Compact<K>>);
+                self.by_owner = Some(index.clone());
+                index
+            }
+        };
+        Children {
+            store: self.store(),
+            by_owner,
         }
     }
 }
@@ -278,39 +284,53 @@ pub fn owner_uids<K: kube::Resource>(object: &K) -> Vec<String> {
         .collect()
 }
 
-/// One kind of children: the cache and the index of its objects by owner.
-#[derive(Clone)]
-pub struct Children<K: Watched> {
-    store: Store<K>,
-    by_owner: Index<K>,
+/// One kind of children: the cache (in compact form) and the index of its objects by owner.
+pub struct Children<K: Slim + Watched> {
+    store: Store<Compact<K>>,
+    by_owner: Index<Compact<K>>,
 }
 
-impl<K: Watched> Children<K>
-where
-    K::DynamicType: Default,
-{
+impl<K: Slim + Watched> Clone for Children<K> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            by_owner: self.by_owner.clone(),
+        }
+    }
+}
+
+impl<K: Slim + Watched> Children<K> {
     /// A cache holding `objects`, as after a first list (for tests of what reads it).
-    pub fn from_objects(objects: Vec<K>) -> Self {
+    pub fn from_objects(objects: Vec<K>) -> Self
+    where
+        K: serde::Serialize,
+    {
         let (store, mut writer) = reflector::store();
         let by_owner = Index {
             inner: Arc::default(),
-            keys: owner_uids::<K>,
+            keys: owner_uids::<Compact<K>>,
         };
         for o in objects {
-            let event = watcher::Event::Apply(o);
+            let event = watcher::Event::Apply(Compact::new(&o));
             writer.apply_watcher_event(&event);
             by_owner.apply(&event, &store);
         }
         Self { store, by_owner }
     }
 
-    /// The cached object `namespace/name`, whoever owns it.
+    /// The cached object `namespace/name`, whoever owns it, decoded.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
+        self.compact(namespace, name).map(|c| Arc::new(c.object()))
+    }
+
+    /// The cached object `namespace/name`, whoever owns it, as cached.
+    pub fn compact(&self, namespace: &str, name: &str) -> Option<Arc<Compact<K>>> {
         self.store.get(&ObjectRef::new(name).within(namespace))
     }
 
-    /// The cached objects that name `uid` among their owners.
-    pub fn owned_by(&self, uid: &str) -> Vec<Arc<K>> {
+    /// The cached objects that name `uid` among their owners, as cached (their metadata is
+    /// at hand; `object()` decodes the rest).
+    pub fn owned_by(&self, uid: &str) -> Vec<Arc<Compact<K>>> {
         self.by_owner
             .get(uid)
             .iter()
@@ -318,7 +338,7 @@ where
             .collect()
     }
 
-    pub fn store(&self) -> &Store<K> {
+    pub fn store(&self) -> &Store<Compact<K>> {
         &self.store
     }
 }
@@ -334,11 +354,11 @@ pub struct Caches {
     pub pipelines: Watch<Guarded<ModelPipeline>>,
     /// Deployments and Services that carry `app.kubernetes.io/managed-by=modelship`: both
     /// controllers' children.
-    pub deployments: Watch<Deployment>,
-    pub services: Watch<Service>,
+    pub deployments: Watch<Compact<Deployment>>,
+    pub services: Watch<Compact<Service>>,
     /// The pipelines' Jobs and their stage pods (which hold the results).
-    pub jobs: Watch<Job>,
-    pub pods: Watch<Pod>,
+    pub jobs: Watch<Compact<Job>>,
+    pub pods: Watch<Compact<Pod>>,
     /// ConfigMaps' metadata only: a pipeline reads the one it names when it changes, so
     /// memory does not grow with the cluster's ConfigMaps.
     pub configmaps: Watch<PartialObjectMeta<ConfigMap>>,

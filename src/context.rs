@@ -195,7 +195,7 @@ impl Shared {
         &self,
         api: &kube::Api<K>,
         desired: &K,
-        live: Option<&K>,
+        live: Option<&serde_json::Value>,
     ) -> Result<bool, kube::Error>
     where
         K: Resource<DynamicType = ()>

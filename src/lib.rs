@@ -5,6 +5,7 @@ pub mod api;
 pub mod apply;
 pub mod backoff;
 pub mod caches;
+pub mod compact;
 pub mod conditions;
 pub mod context;
 pub mod deployment;

@@ -6,6 +6,7 @@
 //! acted on shows in its conditions, and its own observe → decide steps) through
 //! [`Reconciled`]; everything written here exists once.
 use crate::caches::Children;
+use crate::compact::{Compact, Slim};
 use crate::context::Shared;
 use crate::guarded::{self, Guarded};
 use crate::scope::Watched;
@@ -206,13 +207,13 @@ pub async fn apply<K, O>(
     desired: &[K],
 ) -> Result<()>
 where
-    K: Watched + Serialize,
+    K: Watched + Slim + Serialize,
     O: Resource<DynamicType = ()>,
 {
     for d in desired {
         let ns = d.namespace().unwrap_or_default();
         let api: Api<K> = Api::namespaced(shared.client.clone(), &ns);
-        let live = children.get(&ns, &d.name_any());
+        let live = children.compact(&ns, &d.name_any());
         if let Some(other) = live.as_deref().filter(|l| !owned_by(*l, owner)) {
             return Err(Error::NotOwned(format!(
                 "{} {}/{} already exists and is not owned by this {}; rename or delete it",
@@ -222,7 +223,10 @@ where
                 O::kind(&()),
             )));
         }
-        if shared.apply_child(&api, d, live.as_deref()).await? {
+        if shared
+            .apply_child(&api, d, live.map(|l| l.value()).as_ref())
+            .await?
+        {
             tracing::debug!(kind = %K::kind(&()), name = %d.name_any(), "applied");
         }
     }
@@ -235,10 +239,10 @@ pub async fn prune<K, O>(
     shared: &Shared,
     owner: &O,
     children: &Children<K>,
-    keep: impl Fn(&K) -> bool,
+    keep: impl Fn(&Compact<K>) -> bool,
 ) -> Result<()>
 where
-    K: Watched,
+    K: Watched + Slim,
     O: Resource,
 {
     let Some(uid) = owner.meta().uid.as_deref() else {

@@ -16,7 +16,7 @@ fn context(client: Client, jobs: Vec<Job>) -> Arc<Context> {
     Arc::new(Context {
         shared: mock_api::shared(client.clone(), "modelship-pipeline"),
         jobs: Children::from_objects(jobs),
-        pods: store(vec![]),
+        pods: Children::from_objects(vec![]),
         deployments: Children::from_objects(vec![]),
         services: Children::from_objects(vec![]),
         configmaps: store(vec![]),

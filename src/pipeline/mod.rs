@@ -20,6 +20,7 @@ pub mod version;
 use crate::admin::Readiness;
 use crate::api::{ModelDeployment, ModelPipeline};
 use crate::caches::{Caches, Index, index_key, key_of};
+use crate::compact::Compact;
 use crate::context::Shared;
 use crate::guarded::Guarded;
 use crate::reconciler::{self, key};
@@ -79,7 +80,7 @@ where
     let services = caches.services.children();
     let service_events = caches.services.subscribe();
     // Stage pods hold the results (termination messages) until their Job is deleted.
-    let pods = caches.pods.store();
+    let pods = caches.pods.children();
     let pod_events = caches.pods.subscribe();
     // A data pipeline announces new data in a ConfigMap that any pipeline may point at. Only
     // metadata is watched: the one ConfigMap a pipeline names is read when it changes.
@@ -117,7 +118,7 @@ where
             let (p, j, po, d, s, c, m) = stores;
             crate::admin::until_ready(&p).await;
             crate::admin::until_ready(j.store()).await;
-            crate::admin::until_ready(&po).await;
+            crate::admin::until_ready(po.store()).await;
             crate::admin::until_ready(d.store()).await;
             crate::admin::until_ready(s.store()).await;
             crate::admin::until_ready(&c).await;
@@ -155,7 +156,7 @@ where
             .owns_stream(job_events)
             .owns_stream(deployment_events)
             .owns_stream(service_events)
-            .watches_stream(pod_events, |pod: Pod| {
+            .watches_stream(pod_events, |pod: Compact<Pod>| {
                 let pipeline = pod.labels().get(LABEL_PIPELINE).cloned();
                 let ns = pod.namespace();
                 pipeline

@@ -39,7 +39,7 @@ pub const CONTROLLER: &str = "pipeline";
 pub struct Context {
     pub shared: Shared,
     pub jobs: Children<Job>,
-    pub pods: Store<Pod>,
+    pub pods: Children<Pod>,
     pub deployments: Children<Deployment>,
     pub services: Children<Service>,
     /// ConfigMaps' metadata only; `data_source` reads the ones pipelines name.
@@ -207,10 +207,10 @@ fn job_view(ctx: &Context, job: &Job, now: Timestamp) -> JobView {
     let ns = job.namespace().unwrap_or_default();
     let pods: Vec<Arc<Pod>> = ctx
         .pods
-        .state()
-        .into_iter()
+        .owned_by(&uid)
+        .iter()
         .filter(|pod| pod.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|pod| pod.owner_references().iter().any(|o| o.uid == uid))
+        .map(|pod| Arc::new(pod.object()))
         .collect();
     let state = job_state(job, now);
     let pod = match &state {
