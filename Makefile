@@ -8,6 +8,7 @@
 #                      reuse running ones), build the images the real node runs, build the
 #                      workspace binaries, check formatting and clippy, run every test (unit
 #                      and end-to-end)
+#   make test-alerts   unit-test the chart's alerts with promtool (e2e/alerts/test); part of make test
 #   make crds          regenerate crds/ (and the chart's copy) from the Rust types
 #   make manifests     regenerate config/manifests/modelship.yaml from the chart
 #   make bench-analysis the analysis judge's benchmark (docs/analysis.md); BENCH_ARGS=--help
@@ -22,13 +23,17 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: demo test build lint crds manifests provider-crds bench-analysis build-cluster images cluster-up cluster-down node-up node-down prometheus-up prometheus-down
+.PHONY: demo test test-alerts build lint crds manifests provider-crds bench-analysis build-cluster images cluster-up cluster-down node-up node-down prometheus-up prometheus-down
 
 demo: cluster-up node-up images prometheus-up build
 	$(CARGO) run -q -p modelship-e2e --bin demo
 
-test: cluster-up node-up images prometheus-up provider-crds build lint
+test: cluster-up node-up images prometheus-up provider-crds build lint test-alerts
 	$(CARGO) test --workspace --no-fail-fast -- --show-output
+
+# The chart's PrometheusRule, rendered, under `promtool test rules` (e2e/alerts/rules.test.yaml).
+test-alerts:
+	e2e/alerts/test
 
 # Formatting and clippy, warnings as errors.
 lint:
