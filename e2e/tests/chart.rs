@@ -140,3 +140,94 @@ async fn the_operator_service_account_gets_what_it_uses_and_no_more() {
     // Leases only in its own namespace, for leader election.
     assert!(can("patch", "leases.coordination.k8s.io", "modelship-system").await);
 }
+
+/// The optional PrometheusRule and dashboard ConfigMap render as valid objects, with the
+/// values they take: every alert has a severity, a summary and a description; the ConfigMap
+/// has the sidecar's label and the dashboard file as valid JSON.
+#[tokio::test]
+async fn the_alerts_and_the_dashboard_render_when_enabled() {
+    let chart = repo_root().join("charts/modelship");
+    let mut lint = helm();
+    lint.args(["lint", "--strict"]).arg(&chart).args([
+        "--set",
+        "prometheusRule.enabled=true",
+        "--set",
+        "grafanaDashboard.enabled=true",
+    ]);
+    modelship_e2e::output_of(lint).await;
+    let mut template = helm();
+    template.args(["template", "modelship"]).arg(&chart).args([
+        "--namespace",
+        "modelship-system",
+        "--set",
+        "prometheusRule.enabled=true",
+        "--set",
+        "prometheusRule.additionalAlertLabels.team=ml",
+        "--set",
+        "prometheusRule.rules.pipelineFailing.failures=5",
+        "--set",
+        "prometheusRule.rules.candidateWaiting.enabled=false",
+        "--set",
+        "grafanaDashboard.enabled=true",
+        "--set",
+        "grafanaDashboard.label=dashboards",
+        "--set",
+        "grafanaDashboard.labelValue=modelship",
+    ]);
+    let rendered = modelship_e2e::output_of(template).await;
+    let docs: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&rendered)
+        .map(|d| serde::Deserialize::deserialize(d).expect("a YAML document"))
+        .filter(|d: &serde_json::Value| !d.is_null())
+        .collect();
+    let of_kind = |kind: &str| {
+        let found: Vec<&serde_json::Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
+        assert_eq!(found.len(), 1, "one {kind} in:\n{rendered}");
+        found[0]
+    };
+
+    let rule = of_kind("PrometheusRule");
+    assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+    let rules = rule["spec"]["groups"][0]["rules"].as_array().unwrap();
+    let alerts: Vec<&str> = rules.iter().filter_map(|r| r["alert"].as_str()).collect();
+    assert_eq!(
+        alerts,
+        [
+            "ModelshipVersionRolledBack",
+            "ModelshipShadowRejected",
+            "ModelshipAnalysisInconclusive",
+            "ModelshipPrometheusUnreachable",
+            "ModelshipReconcileErrors",
+            "ModelshipPipelineFailing",
+        ],
+        "the alerts, without the one turned off"
+    );
+    for r in rules {
+        assert!(r["labels"]["severity"].is_string(), "{r}");
+        assert_eq!(r["labels"]["team"], "ml", "{r}");
+        for a in ["summary", "description"] {
+            assert!(
+                r["annotations"][a].as_str().is_some_and(|s| s.len() > 20),
+                "{a}: {r}"
+            );
+        }
+    }
+    let failing = rules
+        .iter()
+        .find(|r| r["alert"] == "ModelshipPipelineFailing")
+        .unwrap();
+    assert!(
+        failing["expr"].as_str().unwrap().ends_with(">= 5"),
+        "{failing}"
+    );
+
+    let config_map = of_kind("ConfigMap");
+    assert_eq!(config_map["metadata"]["labels"]["dashboards"], "modelship");
+    let json = config_map["data"]["modelship.json"].as_str().unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(json).expect("the dashboard's JSON");
+    let file = std::fs::read_to_string(chart.join("dashboards/modelship.json")).unwrap();
+    assert_eq!(
+        dashboard,
+        serde_json::from_str::<serde_json::Value>(&file).unwrap()
+    );
+    assert!(dashboard["panels"].as_array().unwrap().len() > 10);
+}
