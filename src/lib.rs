@@ -17,6 +17,7 @@ pub mod mirror;
 pub mod mock_api;
 pub mod operator;
 pub mod pipeline;
+pub mod plugin;
 pub mod reconciler;
 pub mod scope;
 pub mod telemetry;

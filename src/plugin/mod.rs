@@ -1,0 +1,242 @@
+//! `kubectl modelship`: the kubectl plugin. The command line (`cli`), pure renderers
+//! (`render`), annotation decisions (`annotate`) and the settle rule of `status` (`settle`)
+//! are plain functions of the objects read; `client` is the only part that talks to the API.
+pub mod annotate;
+pub mod cli;
+pub mod client;
+pub mod error;
+pub mod render;
+pub mod settle;
+pub mod view;
+
+#[cfg(test)]
+mod testdata;
+
+use crate::api::{ModelDeployment, ModelPipeline};
+use annotate::AnnotationPatch;
+use clap::CommandFactory;
+use cli::{Cli, Command, Get, GetArgs, Output, exit};
+use error::PluginError;
+use futures::{Stream, StreamExt};
+use jiff::Timestamp;
+use kube::{Api, Client};
+use render::Style;
+use settle::Settlement;
+use std::io::{IsTerminal, Write};
+use std::pin::Pin;
+use std::time::Duration;
+
+/// Longest wait between redraws of `--watch`: ages and durations move without events.
+const REDRAW_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs one command; the process's exit code.
+pub async fn run(cli: Cli) -> u8 {
+    match dispatch(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::ERROR
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<u8, PluginError> {
+    if let Command::Completion { shell } = cli.command {
+        let mut cmd = Cli::command();
+        clap_complete::generate(shell, &mut cmd, "kubectl-modelship", &mut std::io::stdout());
+        return Ok(exit::STABLE);
+    }
+    let (client, ns) = client::connect(cli.namespace, cli.context).await?;
+    let md_api = Api::<ModelDeployment>::namespaced(client.clone(), &ns);
+    let mp_api = Api::<ModelPipeline>::namespaced(client.clone(), &ns);
+    // Values of act-once annotations must differ from the last handled one.
+    let token = Timestamp::now().as_second().to_string();
+    let patch = match cli.command {
+        Command::Completion { .. } => return Ok(exit::STABLE),
+        Command::Get(Get::Deployment(args)) => {
+            get_deployment(&client, &ns, args).await?;
+            return Ok(exit::STABLE);
+        }
+        Command::Get(Get::Pipeline(args)) => {
+            get_pipeline(&client, &ns, args).await?;
+            return Ok(exit::STABLE);
+        }
+        Command::History(args) => {
+            let md = client::get(&md_api, &ns, &args.name).await?;
+            match args.output {
+                Some(format) => {
+                    let history = md.status.map(|s| s.history).unwrap_or_default();
+                    print_data(&history, format)?
+                }
+                None => print!(
+                    "{}",
+                    render::history::render(&md, Timestamp::now(), Style::detect())
+                ),
+            }
+            return Ok(exit::STABLE);
+        }
+        Command::Status(args) => return status(&client, &ns, &args.name, args.timeout).await,
+        Command::Approve(a) => {
+            let decide = |md: &ModelDeployment| annotate::approve(md, &a.version);
+            client::annotate(&md_api, &ns, &a.name, decide).await?
+        }
+        Command::Promote(a) => client::annotate(&md_api, &ns, &a.name, annotate::promote).await?,
+        Command::Abort(a) => {
+            let decide = |md: &ModelDeployment| annotate::abort(md, a.version.as_deref(), &token);
+            client::annotate(&md_api, &ns, &a.name, decide).await?
+        }
+        Command::Retry(a) => {
+            let decide = |md: &ModelDeployment| annotate::retry(md, a.version.as_deref(), &token);
+            client::annotate(&md_api, &ns, &a.name, decide).await?
+        }
+        Command::Run(a) => {
+            let token = a.token.unwrap_or_else(|| format!("plugin-{token}"));
+            let decide = |mp: &ModelPipeline| annotate::run(mp, &token);
+            client::annotate(&mp_api, &ns, &a.name, decide).await?
+        }
+        Command::ApproveRun(a) => {
+            let decide = |mp: &ModelPipeline| annotate::approve_run(mp, a.run.as_deref());
+            client::annotate(&mp_api, &ns, &a.name, decide).await?
+        }
+        Command::RejectRun(a) => {
+            let decide = |mp: &ModelPipeline| annotate::reject_run(mp, a.run.as_deref());
+            client::annotate(&mp_api, &ns, &a.name, decide).await?
+        }
+    };
+    report_patch(&patch);
+    Ok(exit::STABLE)
+}
+
+fn report_patch(p: &AnnotationPatch) {
+    println!("annotated {}={}: {}", p.key, p.value, p.effect);
+}
+
+fn print_data(value: &impl serde::Serialize, format: Output) -> Result<(), PluginError> {
+    let text = match format {
+        Output::Json => serde_json::to_string_pretty(value)
+            .map(|s| s + "\n")
+            .map_err(|e| PluginError::Output(e.to_string()))?,
+        Output::Yaml => {
+            serde_yaml_ng::to_string(value).map_err(|e| PluginError::Output(e.to_string()))?
+        }
+    };
+    print!("{text}");
+    Ok(())
+}
+
+async fn get_deployment(client: &Client, ns: &str, args: GetArgs) -> Result<(), PluginError> {
+    let style = Style::detect();
+    if let Some(format) = args.output {
+        return print_data(
+            &client::deployment_view(client, ns, &args.name).await?,
+            format,
+        );
+    }
+    let draw = || async {
+        let view = client::deployment_view(client, ns, &args.name).await?;
+        Ok(render::deployment::render(&view, Timestamp::now(), style))
+    };
+    if !args.watch {
+        print!("{}", draw().await?);
+        return Ok(());
+    }
+    watch(client::deployment_changes(client, ns, &args.name), draw).await
+}
+
+async fn get_pipeline(client: &Client, ns: &str, args: GetArgs) -> Result<(), PluginError> {
+    let style = Style::detect();
+    let api = Api::<ModelPipeline>::namespaced(client.clone(), ns);
+    if let Some(format) = args.output {
+        return print_data(&client::get(&api, ns, &args.name).await?, format);
+    }
+    let draw = || async {
+        let mp = client::get(&api, ns, &args.name).await?;
+        Ok(render::pipeline::render(&mp, Timestamp::now(), style))
+    };
+    if !args.watch {
+        print!("{}", draw().await?);
+        return Ok(());
+    }
+    watch(client::pipeline_changes(client, ns, &args.name), draw).await
+}
+
+/// Redraws on every change (and every few seconds, for ages) until interrupted. A terminal
+/// is cleared between frames; a pipe gets each changed frame after the previous one.
+async fn watch<F, Fut>(
+    mut changes: Pin<Box<dyn Stream<Item = ()> + Send>>,
+    draw: F,
+) -> Result<(), PluginError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<String, PluginError>>,
+{
+    let terminal = std::io::stdout().is_terminal();
+    let mut last = String::new();
+    loop {
+        let frame = draw().await?;
+        if frame != last {
+            let mut out = std::io::stdout().lock();
+            if terminal {
+                // Home and clear the screen: redraw in place.
+                write!(out, "\x1b[H\x1b[2J")?;
+            } else if !last.is_empty() {
+                writeln!(out)?;
+            }
+            write!(out, "{frame}")?;
+            out.flush()?;
+            last = frame;
+        }
+        tokio::select! {
+            _ = changes.next() => {
+                // A burst of events (a rollout) makes one redraw.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            _ = tokio::time::sleep(REDRAW_EVERY) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+/// `status`: waits for the desired version to settle, printing each new step on stderr.
+async fn status(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<u8, PluginError> {
+    let api = Api::<ModelDeployment>::namespaced(client.clone(), ns);
+    client::get(&api, ns, name).await?;
+    let mut updates = client::deployment_updates(client, ns, name);
+    let mut last = String::new();
+    let wait = async {
+        while let Some(update) = updates.next().await {
+            let Ok(md) = update else { continue };
+            match settle::settle(&md) {
+                Settlement::Stable { version } => {
+                    println!("{name} is stable on {version}");
+                    return exit::STABLE;
+                }
+                Settlement::Failed { how, why } => {
+                    println!("{name}: {why}");
+                    return how.exit_code();
+                }
+                Settlement::Pending(why) if why != last => {
+                    eprintln!("{name}: {why}");
+                    last = why;
+                }
+                Settlement::Pending(_) => {}
+            }
+        }
+        exit::ERROR
+    };
+    match tokio::time::timeout(timeout, wait).await {
+        Ok(code) => Ok(code),
+        Err(_) => {
+            println!(
+                "{name} did not settle within {}",
+                humantime::format_duration(timeout)
+            );
+            Ok(exit::TIMED_OUT)
+        }
+    }
+}
