@@ -165,3 +165,104 @@ where
     // Errors are retried with backoff by the watcher; a redraw is harmless either way.
     Box::pin(watcher(api, config).default_backoff().map(|_| ()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock_api::{Answer, Sent, client, failure};
+    use crate::plugin::annotate;
+    use crate::plugin::testdata::deployment;
+    use serde_json::{Value, json};
+    use std::sync::{Arc, Mutex};
+
+    /// The API server's answer to a read or a patch: the whole object.
+    fn fixture(_: &str, _: &str) -> Answer {
+        Some((200, serde_json::to_value(deployment()).unwrap()))
+    }
+
+    type Log = Arc<Mutex<Vec<Sent>>>;
+
+    fn api(answer: fn(&str, &str) -> Answer) -> (Api<ModelDeployment>, Log) {
+        let (client, log) = client(Value::Null, answer);
+        (Api::namespaced(client, "models"), log)
+    }
+
+    #[tokio::test]
+    async fn a_command_reads_then_merge_patches_only_the_annotation() {
+        let (api, log) = api(fixture);
+        let patch = annotate(&api, "models", "fraud", |md| {
+            annotate::approve(md, "fraud-v2")
+        })
+        .await
+        .unwrap();
+        assert_eq!(patch.value, "fraud-v2");
+        let sent = log.lock().unwrap().clone();
+        let calls: Vec<String> = sent
+            .iter()
+            .map(|s| format!("{} {}", s.method, s.uri))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                "GET /apis/modelship.io/v1alpha1/namespaces/models/modeldeployments/fraud",
+                "PATCH /apis/modelship.io/v1alpha1/namespaces/models/modeldeployments/fraud?"
+            ]
+        );
+        assert_eq!(
+            sent[1].body,
+            json!({"metadata": {"annotations": {"modelship.io/approve": "fraud-v2"}, "resourceVersion": "1234"}})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_writes_nothing() {
+        let (api, log) = api(fixture);
+        let err = annotate(&api, "models", "fraud", |md| {
+            annotate::approve(md, "fraud-v9")
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(err, PluginError::Refused(_)), "{err}");
+        assert!(log.lock().unwrap().iter().all(|s| s.method == "GET"));
+    }
+
+    #[tokio::test]
+    async fn a_conflict_decides_again_on_a_fresh_read_then_gives_up() {
+        fn conflicting(method: &str, path: &str) -> Answer {
+            match method {
+                "PATCH" => Some((
+                    409,
+                    failure(409, "Conflict", "the object has been modified"),
+                )),
+                _ => fixture(method, path),
+            }
+        }
+        let (api, log) = api(conflicting);
+        let err = annotate(&api, "models", "fraud", |md| {
+            annotate::approve(md, "fraud-v2")
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(err, PluginError::Conflict(_)), "{err}");
+        let methods: Vec<String> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.method.clone())
+            .collect();
+        assert_eq!(methods, ["GET", "PATCH", "GET", "PATCH", "GET", "PATCH"]);
+    }
+
+    #[tokio::test]
+    async fn a_missing_object_is_named() {
+        fn missing(_: &str, _: &str) -> Answer {
+            Some((404, failure(404, "NotFound", "not found")))
+        }
+        let (client, _) = client(Value::Null, missing);
+        let api = Api::<ModelPipeline>::namespaced(client, "models");
+        let err = annotate(&api, "models", "fraud", |mp| annotate::run(mp, "t"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "ModelPipeline models/fraud not found");
+    }
+}

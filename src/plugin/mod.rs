@@ -29,6 +29,9 @@ use std::time::Duration;
 /// Longest wait between redraws of `--watch`: ages and durations move without events.
 const REDRAW_EVERY: Duration = Duration::from_secs(5);
 
+/// The binary's name; kubectl finds plugins by it.
+pub const BIN: &str = "kubectl-modelship";
+
 /// Runs one command; the process's exit code.
 pub async fn run(cli: Cli) -> u8 {
     match dispatch(cli).await {
@@ -42,8 +45,9 @@ pub async fn run(cli: Cli) -> u8 {
 
 async fn dispatch(cli: Cli) -> Result<u8, PluginError> {
     if let Command::Completion { shell } = cli.command {
-        let mut cmd = Cli::command();
-        clap_complete::generate(shell, &mut cmd, "kubectl-modelship", &mut std::io::stdout());
+        // Completes the binary by its own name: `kubectl modelship` is not one word to a shell.
+        let mut cmd = Cli::command().bin_name(BIN);
+        clap_complete::generate(shell, &mut cmd, BIN, &mut std::io::stdout());
         return Ok(exit::STABLE);
     }
     let (client, ns) = client::connect(cli.namespace, cli.context).await?;
@@ -174,15 +178,9 @@ where
     let mut last = String::new();
     loop {
         let frame = draw().await?;
-        if frame != last {
+        if let Some(text) = redraw(&last, &frame, terminal) {
             let mut out = std::io::stdout().lock();
-            if terminal {
-                // Home and clear the screen: redraw in place.
-                write!(out, "\x1b[H\x1b[2J")?;
-            } else if !last.is_empty() {
-                writeln!(out)?;
-            }
-            write!(out, "{frame}")?;
+            out.write_all(text.as_bytes())?;
             out.flush()?;
             last = frame;
         }
@@ -195,6 +193,20 @@ where
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
+}
+
+/// What to write for a new frame of `--watch`: nothing when it did not change; on a
+/// terminal, the frame over a cleared screen; on a pipe, the frame after a blank line.
+pub fn redraw(last: &str, frame: &str, terminal: bool) -> Option<String> {
+    if frame == last {
+        return None;
+    }
+    Some(match (terminal, last.is_empty()) {
+        // Home the cursor and clear the screen: the tree is redrawn in place.
+        (true, _) => format!("\x1b[H\x1b[2J{frame}"),
+        (false, true) => frame.to_string(),
+        (false, false) => format!("\n{frame}"),
+    })
 }
 
 /// `status`: waits for the desired version to settle, printing each new step on stderr.
@@ -237,6 +249,61 @@ async fn status(
                 humantime::format_duration(timeout)
             );
             Ok(exit::TIMED_OUT)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::testdata::{assert_golden, deployment_view, now};
+
+    /// What `get deployment --watch` writes to a pipe as the shadow's analysis moves on:
+    /// the first tree, the changed one after a blank line, nothing for an unchanged one.
+    #[test]
+    fn watch_prints_each_changed_tree_once() {
+        let mut view = deployment_view();
+        let first = render::deployment::render(&view, now(), Style::PLAIN);
+        let analysis = view.deployment.status.as_mut().unwrap();
+        let analysis = analysis.analysis.as_mut().unwrap();
+        analysis.verdict = Some(crate::api::Verdict::Pass);
+        analysis.metrics[1].verdict = Some(crate::api::Verdict::Pass);
+        analysis.metrics[1].value = Some(0.131);
+        analysis.metrics[1].message = None;
+        let second = render::deployment::render(&view, now(), Style::PLAIN);
+        let mut out = String::new();
+        let mut last = String::new();
+        for frame in [&first, &first, &second, &second] {
+            if let Some(text) = redraw(&last, frame, false) {
+                out.push_str(&text);
+                last = frame.clone();
+            }
+        }
+        assert_golden("deployment-watch.txt", &out);
+    }
+
+    #[test]
+    fn watch_on_a_terminal_redraws_in_place() {
+        assert_eq!(redraw("", "a\n", true).unwrap(), "\x1b[H\x1b[2Ja\n");
+        assert_eq!(redraw("a\n", "a\n", true), None);
+    }
+
+    /// The krew manifest names this binary and this crate's version.
+    #[test]
+    fn the_krew_manifest_matches_the_binary() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/plugins/krew/modelship.yaml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let manifest: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
+        assert_eq!(manifest["kind"], "Plugin");
+        assert_eq!(manifest["metadata"]["name"], "modelship");
+        let version = format!("v{}", env!("CARGO_PKG_VERSION"));
+        assert_eq!(manifest["spec"]["version"], version.as_str());
+        let platforms = manifest["spec"]["platforms"].as_array().unwrap();
+        assert!(!platforms.is_empty());
+        for p in platforms {
+            assert_eq!(p["bin"], BIN);
+            let uri = p["uri"].as_str().unwrap();
+            assert!(uri.contains(&format!("/{version}/")), "{uri}");
         }
     }
 }
