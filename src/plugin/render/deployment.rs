@@ -2,7 +2,7 @@
 //! router, current analysis and last events.
 use super::{Cell, Color, Node, Style, age, bound, num, table, verdict_color};
 use crate::api::{AnalysisStatus, DeploymentPhase, MetricStatus, VersionRef};
-use crate::deployment::desired::{LABEL_COMPONENT, LABEL_TRACK};
+use crate::deployment::desired::{LABEL_COMPONENT, LABEL_TRACK, LABEL_VERSION};
 use crate::plugin::view::DeploymentView;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -182,8 +182,14 @@ fn pod_line(p: &Pod, now: Timestamp, style: Style) -> String {
     } else {
         Color::Bad
     };
+    // During a rollout a track's pods run two versions side by side.
+    let version = p
+        .labels()
+        .get(LABEL_VERSION)
+        .map(|v| format!("{v}  "))
+        .unwrap_or_default();
     format!(
-        "Pod {}  {}  ready {ready}/{}  restarts {restarts}  age {}",
+        "Pod {}  {version}{}  ready {ready}/{}  restarts {restarts}  age {}",
         p.name_any(),
         style.paint(Some(color), &state),
         containers.len(),
