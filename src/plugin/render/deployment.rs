@@ -79,7 +79,13 @@ pub fn render(view: &DeploymentView, now: Timestamp, style: Style) -> String {
     }
     root.detail = detail;
 
-    for (track, version) in [("stable", &status.stable), ("shadow", &status.candidate)] {
+    // While a new version bakes, the shadow track runs the previous one as its reference.
+    let shadowed = match phase {
+        Some(DeploymentPhase::Shadowing) => &status.candidate,
+        Some(DeploymentPhase::Promoting | DeploymentPhase::Baking) => &status.previous,
+        _ => &None,
+    };
+    for (track, version) in [("stable", &status.stable), ("shadow", shadowed)] {
         let workloads: Vec<&Deployment> = view
             .workloads
             .iter()
@@ -89,12 +95,7 @@ pub fn render(view: &DeploymentView, now: Timestamp, style: Style) -> String {
         if workloads.is_empty() && track == "shadow" {
             continue;
         }
-        let version = match (track, phase) {
-            ("shadow", Some(DeploymentPhase::Shadowing)) | ("stable", _) => {
-                version.as_ref().map(|v| v.version.as_str()).unwrap_or("-")
-            }
-            _ => "-",
-        };
+        let version = version.as_ref().map(|v| v.version.as_str()).unwrap_or("-");
         let mut node = Node::new(format!(
             "{} {track}  {version}",
             style.paint(Some(Color::Bold), "Track")
@@ -335,11 +336,23 @@ mod tests {
     }
 
     #[test]
-    fn a_baking_deployment_has_no_shadow_track() {
+    fn a_baking_deployment_shadows_the_previous_version() {
         let mut view = deployment_view();
-        view.workloads.retain(|d| d.name_any() != "fraud-shadow");
-        view.pods
-            .retain(|p| !p.name_any().starts_with("fraud-shadow"));
+        for labels in view
+            .pods
+            .iter_mut()
+            .map(|p| p.labels_mut())
+            .chain(view.workloads.iter_mut().map(|d| d.labels_mut()))
+        {
+            if let Some(v) = labels.get_mut(LABEL_VERSION) {
+                *v = if v == "fraud-v1" {
+                    "fraud-v2"
+                } else {
+                    "fraud-v1"
+                }
+                .into();
+            }
+        }
         let status = view.deployment.status.as_mut().unwrap();
         status.phase = Some(DeploymentPhase::Baking);
         status.message = Some("baking fraud-v2: 12m of 30m".into());
