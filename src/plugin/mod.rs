@@ -218,38 +218,56 @@ async fn status(
 ) -> Result<u8, PluginError> {
     let api = Api::<ModelDeployment>::namespaced(client.clone(), ns);
     client::get(&api, ns, name).await?;
-    let mut updates = client::deployment_updates(client, ns, name);
+    // Watch errors are retried with backoff by the watcher; only objects count.
+    let updates = client::deployment_updates(client, ns, name).filter_map(|u| async { u.ok() });
+    let (code, line) =
+        wait_settled(name, updates, timeout, |step| eprintln!("{name}: {step}")).await;
+    println!("{line}");
+    Ok(code)
+}
+
+/// Follows `updates` of a ModelDeployment until it settles or `timeout` passes; the exit
+/// code and the line that says how it ended. `progress` hears each new pending step.
+pub async fn wait_settled(
+    name: &str,
+    updates: impl Stream<Item = ModelDeployment>,
+    timeout: Duration,
+    mut progress: impl FnMut(&str),
+) -> (u8, String) {
+    let mut updates = std::pin::pin!(updates);
     let mut last = String::new();
     let wait = async {
-        while let Some(update) = updates.next().await {
-            let Ok(md) = update else { continue };
+        while let Some(md) = updates.next().await {
             match settle::settle(&md) {
                 Settlement::Stable { version } => {
-                    println!("{name} is stable on {version}");
-                    return exit::STABLE;
+                    return (exit::STABLE, format!("{name} is stable on {version}"));
                 }
                 Settlement::Failed { how, why } => {
-                    println!("{name}: {why}");
-                    return how.exit_code();
+                    return (how.exit_code(), format!("{name}: {why}"));
                 }
                 Settlement::Pending(why) if why != last => {
-                    eprintln!("{name}: {why}");
+                    progress(&why);
                     last = why;
                 }
                 Settlement::Pending(_) => {}
             }
         }
-        exit::ERROR
+        (exit::ERROR, format!("{name}: the watch ended"))
     };
     match tokio::time::timeout(timeout, wait).await {
-        Ok(code) => Ok(code),
-        Err(_) => {
-            println!(
-                "{name} did not settle within {}",
-                humantime::format_duration(timeout)
-            );
-            Ok(exit::TIMED_OUT)
-        }
+        Ok(done) => done,
+        Err(_) => (
+            exit::TIMED_OUT,
+            format!(
+                "{name} did not settle within {}{}",
+                humantime::format_duration(timeout),
+                if last.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {last}")
+                }
+            ),
+        ),
     }
 }
 
@@ -280,6 +298,65 @@ mod tests {
             }
         }
         assert_golden("deployment-watch.txt", &out);
+    }
+
+    /// Shadowing, then promoting, then stable and ready on fraud-v2: exit 0, each step heard once.
+    #[tokio::test]
+    async fn status_follows_the_version_until_it_is_stable() {
+        use crate::api::{DeploymentPhase, VersionRef};
+        let step = |phase, stable: &str, message: &str| {
+            let mut md = crate::plugin::testdata::deployment();
+            let s = md.status.as_mut().unwrap();
+            s.phase = Some(phase);
+            s.message = Some(message.into());
+            s.stable = Some(VersionRef {
+                version: stable.into(),
+                ..VersionRef::default()
+            });
+            md
+        };
+        let updates = futures::stream::iter([
+            step(DeploymentPhase::Shadowing, "fraud-v1", "shadowing"),
+            step(DeploymentPhase::Shadowing, "fraud-v1", "shadowing"),
+            step(DeploymentPhase::Promoting, "fraud-v2", "promoting"),
+            step(DeploymentPhase::Stable, "fraud-v2", "serving fraud-v2"),
+        ]);
+        let mut heard = Vec::new();
+        let (code, line) = wait_settled("fraud", updates, Duration::from_secs(5), |s| {
+            heard.push(s.to_string())
+        })
+        .await;
+        assert_eq!(
+            (code, line.as_str()),
+            (exit::STABLE, "fraud is stable on fraud-v2")
+        );
+        assert_eq!(heard, ["Shadowing: shadowing", "Promoting: promoting"]);
+    }
+
+    #[tokio::test]
+    async fn status_gives_up_at_the_timeout_with_the_last_step() {
+        let updates = futures::stream::iter([crate::plugin::testdata::deployment()])
+            .chain(futures::stream::pending());
+        let (code, line) = wait_settled("fraud", updates, Duration::from_millis(50), |_| {}).await;
+        assert_eq!(code, exit::TIMED_OUT);
+        assert!(
+            line.starts_with("fraud did not settle within 50ms: Shadowing"),
+            "{line}"
+        );
+    }
+
+    #[tokio::test]
+    async fn status_reports_a_rejection_with_its_code() {
+        let mut md = crate::plugin::testdata::deployment();
+        md.status.as_mut().unwrap().phase = Some(crate::api::DeploymentPhase::Rejected);
+        let (code, _) = wait_settled(
+            "fraud",
+            futures::stream::iter([md]),
+            Duration::from_secs(5),
+            |_| {},
+        )
+        .await;
+        assert_eq!(code, exit::REJECTED);
     }
 
     #[test]
