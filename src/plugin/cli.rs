@@ -4,7 +4,9 @@ use std::time::Duration;
 
 /// Exit codes of `status`, also shown in its help.
 pub mod exit {
-    /// Stable on the desired version.
+    /// The command did what it was asked.
+    pub const OK: u8 = 0;
+    /// `status`: stable on the desired version.
     pub const STABLE: u8 = 0;
     /// The command could not run: the object is missing, the API is unreachable, or an
     /// annotation command refused.

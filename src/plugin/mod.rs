@@ -48,7 +48,7 @@ async fn dispatch(cli: Cli) -> Result<u8, PluginError> {
         // Completes the binary by its own name: `kubectl modelship` is not one word to a shell.
         let mut cmd = Cli::command().bin_name(BIN);
         clap_complete::generate(shell, &mut cmd, BIN, &mut std::io::stdout());
-        return Ok(exit::STABLE);
+        return Ok(exit::OK);
     }
     let (client, ns) = client::connect(cli.namespace, cli.context).await?;
     let md_api = Api::<ModelDeployment>::namespaced(client.clone(), &ns);
@@ -56,14 +56,15 @@ async fn dispatch(cli: Cli) -> Result<u8, PluginError> {
     // Values of act-once annotations must differ from the last handled one.
     let token = Timestamp::now().as_second().to_string();
     let patch = match cli.command {
-        Command::Completion { .. } => return Ok(exit::STABLE),
+        // Answered above, before a kubeconfig is needed.
+        Command::Completion { .. } => return Ok(exit::OK),
         Command::Get(Get::Deployment(args)) => {
             get_deployment(&client, &ns, args).await?;
-            return Ok(exit::STABLE);
+            return Ok(exit::OK);
         }
         Command::Get(Get::Pipeline(args)) => {
             get_pipeline(&client, &ns, args).await?;
-            return Ok(exit::STABLE);
+            return Ok(exit::OK);
         }
         Command::History(args) => {
             let md = client::get(&md_api, &ns, &args.name).await?;
@@ -77,7 +78,7 @@ async fn dispatch(cli: Cli) -> Result<u8, PluginError> {
                     render::history::render(&md, Timestamp::now(), Style::detect())
                 ),
             }
-            return Ok(exit::STABLE);
+            return Ok(exit::OK);
         }
         Command::Status(args) => return status(&client, &ns, &args.name, args.timeout).await,
         Command::Approve(a) => {
@@ -108,7 +109,7 @@ async fn dispatch(cli: Cli) -> Result<u8, PluginError> {
         }
     };
     report_patch(&patch);
-    Ok(exit::STABLE)
+    Ok(exit::OK)
 }
 
 fn report_patch(p: &AnnotationPatch) {
