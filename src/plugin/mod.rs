@@ -4,6 +4,7 @@
 pub mod annotate;
 pub mod cli;
 pub mod client;
+pub mod complete;
 pub mod error;
 pub mod render;
 pub mod settle;
