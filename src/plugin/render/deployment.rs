@@ -21,6 +21,25 @@ pub fn phase_color(phase: Option<DeploymentPhase>) -> Option<Color> {
     }
 }
 
+/// What a person can do now, when the deployment waits for one.
+fn next_step(md: &crate::api::ModelDeployment) -> Option<String> {
+    let status = md.status.as_ref()?;
+    let candidate = &status.candidate.as_ref()?.version;
+    let name = md.name_any();
+    let awaiting = status
+        .condition(crate::deployment::status::PROGRESSING)
+        .is_some_and(|c| c.reason == "AwaitingApproval");
+    match status.phase? {
+        DeploymentPhase::Shadowing if awaiting => Some(format!(
+            "waiting for approval: kubectl modelship promote {name}"
+        )),
+        DeploymentPhase::Rejected | DeploymentPhase::RolledBack => Some(format!(
+            "to try {candidate} again: kubectl modelship retry {name}"
+        )),
+        _ => None,
+    }
+}
+
 /// The whole tree.
 pub fn render(view: &DeploymentView, now: Timestamp, style: Style) -> String {
     let md = &view.deployment;
@@ -76,6 +95,9 @@ pub fn render(view: &DeploymentView, now: Timestamp, style: Style) -> String {
         .collect();
     if !conditions.is_empty() {
         detail.push(conditions.join("  "));
+    }
+    if let Some(hint) = next_step(md) {
+        detail.push(style.paint(Some(Color::Bold), &hint));
     }
     root.detail = detail;
 
@@ -368,6 +390,29 @@ mod tests {
             since: Some("2026-11-26T10:18:00Z".parse().unwrap()),
         });
         assert_golden("deployment-baking.txt", &render(&view, now(), Style::PLAIN));
+    }
+
+    #[test]
+    fn the_next_step_is_named_when_a_person_is_awaited() {
+        let mut view = deployment_view();
+        let status = view.deployment.status.as_mut().unwrap();
+        let progressing = status
+            .conditions
+            .iter_mut()
+            .find(|c| c.type_ == "Progressing");
+        progressing.unwrap().reason = "AwaitingApproval".into();
+        let out = render(&view, now(), Style::PLAIN);
+        assert!(
+            out.contains("│ waiting for approval: kubectl modelship promote fraud\n"),
+            "{out}"
+        );
+        let status = view.deployment.status.as_mut().unwrap();
+        status.phase = Some(DeploymentPhase::RolledBack);
+        let out = render(&view, now(), Style::PLAIN);
+        assert!(
+            out.contains("to try fraud-v2 again: kubectl modelship retry fraud"),
+            "{out}"
+        );
     }
 
     #[test]

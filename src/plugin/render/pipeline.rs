@@ -84,6 +84,21 @@ pub fn render(mp: &ModelPipeline, now: Timestamp, style: Style) -> String {
             q.detail
         ));
     }
+    let waiting: Vec<&str> = status
+        .runs
+        .iter()
+        .filter(|r| r.phase == RunPhase::WaitingApproval)
+        .map(|r| r.name.as_str())
+        .collect();
+    for run in waiting {
+        let name = mp.name_any();
+        detail.push(style.paint(
+            Some(Color::Bold),
+            &format!(
+                "run {run} waits for approval: kubectl modelship approve-run {name} {run} (or reject-run)"
+            ),
+        ));
+    }
     if let Some(next) = status.next_schedule_time {
         detail.push(format!("next scheduled run at {next}"));
     }
