@@ -45,14 +45,20 @@ pub fn render(view: &DeploymentView, now: Timestamp, style: Style) -> String {
     let md = &view.deployment;
     let status = md.status.clone().unwrap_or_default();
     let phase = status.phase;
-    let phase_text = phase.map(|p| p.as_str()).unwrap_or("Unknown");
+    let phase_text = match (phase, status.phase_since) {
+        (Some(p), Some(since)) => format!(
+            "{} for {}",
+            style.paint(phase_color(phase), p.as_str()),
+            age(now, Some(since))
+        ),
+        (Some(p), None) => style.paint(phase_color(phase), p.as_str()),
+        (None, _) => "no status yet: the operator has not acted on it".into(),
+    };
     let mut root = Node::new(format!(
-        "{} {}/{}  {} for {}",
+        "{} {}/{}  {phase_text}",
         style.paint(Some(Color::Bold), "ModelDeployment"),
         md.namespace().unwrap_or_default(),
         md.name_any(),
-        style.paint(phase_color(phase), phase_text),
-        age(now, status.phase_since),
     ));
     let mut detail = Vec::new();
     if let Some(m) = &status.message {
@@ -413,6 +419,16 @@ mod tests {
             out.contains("to try fraud-v2 again: kubectl modelship retry fraud"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn a_new_deployment_renders_before_the_operator_reports() {
+        let mut view = deployment_view();
+        view.deployment.status = None;
+        view.workloads.clear();
+        view.pods.clear();
+        view.events.clear();
+        assert_golden("deployment-new.txt", &render(&view, now(), Style::PLAIN));
     }
 
     #[test]
