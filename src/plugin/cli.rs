@@ -44,7 +44,7 @@ pub enum Command {
     #[command(subcommand)]
     Get(Get),
     /// Every finished version of a ModelDeployment, newest first, with the measurements each
-    /// decision was taken on.
+    /// decision was taken on; with --pipeline, every run of a ModelPipeline with its gates.
     History(HistoryArgs),
     /// Approve the candidate of a ModelDeployment with manual promotion
     /// (annotation modelship.io/approve). VERSION must be the candidate: an approval names
@@ -114,8 +114,11 @@ pub struct GetArgs {
 
 #[derive(Args, Debug)]
 pub struct HistoryArgs {
-    /// Name of the ModelDeployment.
+    /// Name of the ModelDeployment (or of the ModelPipeline, with --pipeline).
     pub name: String,
+    /// NAME is a ModelPipeline: show its runs (as many as spec.runHistoryLimit keeps).
+    #[arg(long)]
+    pub pipeline: bool,
     /// Print the history as data.
     #[arg(short, long, value_enum)]
     pub output: Option<Output>,

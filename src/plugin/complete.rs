@@ -58,6 +58,8 @@ pub fn candidates(args: &[String]) -> Candidates {
     let mut positionals = 0;
     let mut namespace = None;
     let mut value_of: Option<&clap::Arg> = None;
+    // `history --pipeline NAME` names a ModelPipeline.
+    let mut pipeline = false;
     for word in typed {
         if let Some(arg) = value_of.take() {
             if arg.get_id() == "namespace" {
@@ -70,6 +72,7 @@ pub fn candidates(args: &[String]) -> Candidates {
                 Some((n, v)) => (n, Some(v)),
                 None => (flag, None),
             };
+            pipeline |= name == "pipeline";
             let arg = cmd.get_arguments().find(|a| a.get_long() == Some(name));
             match (arg, inline) {
                 (Some(a), Some(v)) if a.get_id() == "namespace" => namespace = Some(v.into()),
@@ -136,7 +139,11 @@ pub fn candidates(args: &[String]) -> Candidates {
             .collect();
         return starting(shells);
     }
-    match kind_of(cmd.get_name()) {
+    let kind = match cmd.get_name() {
+        "history" if pipeline => Some(Kind::ModelPipeline),
+        name => kind_of(name),
+    };
+    match kind {
         Some(kind) if positionals == 0 => Candidates::Names(kind, namespace),
         _ => Candidates::Words(vec![]),
     }
@@ -219,6 +226,10 @@ mod tests {
         assert_eq!(
             complete(&["status", "--namespace=ml", ""]),
             Candidates::Names(Kind::ModelDeployment, Some("ml".into()))
+        );
+        assert_eq!(
+            complete(&["history", "--pipeline", ""]),
+            Candidates::Names(Kind::ModelPipeline, None)
         );
         // The version after the name is not an object name.
         assert_eq!(complete(&["approve", "fraud", ""]), words(&[]));

@@ -67,6 +67,20 @@ async fn dispatch(cli: Cli) -> Result<u8, PluginError> {
             get_pipeline(&client, &ns, args).await?;
             return Ok(exit::OK);
         }
+        Command::History(args) if args.pipeline => {
+            let mp = client::get(&mp_api, &ns, &args.name).await?;
+            match args.output {
+                Some(format) => {
+                    let runs = mp.status.map(|s| s.runs).unwrap_or_default();
+                    print_data(&runs, format)?
+                }
+                None => print!(
+                    "{}",
+                    render::history::render_runs(&mp, Timestamp::now(), Style::detect())
+                ),
+            }
+            return Ok(exit::OK);
+        }
         Command::History(args) => {
             let md = client::get(&md_api, &ns, &args.name).await?;
             match args.output {

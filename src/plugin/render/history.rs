@@ -1,7 +1,8 @@
 //! `history`: every finished version of a ModelDeployment with the evidence of its outcome.
 use super::deployment::metrics_table;
+use super::pipeline::run_node;
 use super::{Color, Node, Style, age};
-use crate::api::{ModelDeployment, Outcome};
+use crate::api::{ModelDeployment, ModelPipeline, Outcome};
 use jiff::Timestamp;
 use kube::ResourceExt;
 
@@ -51,13 +52,41 @@ pub fn render(md: &ModelDeployment, now: Timestamp, style: Style) -> String {
     root.draw()
 }
 
+/// Every run a ModelPipeline keeps, newest first, with its gates.
+pub fn render_runs(mp: &ModelPipeline, now: Timestamp, style: Style) -> String {
+    let runs = mp
+        .status
+        .as_ref()
+        .map(|s| s.runs.as_slice())
+        .unwrap_or_default();
+    let mut root = Node::new(format!(
+        "{} {}/{}  {} run(s), newest first",
+        style.paint(Some(Color::Bold), "History of ModelPipeline"),
+        mp.namespace().unwrap_or_default(),
+        mp.name_any(),
+        runs.len()
+    ));
+    for run in runs {
+        root.child(run_node(run, now, style));
+    }
+    root.draw()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::testdata::{assert_golden, deployment, now};
+    use crate::plugin::testdata::{assert_golden, deployment, now, pipeline};
 
     #[test]
     fn each_outcome_shows_its_reason_and_measurements() {
         assert_golden("history.txt", &render(&deployment(), now(), Style::PLAIN));
+    }
+
+    #[test]
+    fn a_pipelines_history_is_its_runs_with_their_gates() {
+        assert_golden(
+            "history-pipeline.txt",
+            &render_runs(&pipeline(), now(), Style::PLAIN),
+        );
     }
 }

@@ -112,7 +112,8 @@ pub fn render(mp: &ModelPipeline, now: Timestamp, style: Style) -> String {
     root.draw()
 }
 
-fn run_node(run: &Run, now: Timestamp, style: Style) -> Node {
+/// A run: its outcome and why, its stages, its gates and its candidate.
+pub fn run_node(run: &Run, now: Timestamp, style: Style) -> Node {
     let took = match run.finished_at {
         Some(end) => format!("took {}", between(Some(run.started_at), Some(end))),
         None if run.phase == RunPhase::WaitingApproval => "waiting for approval".into(),
