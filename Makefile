@@ -8,6 +8,7 @@
 #                      reuse running ones), build the images the real node runs, build the
 #                      workspace binaries, check formatting and clippy, run every test (unit
 #                      and end-to-end)
+#   make install-plugin install the kubectl plugin (kubectl modelship) into $(PREFIX)/bin
 #   make test-alerts   unit-test the chart's alerts with promtool (e2e/alerts/test); part of make test
 #   make crds          regenerate crds/ (and the chart's copy) from the Rust types
 #   make manifests     regenerate config/manifests/modelship.yaml from the chart
@@ -42,6 +43,15 @@ lint:
 
 build:
 	$(CARGO) build --workspace --bins
+
+PREFIX ?= $(HOME)/.local
+.PHONY: install-plugin
+# kubectl-modelship and kubectl's completion helper into $(PREFIX)/bin (put it on PATH).
+install-plugin:
+	$(CARGO) build --release --locked --bin kubectl-modelship
+	install -d $(PREFIX)/bin
+	install -m 0755 $${CARGO_TARGET_DIR:-target}/release/kubectl-modelship $(PREFIX)/bin/kubectl-modelship
+	install -m 0755 plugins/kubectl_complete-modelship $(PREFIX)/bin/kubectl_complete-modelship
 
 # The judge's false verdicts on noise and its time to catch known regressions, on the local
 # Prometheus with the router and model servers as local processes (about 20 minutes).
