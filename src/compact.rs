@@ -22,13 +22,21 @@ use std::sync::Arc;
 
 /// What a kind keeps of itself in the cache.
 pub trait Slim: Resource<DynamicType = ()> + DeserializeOwned {
+    /// Whether a watch mapping or a pruning rule reads the cached objects' labels without
+    /// decoding them: then the labels are kept decoded too.
+    const LABELS_READ: bool = true;
+
     /// Removes from `object` (everything but its metadata) what no reader of the cache
     /// uses. Kinds the operator applies keep everything: the drift rule compares it.
     fn slim(_object: &mut Value) {}
 }
 
-impl Slim for Deployment {}
-impl Slim for Service {}
+impl Slim for Deployment {
+    const LABELS_READ: bool = false;
+}
+impl Slim for Service {
+    const LABELS_READ: bool = false;
+}
 
 /// Jobs are created once and never applied again: their status and labels are read.
 impl Slim for Job {
@@ -70,10 +78,23 @@ impl Slim for Pod {
     }
 }
 
-/// One cached object: its metadata decoded (managedFields dropped), the rest as JSON text.
+/// The metadata a cached object keeps decoded: what the cache, its indexes and the owner
+/// checks read (and the labels, for kinds whose readers need them).
+const DECODED: [&str; 7] = [
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "deletionTimestamp",
+    "ownerReferences",
+];
+
+/// One cached object: the metadata the cache reads decoded (managedFields dropped), the rest
+/// as JSON text.
 pub struct Compact<K> {
     meta: ObjectMeta,
-    /// The object without its metadata (`"metadata":{}`), slimmed.
+    /// The object without the decoded metadata, slimmed.
     rest: Arc<str>,
     kind: PhantomData<fn() -> K>,
 }
@@ -100,16 +121,20 @@ impl<K> fmt::Debug for Compact<K> {
 impl<K: Slim> Compact<K> {
     /// `object` (a whole object as JSON) in compact form.
     pub fn from_value(mut object: Value) -> Result<Self, serde_json::Error> {
-        let mut meta = match object.get_mut("metadata") {
-            Some(meta) => meta.take(),
-            None => Value::Null,
+        let mut rest = match object.get_mut("metadata").map(Value::take) {
+            Some(Value::Object(meta)) => meta,
+            _ => serde_json::Map::new(),
         };
-        if let Some(m) = meta.as_object_mut() {
-            m.remove("managedFields");
-        }
-        let meta: ObjectMeta = serde_json::from_value(meta)?;
+        rest.remove("managedFields");
+        let labels = K::LABELS_READ.then_some("labels");
+        let decoded = DECODED
+            .into_iter()
+            .chain(labels)
+            .filter_map(|key| Some((key.to_string(), rest.remove(key)?)))
+            .collect();
+        let meta: ObjectMeta = serde_json::from_value(Value::Object(decoded))?;
         K::slim(&mut object);
-        object["metadata"] = Value::Object(Default::default());
+        object["metadata"] = Value::Object(rest);
         // A list's items come without them.
         object["apiVersion"] = Value::String(K::api_version(&()).into_owned());
         object["kind"] = Value::String(K::kind(&()).into_owned());
@@ -135,7 +160,17 @@ impl<K: Slim> Compact<K> {
     pub fn object(&self) -> K {
         let mut object: K =
             serde_json::from_str(&self.rest).expect("checked when the object was cached");
-        *object.meta_mut() = self.meta.clone();
+        let (meta, kept) = (object.meta_mut(), &self.meta);
+        meta.name.clone_from(&kept.name);
+        meta.namespace.clone_from(&kept.namespace);
+        meta.uid.clone_from(&kept.uid);
+        meta.resource_version.clone_from(&kept.resource_version);
+        meta.generation = kept.generation;
+        meta.deletion_timestamp.clone_from(&kept.deletion_timestamp);
+        meta.owner_references.clone_from(&kept.owner_references);
+        if K::LABELS_READ {
+            meta.labels.clone_from(&kept.labels);
+        }
         object
     }
 
@@ -143,7 +178,12 @@ impl<K: Slim> Compact<K> {
     pub fn value(&self) -> Value {
         let mut object: Value =
             serde_json::from_str(&self.rest).expect("checked when the object was cached");
-        object["metadata"] = serde_json::to_value(&self.meta).expect("metadata serializes");
+        if let (Some(meta), Value::Object(kept)) = (
+            object["metadata"].as_object_mut(),
+            serde_json::to_value(&self.meta).expect("metadata serializes"),
+        ) {
+            meta.extend(kept);
+        }
         object
     }
 }
@@ -226,6 +266,8 @@ mod tests {
         assert_eq!(compact.owner_references()[0].uid, "o1");
         assert_eq!(compact.resource_version().as_deref(), Some("42"));
         assert!(compact.meta().managed_fields.is_none());
+        // What no reader of the cache's metadata needs stays in the text.
+        assert!(compact.meta().annotations.is_none() && compact.meta().labels.is_none());
     }
 
     #[test]
