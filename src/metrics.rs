@@ -1,9 +1,60 @@
 //! The operator's own Prometheus metrics. The registry belongs to the application state.
+use crate::api::DeploymentPhase;
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+use std::collections::HashMap;
 use std::time::Instant;
+
+/// The kinds whose objects name series (`namespace`, `name`), swept when they are deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    ModelDeployment,
+    ModelPipeline,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::ModelDeployment => "ModelDeployment",
+            Kind::ModelPipeline => "ModelPipeline",
+        }
+    }
+}
+
+/// Why an analysis query got no result: a bounded label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueryError {
+    /// No connection to Prometheus.
+    Unreachable,
+    /// No answer within the timeout, or Prometheus gave up on the query.
+    Timeout,
+    /// Prometheus refused the query (bad_data): the query's fault, not the server's.
+    Rejected,
+    /// Prometheus answered with another error (execution, internal, unavailable).
+    ServerError,
+    /// An answer that is not the Prometheus API's, e.g. a proxy's error page.
+    BadResponse,
+}
+
+impl QueryError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryError::Unreachable => "unreachable",
+            QueryError::Timeout => "timeout",
+            QueryError::Rejected => "rejected",
+            QueryError::ServerError => "server_error",
+            QueryError::BadResponse => "bad_response",
+        }
+    }
+
+    /// Whether Prometheus itself answered.
+    fn answered(self) -> bool {
+        matches!(self, QueryError::Rejected | QueryError::ServerError)
+    }
+}
 
 /// Every metric the operator exports.
 #[derive(Clone)]
@@ -17,16 +68,25 @@ pub struct Metrics {
     pub object_state: prometheus::IntGaugeVec,
     /// Writes of child objects (server-side applies that were not skipped as unchanged).
     pub child_applies: IntCounterVec,
-    /// Deployment side.
+    /// Deployment side. Series labelled `namespace` and `name` (`deployment` for
+    /// `analysis_value`) go when their object leaves the cache (`sweep`).
     pub transitions: IntCounterVec,
+    pub phase: IntGaugeVec,
     pub phase_duration: HistogramVec,
     pub analysis_value: GaugeVec,
     pub analysis_verdicts: IntCounterVec,
+    /// Both sides: unix seconds since when an object waits for a person's approval.
+    pub awaiting_approval_since: GaugeVec,
+    /// Analysis queries that got no result, per reason; and whether the last one got an
+    /// answer (absent before the first query).
+    pub prometheus_query_errors: IntCounterVec,
+    pub prometheus_reachable: IntGaugeVec,
     /// Pipeline side.
     pub runs_started: IntCounterVec,
     pub runs_finished: IntCounterVec,
     pub stage_duration: HistogramVec,
     pub gate_verdicts: IntCounterVec,
+    pub gate_value: GaugeVec,
 }
 
 impl Default for Metrics {
@@ -48,6 +108,36 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
         registry,
         IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
     )
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    register(
+        registry,
+        GaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
+}
+
+fn int_gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(
+        registry,
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
+}
+
+/// Removes the series of `vec` whose labels `keep` refuses.
+fn retain<T: MetricVecBuilder>(vec: &MetricVec<T>, keep: impl Fn(&HashMap<&str, &str>) -> bool) {
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let labels: HashMap<&str, &str> = metric
+                .get_label()
+                .iter()
+                .map(|l| (l.name(), l.value()))
+                .collect();
+            if !keep(&labels) {
+                let _ = vec.remove(&labels);
+            }
+        }
+    }
 }
 
 fn histogram(
@@ -116,8 +206,14 @@ impl Metrics {
         let transitions = counter(
             &registry,
             "modelship_deployment_transitions_total",
-            "Decisions about model versions: promoted, rejected, rolled_back, aborted, superseded.",
-            &["decision"],
+            "Decisions about model versions, per ModelDeployment: promoted, rejected, rolled_back, aborted, superseded.",
+            &["namespace", "name", "decision"],
+        );
+        let phase = int_gauge(
+            &registry,
+            "modelship_deployment_phase",
+            "1 for the ModelDeployment's current phase, 0 for the others.",
+            &["namespace", "name", "phase"],
         );
         let phase_duration = histogram(
             &registry,
@@ -137,6 +233,24 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let awaiting_approval_since = gauge(
+            &registry,
+            "modelship_awaiting_approval_since_seconds",
+            "Unix time since when a ModelDeployment's candidate (since this operator process first saw it wait) or a ModelPipeline's run (since its candidate passed its gates) waits for approval; absent when nothing waits.",
+            &["namespace", "name", "kind"],
+        );
+        let prometheus_query_errors = counter(
+            &registry,
+            "modelship_prometheus_query_errors_total",
+            "Analysis queries that got no result, per reason: unreachable, timeout, rejected (the query is invalid), server_error, bad_response.",
+            &["reason"],
+        );
+        let prometheus_reachable = int_gauge(
+            &registry,
+            "modelship_prometheus_reachable",
+            "1 when the last analysis query got an answer from Prometheus in time (a result or an API error), 0 when it did not; absent before the first query.",
+            &[],
+        );
         let analysis_verdicts = counter(
             &registry,
             "modelship_analysis_measurements_total",
@@ -146,14 +260,14 @@ impl Metrics {
         let runs_started = counter(
             &registry,
             "modelship_pipeline_runs_started_total",
-            "Pipeline runs started, per trigger.",
-            &["trigger"],
+            "Pipeline runs started, per ModelPipeline and trigger.",
+            &["namespace", "name", "trigger"],
         );
         let runs_finished = counter(
             &registry,
             "modelship_pipeline_runs_finished_total",
-            "Pipeline runs finished, per result (succeeded, failed, rejected).",
-            &["result"],
+            "Pipeline runs finished, per ModelPipeline and result (succeeded, failed, rejected).",
+            &["namespace", "name", "result"],
         );
         let stage_duration = histogram(
             &registry,
@@ -170,6 +284,12 @@ impl Metrics {
             "Gate verdicts, per verdict.",
             &["verdict"],
         );
+        let gate_value = gauge(
+            &registry,
+            "modelship_pipeline_gate_value",
+            "Values of the gates of a ModelPipeline's newest judged run, per stage and gate metric: the candidate's and the baseline's.",
+            &["namespace", "name", "stage", "gate", "series"],
+        );
         Self {
             registry,
             reconciles,
@@ -179,13 +299,18 @@ impl Metrics {
             object_state,
             child_applies,
             transitions,
+            phase,
             phase_duration,
             analysis_value,
             analysis_verdicts,
+            awaiting_approval_since,
+            prometheus_query_errors,
+            prometheus_reachable,
             runs_started,
             runs_finished,
             stage_duration,
             gate_verdicts,
+            gate_value,
         }
     }
 
@@ -203,6 +328,127 @@ impl Metrics {
         self.reconcile_errors
             .with_label_values(&[controller, error.metric_label()])
             .inc();
+    }
+
+    /// Sets the ModelDeployment's phase: 1 for `phase`, 0 for the others.
+    pub fn deployment_phase(&self, namespace: &str, name: &str, phase: DeploymentPhase) {
+        for p in DeploymentPhase::ALL {
+            self.phase
+                .with_label_values(&[namespace, name, p.as_str()])
+                .set(i64::from(p == phase));
+        }
+    }
+
+    /// Whether the object waits for approval, and since when. `None` for `since` keeps the
+    /// time already recorded, or takes `now` (when the status does not say).
+    pub fn awaiting_approval(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        waiting: bool,
+        since: Option<jiff::Timestamp>,
+        now: jiff::Timestamp,
+    ) {
+        let labels = [namespace, name, kind.as_str()];
+        if !waiting {
+            let _ = self.awaiting_approval_since.remove_label_values(&labels);
+            return;
+        }
+        let value = match since {
+            Some(t) => t,
+            None if self.is_recorded(&labels) => return,
+            None => now,
+        };
+        self.awaiting_approval_since
+            .with_label_values(&labels)
+            .set(value.as_millisecond() as f64 / 1000.0);
+    }
+
+    /// Whether `awaiting_approval_since` holds a series with `labels` (namespace, name, kind).
+    fn is_recorded(&self, labels: &[&str; 3]) -> bool {
+        self.awaiting_approval_since.collect().iter().any(|f| {
+            f.get_metric().iter().any(|m| {
+                let got: HashMap<&str, &str> = m
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name(), l.value()))
+                    .collect();
+                got.get("namespace") == Some(&labels[0])
+                    && got.get("name") == Some(&labels[1])
+                    && got.get("kind") == Some(&labels[2])
+            })
+        })
+    }
+
+    /// Replaces the pipeline's gate values: (stage, gate, candidate, baseline) each.
+    pub fn gate_values(
+        &self,
+        namespace: &str,
+        name: &str,
+        gates: &[(&str, &str, Option<f64>, Option<f64>)],
+    ) {
+        let set: Vec<(&str, &str, &str, f64)> = gates
+            .iter()
+            .flat_map(|(stage, gate, candidate, baseline)| {
+                [("candidate", candidate), ("baseline", baseline)]
+                    .into_iter()
+                    .filter_map(move |(series, v)| Some((*stage, *gate, series, (*v)?)))
+            })
+            .collect();
+        // Only the series the new values do not hold go, so a scrape never misses a gate.
+        retain(&self.gate_value, |l| {
+            let label = |n: &str| l.get(n).copied().unwrap_or_default();
+            label("namespace") != namespace
+                || label("name") != name
+                || set.iter().any(|(stage, gate, series, _)| {
+                    label("stage") == *stage && label("gate") == *gate && label("series") == *series
+                })
+        });
+        for (stage, gate, series, value) in set {
+            self.gate_value
+                .with_label_values(&[namespace, name, stage, gate, series])
+                .set(value);
+        }
+    }
+
+    /// Records how an analysis query ended: `None` when it got a result.
+    pub fn prometheus_queried(&self, error: Option<QueryError>) {
+        if let Some(e) = error {
+            self.prometheus_query_errors
+                .with_label_values(&[e.as_str()])
+                .inc();
+        }
+        let answered = error.is_none_or(QueryError::answered);
+        self.prometheus_reachable
+            .with_label_values::<&str>(&[])
+            .set(i64::from(answered));
+    }
+
+    /// Removes the series of `kind`'s objects for which `live(namespace, name)` is false.
+    pub fn sweep(&self, kind: Kind, live: impl Fn(&str, &str) -> bool) {
+        let live = &live;
+        let of = |object: &'static str| {
+            move |l: &HashMap<&str, &str>| {
+                let label = |n: &str| l.get(n).copied().unwrap_or_default();
+                live(label("namespace"), label(object))
+            }
+        };
+        retain(&self.awaiting_approval_since, |l| {
+            l.get("kind") != Some(&kind.as_str()) || of("name")(l)
+        });
+        match kind {
+            Kind::ModelDeployment => {
+                retain(&self.transitions, of("name"));
+                retain(&self.phase, of("name"));
+                retain(&self.analysis_value, of("deployment"));
+            }
+            Kind::ModelPipeline => {
+                retain(&self.runs_started, of("name"));
+                retain(&self.runs_finished, of("name"));
+                retain(&self.gate_value, of("name"));
+            }
+        }
     }
 
     /// The text exposition of every metric.
@@ -234,6 +480,244 @@ impl Drop for ReconcileTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The series of the family `name` in the registry: labels and value.
+    fn series(m: &Metrics, name: &str) -> Vec<(HashMap<String, String>, f64)> {
+        let mut out = Vec::new();
+        for f in m.registry.gather().iter().filter(|f| f.name() == name) {
+            let counter = f.get_field_type() == prometheus::proto::MetricType::COUNTER;
+            for s in f.get_metric() {
+                let labels = s
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name().to_string(), l.value().to_string()))
+                    .collect();
+                let value = if counter {
+                    s.get_counter().get_value()
+                } else {
+                    s.get_gauge().get_value()
+                };
+                out.push((labels, value));
+            }
+        }
+        out
+    }
+
+    /// The values of the series of `name` whose labels include `want`.
+    fn values(m: &Metrics, name: &str, want: &[(&str, &str)]) -> Vec<f64> {
+        series(m, name)
+            .into_iter()
+            .filter(|(l, _)| {
+                want.iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    fn at(second: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(second).unwrap()
+    }
+
+    const FRAUD: [(&str, &str); 2] = [("namespace", "models"), ("name", "fraud")];
+
+    #[test]
+    fn deployment_series_name_their_object_and_go_with_it() {
+        let m = Metrics::new();
+        for name in ["fraud", "churn"] {
+            m.transitions
+                .with_label_values(&["models", name, "rolled_back"])
+                .inc();
+            m.deployment_phase("models", name, DeploymentPhase::Baking);
+            m.analysis_value
+                .with_label_values(&["models", name, "error-rate", "judged"])
+                .set(0.1);
+            m.awaiting_approval(Kind::ModelDeployment, "models", name, true, None, at(100));
+        }
+        let rolled_back = [FRAUD[0], FRAUD[1], ("decision", "rolled_back")];
+        assert_eq!(
+            values(&m, "modelship_deployment_transitions_total", &rolled_back),
+            [1.0]
+        );
+        // The exposition the e2e tests read: labels sorted by name.
+        assert!(m.render().contains(
+            r#"modelship_deployment_transitions_total{decision="rolled_back",name="fraud",namespace="models"} 1"#
+        ));
+        // Every phase has a series: 1 for the current one.
+        let phases = values(&m, "modelship_deployment_phase", &FRAUD);
+        assert_eq!(phases.len(), DeploymentPhase::ALL.len());
+        assert_eq!(phases.iter().sum::<f64>(), 1.0);
+        let baking = [FRAUD[0], FRAUD[1], ("phase", "Baking")];
+        assert_eq!(values(&m, "modelship_deployment_phase", &baking), [1.0]);
+        m.deployment_phase("models", "fraud", DeploymentPhase::Stable);
+        assert_eq!(values(&m, "modelship_deployment_phase", &baking), [0.0]);
+
+        m.sweep(Kind::ModelDeployment, |ns, name| {
+            ns == "models" && name == "churn"
+        });
+        for family in [
+            "modelship_deployment_transitions_total",
+            "modelship_deployment_phase",
+            "modelship_awaiting_approval_since_seconds",
+        ] {
+            assert!(values(&m, family, &FRAUD).is_empty(), "{family}");
+            let churn = [("namespace", "models"), ("name", "churn")];
+            assert!(!values(&m, family, &churn).is_empty(), "{family}");
+        }
+        let analysis = values(&m, "modelship_analysis_value", &[]);
+        assert_eq!(analysis.len(), 1, "only churn's measurement is left");
+    }
+
+    #[test]
+    fn series_of_model_deployments_that_left_the_cache_are_swept() {
+        use kube::runtime::watcher;
+        let m = Metrics::new();
+        let live = crate::deployment::testing::sample();
+        let (ns, name) = (
+            live.metadata.namespace.clone().unwrap(),
+            live.metadata.name.clone().unwrap(),
+        );
+        for n in [name.as_str(), "gone"] {
+            m.deployment_phase(&ns, n, DeploymentPhase::Stable);
+        }
+        let (store, mut writer) = kube::runtime::reflector::store();
+        writer.apply_watcher_event(&watcher::Event::Apply(kube::core::DeserializeGuard(Ok(
+            live,
+        ))));
+        m.sweep(Kind::ModelDeployment, |ns, name| {
+            crate::scope::in_store(&store, &format!("{ns}/{name}"))
+        });
+        let left = series(&m, "modelship_deployment_phase");
+        assert_eq!(left.len(), DeploymentPhase::ALL.len());
+        assert!(left.iter().all(|(l, _)| l["name"] == name));
+    }
+
+    #[test]
+    fn pipeline_series_name_their_object_and_go_with_it() {
+        let m = Metrics::new();
+        m.runs_started
+            .with_label_values(&["models", "fraud", "source"])
+            .inc();
+        m.runs_finished
+            .with_label_values(&["models", "fraud", "failed"])
+            .inc();
+        m.awaiting_approval(
+            Kind::ModelPipeline,
+            "models",
+            "fraud",
+            true,
+            Some(at(50)),
+            at(100),
+        );
+        // A deployment of the same name is another object.
+        m.awaiting_approval(
+            Kind::ModelDeployment,
+            "models",
+            "fraud",
+            true,
+            None,
+            at(100),
+        );
+        m.gate_values(
+            "models",
+            "fraud",
+            &[
+                ("Evaluate", "f1", Some(0.91), Some(0.9)),
+                ("Evaluate", "auc", Some(0.8), None),
+            ],
+        );
+        let f1 = [FRAUD[0], FRAUD[1], ("gate", "f1")];
+        assert_eq!(values(&m, "modelship_pipeline_gate_value", &f1).len(), 2);
+        let auc_baseline = [FRAUD[0], FRAUD[1], ("gate", "auc"), ("series", "baseline")];
+        assert!(values(&m, "modelship_pipeline_gate_value", &auc_baseline).is_empty());
+        // A newer run's gates replace the older run's.
+        m.gate_values(
+            "models",
+            "fraud",
+            &[("Integration", "p99", Some(12.0), None)],
+        );
+        assert!(values(&m, "modelship_pipeline_gate_value", &f1).is_empty());
+        assert_eq!(values(&m, "modelship_pipeline_gate_value", &FRAUD), [12.0]);
+        for (family, want) in [
+            (
+                "modelship_pipeline_runs_started_total",
+                ("trigger", "source"),
+            ),
+            (
+                "modelship_pipeline_runs_finished_total",
+                ("result", "failed"),
+            ),
+        ] {
+            assert_eq!(values(&m, family, &[FRAUD[0], FRAUD[1], want]), [1.0]);
+        }
+
+        m.sweep(Kind::ModelPipeline, |_, _| false);
+        for family in [
+            "modelship_pipeline_runs_started_total",
+            "modelship_pipeline_runs_finished_total",
+            "modelship_pipeline_gate_value",
+        ] {
+            assert!(series(&m, family).is_empty(), "{family}");
+        }
+        let waiting = series(&m, "modelship_awaiting_approval_since_seconds");
+        assert_eq!(
+            waiting.len(),
+            1,
+            "the deployment's series is not the pipeline's"
+        );
+        assert_eq!(waiting[0].0["kind"], "ModelDeployment");
+    }
+
+    #[test]
+    fn waiting_for_approval_keeps_its_start_until_it_ends() {
+        let m = Metrics::new();
+        let name = "modelship_awaiting_approval_since_seconds";
+        let waits = |waiting, since: Option<i64>, now| {
+            let since = since.map(at);
+            m.awaiting_approval(
+                Kind::ModelDeployment,
+                "models",
+                "fraud",
+                waiting,
+                since,
+                at(now),
+            )
+        };
+        assert!(series(&m, name).is_empty(), "absent while nothing waits");
+        waits(true, None, 100);
+        waits(true, None, 160);
+        assert_eq!(
+            values(&m, name, &FRAUD),
+            [100.0],
+            "the first time it was seen"
+        );
+        waits(false, None, 200);
+        assert!(series(&m, name).is_empty());
+        waits(true, None, 300);
+        assert_eq!(values(&m, name, &FRAUD), [300.0]);
+        // A time the status records wins.
+        waits(true, Some(250), 400);
+        assert_eq!(values(&m, name, &FRAUD), [250.0]);
+    }
+
+    #[test]
+    fn query_errors_are_counted_by_reason_and_say_whether_prometheus_answered() {
+        let m = Metrics::new();
+        assert!(series(&m, "modelship_prometheus_reachable").is_empty());
+        m.prometheus_queried(Some(QueryError::Unreachable));
+        m.prometheus_queried(Some(QueryError::Unreachable));
+        assert_eq!(values(&m, "modelship_prometheus_reachable", &[]), [0.0]);
+        m.prometheus_queried(Some(QueryError::Rejected));
+        assert_eq!(values(&m, "modelship_prometheus_reachable", &[]), [1.0]);
+        m.prometheus_queried(Some(QueryError::Timeout));
+        assert_eq!(values(&m, "modelship_prometheus_reachable", &[]), [0.0]);
+        m.prometheus_queried(None);
+        assert_eq!(values(&m, "modelship_prometheus_reachable", &[]), [1.0]);
+        let errors = "modelship_prometheus_query_errors_total";
+        assert_eq!(values(&m, errors, &[("reason", "unreachable")]), [2.0]);
+        assert_eq!(values(&m, errors, &[("reason", "rejected")]), [1.0]);
+        assert_eq!(series(&m, errors).len(), 3);
+    }
 
     #[test]
     fn renders_reconcile_metrics_with_bounded_labels() {

@@ -259,7 +259,7 @@ async fn controllers(
             metrics.clone(),
             settings.clone(),
         ),
-        analysis::prometheus::Clients::new(args.prometheus_timeout),
+        analysis::prometheus::Clients::new(args.prometheus_timeout).counted_in(metrics.clone()),
         readiness.clone(),
         stop.clone().cancelled_owned(),
     );

@@ -407,7 +407,10 @@ async fn stages_run_in_order_and_a_failed_validation_stops_before_training() {
     }
     let metrics = env.operator.metrics().await;
     assert!(
-        metrics.contains(r#"modelship_pipeline_runs_started_total{trigger="source"} 1"#),
+        metrics.contains(&format!(
+            r#"modelship_pipeline_runs_started_total{{name="fraud",namespace="{}",trigger="source"}} 1"#,
+            env.ns.name()
+        )),
         "{metrics}"
     );
     let integration_durations = metrics.lines().find(|l| {

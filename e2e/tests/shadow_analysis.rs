@@ -107,8 +107,11 @@ async fn a_good_candidate_is_shadowed_then_promoted_and_baked() {
         world.wait_event(r).await;
     }
     let metrics = world.operator.metrics().await;
+    let ns = world.ns.name();
     assert!(
-        metrics.contains("modelship_deployment_transitions_total{decision=\"promoted\"} 1"),
+        metrics.contains(&format!(
+            r#"modelship_deployment_transitions_total{{decision="promoted",name="{NAME}",namespace="{ns}"}} 1"#
+        )),
         "{metrics}"
     );
     assert!(
@@ -263,13 +266,10 @@ async fn a_candidate_that_degrades_after_promotion_is_rolled_back_by_itself() {
         .pods
         .wait_for_version(Role::Stable, Some("churn-v1"), TIMEOUT)
         .await;
-    assert!(
-        world
-            .operator
-            .metrics()
-            .await
-            .contains("modelship_deployment_transitions_total{decision=\"rolled_back\"} 1")
-    );
+    let ns = world.ns.name();
+    assert!(world.operator.metrics().await.contains(&format!(
+        r#"modelship_deployment_transitions_total{{decision="rolled_back",name="{NAME}",namespace="{ns}"}} 1"#
+    )));
     // Sticky: the spec still names churn-v2, and production stays on churn-v1.
     world
         .never(

@@ -1,5 +1,6 @@
 //! Queries over the Prometheus HTTP API, through `prometheus-http-query`.
 use super::verdict::Reading;
+use crate::metrics::QueryError;
 use prometheus_http_query::error::{Error as PromError, PrometheusErrorType};
 use prometheus_http_query::response::Data;
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ pub trait MetricsSource: Send + Sync {
 #[derive(Clone)]
 pub struct Prometheus {
     client: prometheus_http_query::Client,
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Prometheus {
@@ -31,8 +33,29 @@ impl Prometheus {
             })?;
         let client = prometheus_http_query::Client::from(http, url)
             .map_err(|e| crate::Error::Config(format!("Prometheus URL {url:?}: {e}")))?;
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            metrics: None,
+        })
     }
+}
+
+/// Why a query got no result, as a bounded metric label; `None` for a result.
+pub fn query_error(result: &Result<Data, PromError>) -> Option<QueryError> {
+    let e = result.as_ref().err()?;
+    Some(match e {
+        PromError::Prometheus(e) => match e.error_type() {
+            PrometheusErrorType::BadData => QueryError::Rejected,
+            PrometheusErrorType::Timeout | PrometheusErrorType::Canceled => QueryError::Timeout,
+            _ => QueryError::ServerError,
+        },
+        PromError::Client(c) => match c.inner() {
+            Some(r) if r.is_timeout() => QueryError::Timeout,
+            Some(r) if r.is_connect() => QueryError::Unreachable,
+            _ => QueryError::BadResponse,
+        },
+        _ => QueryError::BadResponse,
+    })
 }
 
 /// Turns the query API's answer into a reading of one number.
@@ -103,11 +126,16 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 impl Prometheus {
     async fn instant(&self, promql: String) -> Result<Data, PromError> {
-        self.client
+        let result = self
+            .client
             .query(promql)
             .get()
             .await
-            .map(|r| r.data().clone())
+            .map(|r| r.data().clone());
+        if let Some(m) = &self.metrics {
+            m.prometheus_queried(query_error(&result));
+        }
+        result
     }
 }
 
@@ -127,6 +155,7 @@ impl MetricsSource for Prometheus {
 pub struct Clients {
     timeout: Duration,
     by_url: Mutex<HashMap<String, Prometheus>>,
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Clients {
@@ -134,7 +163,14 @@ impl Clients {
         Self {
             timeout,
             by_url: Mutex::new(HashMap::new()),
+            metrics: None,
         }
+    }
+
+    /// Counts the queries that fail, and whether Prometheus answered, in `metrics`.
+    pub fn counted_in(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     pub fn get(&self, url: &str) -> Result<Prometheus, crate::Error> {
@@ -142,8 +178,80 @@ impl Clients {
         if let Some(c) = map.get(url) {
             return Ok(c.clone());
         }
-        let c = Prometheus::new(url, self.timeout)?;
+        let mut c = Prometheus::new(url, self.timeout)?;
+        c.metrics = self.metrics.clone();
         map.insert(url.to_string(), c.clone());
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers every request on a free local port with `status` and `body`, or never when
+    /// `status` is 0. Returns the URL.
+    async fn server(status: u16, body: &'static str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf).await;
+                    if status == 0 {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        return;
+                    }
+                    let response = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn each_query_counts_why_it_failed_and_whether_prometheus_answered() {
+        // The client is built with TLS support, whose provider main.rs installs.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let m = Metrics::new();
+        let clients = Clients::new(Duration::from_millis(300)).counted_in(m.clone());
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let answered = server(
+            200,
+            r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
+        )
+        .await;
+        let refused = server(
+            400,
+            r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#,
+        )
+        .await;
+        let silent = server(0, "").await;
+        let reachable = || m.prometheus_reachable.with_label_values::<&str>(&[]).get();
+        let errors = |reason: &str| m.prometheus_query_errors.with_label_values(&[reason]).get();
+        let query = |url: String| {
+            let c = clients.get(&url).unwrap();
+            async move { c.query("up".into()).await }
+        };
+
+        assert!(matches!(query(closed).await, Reading::Unavailable(_)));
+        assert_eq!((errors("unreachable"), reachable()), (1, 0));
+        assert!(matches!(query(refused).await, Reading::Invalid(_)));
+        assert_eq!((errors("rejected"), reachable()), (1, 1));
+        assert!(matches!(query(silent).await, Reading::Unavailable(_)));
+        assert_eq!((errors("timeout"), reachable()), (1, 0));
+        assert!(matches!(query(answered).await, Reading::Empty));
+        assert_eq!(reachable(), 1);
+        assert_eq!(errors("server_error") + errors("bad_response"), 0);
     }
 }

@@ -638,6 +638,15 @@ pub enum DeploymentPhase {
 }
 
 impl DeploymentPhase {
+    pub const ALL: [DeploymentPhase; 6] = [
+        DeploymentPhase::Stable,
+        DeploymentPhase::Shadowing,
+        DeploymentPhase::Promoting,
+        DeploymentPhase::Baking,
+        DeploymentPhase::Rejected,
+        DeploymentPhase::RolledBack,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DeploymentPhase::Stable => "Stable",

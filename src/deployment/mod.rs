@@ -87,9 +87,9 @@ where
         });
 
         // Without a finalizer a deleted ModelDeployment is never reconciled again: drop its
-        // exported measurements, and what is kept about it that the watch's delete event did
-        // not already drop, once it has left the cache.
-        let analysis_value = shared.metrics.analysis_value.clone();
+        // series, and what is kept about it that the watch's delete event did not already
+        // drop, once it has left the cache.
+        let metrics = shared.metrics.clone();
         tokio::spawn(crate::scope::sweep(
             state,
             model_deployments,
@@ -97,7 +97,11 @@ where
                 .metrics
                 .object_state
                 .with_label_values(&[reconcile::CONTROLLER]),
-            move |store| sweep_series(&analysis_value, store),
+            move |store| {
+                metrics.sweep(crate::metrics::Kind::ModelDeployment, |ns, name| {
+                    crate::scope::in_store(store, &format!("{ns}/{name}"))
+                })
+            },
         ));
 
         let ctx = Arc::new(reconcile::Context {
@@ -116,78 +120,5 @@ where
             })
             .graceful_shutdown_on(shutdown);
         reconciler::run(controller, ctx).await;
-    }
-}
-
-/// Removes the measurement series of ModelDeployments that no longer exist.
-fn sweep_series(
-    gauge: &prometheus::GaugeVec,
-    store: &kube::runtime::reflector::Store<Guarded<ModelDeployment>>,
-) {
-    use prometheus::core::Collector;
-    let live: std::collections::HashSet<(String, String)> = store
-        .state()
-        .iter()
-        .map(|md| (md.namespace().unwrap_or_default(), md.name_any()))
-        .collect();
-    for family in gauge.collect() {
-        for metric in family.get_metric() {
-            let labels: std::collections::HashMap<&str, &str> = metric
-                .get_label()
-                .iter()
-                .map(|l| (l.name(), l.value()))
-                .collect();
-            let key = (
-                labels
-                    .get("namespace")
-                    .copied()
-                    .unwrap_or_default()
-                    .to_string(),
-                labels
-                    .get("deployment")
-                    .copied()
-                    .unwrap_or_default()
-                    .to_string(),
-            );
-            if !live.contains(&key) {
-                let values = ["namespace", "deployment", "metric", "series"]
-                    .map(|n| labels.get(n).copied().unwrap_or_default());
-                let _ = gauge.remove_label_values(&values);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kube::runtime::watcher;
-
-    #[test]
-    fn series_of_deleted_model_deployments_are_swept() {
-        let gauge = prometheus::GaugeVec::new(
-            prometheus::Opts::new("g", "h"),
-            &["namespace", "deployment", "metric", "series"],
-        )
-        .unwrap();
-        gauge
-            .with_label_values(&["models", "fraud", "error-rate", "judged"])
-            .set(0.1);
-        gauge
-            .with_label_values(&["models", "gone", "error-rate", "judged"])
-            .set(0.2);
-        let (store, mut writer) = kube::runtime::reflector::store();
-        writer.apply_watcher_event(&watcher::Event::Apply(kube::core::DeserializeGuard(Ok(
-            testing::sample(),
-        ))));
-        sweep_series(&gauge, &store);
-        assert!(
-            gauge
-                .get_metric_with_label_values(&["models", "fraud", "error-rate", "judged"])
-                .is_ok()
-        );
-        use prometheus::core::Collector;
-        let left: usize = gauge.collect().iter().map(|f| f.get_metric().len()).sum();
-        assert_eq!(left, 1);
     }
 }

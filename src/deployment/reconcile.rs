@@ -171,7 +171,7 @@ async fn step(
         traffic::remove_others(&ctx.shared.client, md).await?;
     }
 
-    report(md, ctx, &transitions).await;
+    report(md, ctx, &next, awaiting_approval, &transitions, now).await;
     ctx.shared.backoff.reset(&key(md));
     let mut wakeup = next_wakeup(&next, v, ctx.shared.settings.resync, now);
     // A provider whose CRDs are missing may be installed any moment: look again soon.
@@ -386,14 +386,35 @@ async fn commit(
     Ok(written)
 }
 
-/// Each transition as a metric, a log line and an event.
-async fn report(md: &ModelDeployment, ctx: &Context, transitions: &[phase::Transition]) {
+/// Each transition as a metric, a log line and an event; the phase and a wait for approval
+/// as metrics.
+async fn report(
+    md: &ModelDeployment,
+    ctx: &Context,
+    status: &ModelDeploymentStatus,
+    awaiting_approval: bool,
+    transitions: &[phase::Transition],
+    now: Timestamp,
+) {
+    let (ns, name) = (md.namespace().unwrap_or_default(), md.name_any());
+    let metrics = &ctx.shared.metrics;
+    if let Some(phase) = status.phase {
+        metrics.deployment_phase(&ns, &name, phase);
+    }
+    // The status does not record when the wait began: the first reconciliation that sees it.
+    metrics.awaiting_approval(
+        crate::metrics::Kind::ModelDeployment,
+        &ns,
+        &name,
+        awaiting_approval,
+        None,
+        now,
+    );
     for t in transitions {
         if let Some(decision) = t.decision {
-            ctx.shared
-                .metrics
+            metrics
                 .transitions
-                .with_label_values(&[decision])
+                .with_label_values(&[&ns, &name, decision])
                 .inc();
         }
         if let Some((phase, took)) = t.left {

@@ -128,10 +128,11 @@ where
         });
 
         // Without a finalizer a deleted pipeline is never reconciled again: what is kept
-        // about it that the watch's delete event did not already drop goes once it has left
-        // the cache.
+        // about it that the watch's delete event did not already drop, and its series, go
+        // once it has left the cache.
         let read = data_source.clone();
         let named = by_configmap.clone();
+        let metrics = shared.metrics.clone();
         tokio::spawn(crate::scope::sweep(
             state,
             pipelines,
@@ -139,7 +140,12 @@ where
                 .metrics
                 .object_state
                 .with_label_values(&[reconcile::CONTROLLER]),
-            move |_| read.retain(|ns, name| named.contains(&index_key(ns, name))),
+            move |store| {
+                read.retain(|ns, name| named.contains(&index_key(ns, name)));
+                metrics.sweep(crate::metrics::Kind::ModelPipeline, |ns, name| {
+                    crate::scope::in_store(store, &format!("{ns}/{name}"))
+                });
+            },
         ));
 
         let ctx = Arc::new(reconcile::Context {

@@ -11,7 +11,9 @@ use super::schedule::Schedule;
 use super::serving::{self, serving_name};
 use super::triggers::{self, Annotations};
 use super::validate::validate;
-use crate::api::{ModelDeployment, ModelPipeline, ModelPipelineStatus, RunPhase, StagePhase};
+use crate::api::{
+    GateStage, ModelDeployment, ModelPipeline, ModelPipelineStatus, RunPhase, StagePhase,
+};
 use crate::caches::Children;
 use crate::conditions::{Status, set};
 use crate::context::Shared;
@@ -447,11 +449,46 @@ async fn cleanup(p: &ModelPipeline, ctx: &Context, status: &ModelPipelineStatus)
 /// Events and metrics of a decision.
 async fn report(p: &ModelPipeline, ctx: &Context, d: &Decision) {
     let m = &ctx.shared.metrics;
+    let (ns, name) = (p.namespace().unwrap_or_default(), p.name_any());
     for reason in &d.started {
-        m.runs_started.with_label_values(&[reason.as_str()]).inc();
+        m.runs_started
+            .with_label_values(&[&ns, &name, reason.as_str()])
+            .inc();
     }
     for result in &d.finished {
-        m.runs_finished.with_label_values(&[*result]).inc();
+        m.runs_finished
+            .with_label_values(&[&ns, &name, *result])
+            .inc();
+    }
+    // At most one run waits (a newer candidate supersedes an older one); its candidate
+    // records when it passed its gates, which is when the wait began.
+    let waiting = d
+        .status
+        .runs
+        .iter()
+        .find(|r| r.phase == RunPhase::WaitingApproval);
+    m.awaiting_approval(
+        crate::metrics::Kind::ModelPipeline,
+        &ns,
+        &name,
+        waiting.is_some(),
+        waiting.and_then(|r| r.candidate.as_ref()?.created_at),
+        Timestamp::now(),
+    );
+    // The newest judged run's gates.
+    if let Some(run) = d.status.runs.iter().find(|r| !r.gates.is_empty()) {
+        let gates: Vec<_> = run
+            .gates
+            .iter()
+            .map(|g| {
+                let stage = match g.stage {
+                    GateStage::Evaluate => "Evaluate",
+                    GateStage::Integration => "Integration",
+                };
+                (stage, g.metric.as_str(), g.value, g.baseline)
+            })
+            .collect();
+        m.gate_values(&ns, &name, &gates);
     }
     for (stage, result, secs) in &d.stage_durations {
         m.stage_duration
