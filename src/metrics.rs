@@ -24,6 +24,16 @@ impl Kind {
     }
 }
 
+/// The decisions about a ModelDeployment's versions, and how pipeline runs end, as counted.
+pub const DECISIONS: [&str; 5] = [
+    "promoted",
+    "rejected",
+    "rolled_back",
+    "aborted",
+    "superseded",
+];
+pub const RUN_RESULTS: [&str; 3] = ["succeeded", "failed", "rejected"];
+
 /// Why an analysis query got no result: a bounded label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QueryError {
@@ -328,6 +338,25 @@ impl Metrics {
         self.reconcile_errors
             .with_label_values(&[controller, error.metric_label()])
             .inc();
+    }
+
+    /// Creates the ModelDeployment's decision counters at 0, so that `increase()` sees its
+    /// first decision after the operator starts (a counter that appears at 1 shows none).
+    pub fn deployment_seen(&self, namespace: &str, name: &str) {
+        for d in DECISIONS {
+            self.transitions.with_label_values(&[namespace, name, d]);
+        }
+    }
+
+    /// Likewise for the pipeline's run counters.
+    pub fn pipeline_seen(&self, namespace: &str, name: &str) {
+        for r in RUN_RESULTS {
+            self.runs_finished.with_label_values(&[namespace, name, r]);
+        }
+        for t in crate::api::TriggerReason::ALL {
+            self.runs_started
+                .with_label_values(&[namespace, name, t.as_str()]);
+        }
     }
 
     /// Sets the ModelDeployment's phase: 1 for `phase`, 0 for the others.
@@ -666,6 +695,30 @@ mod tests {
             "the deployment's series is not the pipeline's"
         );
         assert_eq!(waiting[0].0["kind"], "ModelDeployment");
+    }
+
+    #[test]
+    fn counters_of_a_seen_object_start_at_zero() {
+        let m = Metrics::new();
+        m.deployment_seen("models", "fraud");
+        m.pipeline_seen("models", "fraud");
+        let rolled_back = [FRAUD[0], FRAUD[1], ("decision", "rolled_back")];
+        let transitions = "modelship_deployment_transitions_total";
+        assert_eq!(values(&m, transitions, &rolled_back), [0.0]);
+        assert_eq!(values(&m, transitions, &FRAUD).len(), DECISIONS.len());
+        let failed = [FRAUD[0], FRAUD[1], ("result", "failed")];
+        assert_eq!(
+            values(&m, "modelship_pipeline_runs_finished_total", &failed),
+            [0.0]
+        );
+        let started = values(&m, "modelship_pipeline_runs_started_total", &FRAUD);
+        assert_eq!(started, [0.0; 4]);
+        // Seen again, nothing is reset.
+        m.transitions
+            .with_label_values(&["models", "fraud", "rolled_back"])
+            .inc();
+        m.deployment_seen("models", "fraud");
+        assert_eq!(values(&m, transitions, &rolled_back), [1.0]);
     }
 
     #[test]

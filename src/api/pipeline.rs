@@ -442,6 +442,13 @@ pub enum TriggerReason {
 }
 
 impl TriggerReason {
+    pub const ALL: [TriggerReason; 4] = [
+        TriggerReason::Source,
+        TriggerReason::Data,
+        TriggerReason::Schedule,
+        TriggerReason::Manual,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             TriggerReason::Source => "source",

@@ -398,6 +398,7 @@ async fn report(
 ) {
     let (ns, name) = (md.namespace().unwrap_or_default(), md.name_any());
     let metrics = &ctx.shared.metrics;
+    metrics.deployment_seen(&ns, &name);
     if let Some(phase) = status.phase {
         metrics.deployment_phase(&ns, &name, phase);
     }

@@ -450,6 +450,7 @@ async fn cleanup(p: &ModelPipeline, ctx: &Context, status: &ModelPipelineStatus)
 async fn report(p: &ModelPipeline, ctx: &Context, d: &Decision) {
     let m = &ctx.shared.metrics;
     let (ns, name) = (p.namespace().unwrap_or_default(), p.name_any());
+    m.pipeline_seen(&ns, &name);
     for reason in &d.started {
         m.runs_started
             .with_label_values(&[&ns, &name, reason.as_str()])
