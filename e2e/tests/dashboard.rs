@@ -26,11 +26,13 @@ fn panel_queries(dashboard: &Value) -> Vec<(String, String)> {
     out
 }
 
-/// Grafana's substitutions: the template variables, and the rate window it would choose for
-/// a 1 s scrape interval (at least four scrapes; one minute here).
+/// Grafana's substitutions: the template variables (the pipeline's name is any: no pipeline
+/// runs here), and the rate window it would choose for a 1 s scrape interval (at least four
+/// scrapes; one minute here).
 fn substitute(expr: &str, namespace: &str) -> String {
     expr.replace("$namespace", namespace)
         .replace("$name", NAME)
+        .replace("$pipeline", NAME)
         .replace("$__rate_interval", "1m")
 }
 
@@ -74,6 +76,10 @@ async fn every_dashboard_query_parses_and_returns_the_running_deployments_series
             .and_then(|q| q.strip_suffix(')'))
             .unwrap_or_else(|| panic!("{query}: not label_values(metric, label)"));
         let (metric, label) = inner.rsplit_once(',').unwrap();
+        // No ModelPipeline here: the pipeline variable has nothing to offer.
+        if metric.contains("modelship_pipeline_") {
+            continue;
+        }
         let (metric, label) = (substitute(metric.trim(), &ns), label.trim().to_string());
         let want = if label == "namespace" {
             ns.clone()
