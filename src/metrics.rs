@@ -222,7 +222,7 @@ impl Metrics {
         let phase = int_gauge(
             &registry,
             "modelship_deployment_phase",
-            "1 for the ModelDeployment's current phase, 0 for the others.",
+            "The ModelDeployment's current phase (one series, 1, labelled with the phase).",
             &["namespace", "name", "phase"],
         );
         let phase_duration = histogram(
@@ -359,13 +359,18 @@ impl Metrics {
         }
     }
 
-    /// Sets the ModelDeployment's phase: 1 for `phase`, 0 for the others.
+    /// Sets the ModelDeployment's phase: one series, 1, labelled with the current phase
+    /// (not one per phase: at thousands of objects every series per object costs memory
+    /// here and in Prometheus).
     pub fn deployment_phase(&self, namespace: &str, name: &str, phase: DeploymentPhase) {
-        for p in DeploymentPhase::ALL {
-            self.phase
-                .with_label_values(&[namespace, name, p.as_str()])
-                .set(i64::from(p == phase));
+        for p in DeploymentPhase::ALL.into_iter().filter(|p| *p != phase) {
+            let _ = self
+                .phase
+                .remove_label_values(&[namespace, name, p.as_str()]);
         }
+        self.phase
+            .with_label_values(&[namespace, name, phase.as_str()])
+            .set(1);
     }
 
     /// Whether the object waits for approval, and since when. `None` for `since` keeps the
@@ -572,14 +577,14 @@ mod tests {
         assert!(m.render().contains(
             r#"modelship_deployment_transitions_total{decision="rolled_back",name="fraud",namespace="models"} 1"#
         ));
-        // Every phase has a series: 1 for the current one.
-        let phases = values(&m, "modelship_deployment_phase", &FRAUD);
-        assert_eq!(phases.len(), DeploymentPhase::ALL.len());
-        assert_eq!(phases.iter().sum::<f64>(), 1.0);
+        // One series, labelled with the current phase.
         let baking = [FRAUD[0], FRAUD[1], ("phase", "Baking")];
+        assert_eq!(values(&m, "modelship_deployment_phase", &FRAUD), [1.0]);
         assert_eq!(values(&m, "modelship_deployment_phase", &baking), [1.0]);
         m.deployment_phase("models", "fraud", DeploymentPhase::Stable);
-        assert_eq!(values(&m, "modelship_deployment_phase", &baking), [0.0]);
+        assert!(values(&m, "modelship_deployment_phase", &baking).is_empty());
+        let stable = [FRAUD[0], FRAUD[1], ("phase", "Stable")];
+        assert_eq!(values(&m, "modelship_deployment_phase", &stable), [1.0]);
 
         m.sweep(Kind::ModelDeployment, |ns, name| {
             ns == "models" && name == "churn"
@@ -617,7 +622,7 @@ mod tests {
             crate::scope::in_store(&store, &format!("{ns}/{name}"))
         });
         let left = series(&m, "modelship_deployment_phase");
-        assert_eq!(left.len(), DeploymentPhase::ALL.len());
+        assert_eq!(left.len(), 1);
         assert!(left.iter().all(|(l, _)| l["name"] == name));
     }
 
