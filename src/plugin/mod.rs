@@ -48,7 +48,9 @@ async fn dispatch(cli: Cli) -> Result<u8, PluginError> {
     if let Command::Completion { shell } = cli.command {
         // Completes the binary by its own name: `kubectl modelship` is not one word to a shell.
         let mut cmd = Cli::command().bin_name(BIN);
-        clap_complete::generate(shell, &mut cmd, BIN, &mut std::io::stdout());
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut cmd, BIN, &mut script);
+        out(&String::from_utf8_lossy(&script))?;
         return Ok(exit::OK);
     }
     let (client, ns) = client::connect(cli.namespace, cli.context).await?;
@@ -74,10 +76,13 @@ async fn dispatch(cli: Cli) -> Result<u8, PluginError> {
                     let runs = mp.status.map(|s| s.runs).unwrap_or_default();
                     print_data(&runs, format)?
                 }
-                None => print!(
-                    "{}",
-                    render::history::render_runs(&mp, Timestamp::now(), Style::detect())
-                ),
+                None => {
+                    out(&render::history::render_runs(
+                        &mp,
+                        Timestamp::now(),
+                        Style::detect(),
+                    ))?;
+                }
             }
             return Ok(exit::OK);
         }
@@ -88,10 +93,13 @@ async fn dispatch(cli: Cli) -> Result<u8, PluginError> {
                     let history = md.status.map(|s| s.history).unwrap_or_default();
                     print_data(&history, format)?
                 }
-                None => print!(
-                    "{}",
-                    render::history::render(&md, Timestamp::now(), Style::detect())
-                ),
+                None => {
+                    out(&render::history::render(
+                        &md,
+                        Timestamp::now(),
+                        Style::detect(),
+                    ))?;
+                }
             }
             return Ok(exit::OK);
         }
@@ -123,12 +131,27 @@ async fn dispatch(cli: Cli) -> Result<u8, PluginError> {
             client::annotate(&mp_api, &ns, &a.name, decide).await?
         }
     };
-    report_patch(&patch);
+    report_patch(&patch)?;
     Ok(exit::OK)
 }
 
-fn report_patch(p: &AnnotationPatch) {
-    println!("annotated {}={}: {}", p.key, p.value, p.effect);
+fn report_patch(p: &AnnotationPatch) -> Result<(), PluginError> {
+    out(&format!("annotated {}={}: {}\n", p.key, p.value, p.effect))?;
+    Ok(())
+}
+
+/// Writes `text` to stdout; `false` when the reader went away (`| head`), which ends the
+/// output quietly instead of failing (or, with `print!`, panicking).
+fn out(text: &str) -> Result<bool, PluginError> {
+    write_out(&mut std::io::stdout().lock(), text)
+}
+
+fn write_out(w: &mut impl Write, text: &str) -> Result<bool, PluginError> {
+    match w.write_all(text.as_bytes()).and_then(|()| w.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn print_data(value: &impl serde::Serialize, format: Output) -> Result<(), PluginError> {
@@ -140,7 +163,7 @@ fn print_data(value: &impl serde::Serialize, format: Output) -> Result<(), Plugi
             serde_yaml_ng::to_string(value).map_err(|e| PluginError::Output(e.to_string()))?
         }
     };
-    print!("{text}");
+    out(&text)?;
     Ok(())
 }
 
@@ -157,7 +180,7 @@ async fn get_deployment(client: &Client, ns: &str, args: GetArgs) -> Result<(), 
         Ok(render::deployment::render(&view, Timestamp::now(), style))
     };
     if !args.watch {
-        print!("{}", draw().await?);
+        out(&draw().await?)?;
         return Ok(());
     }
     watch(client::deployment_changes(client, ns, &args.name), draw).await
@@ -174,7 +197,7 @@ async fn get_pipeline(client: &Client, ns: &str, args: GetArgs) -> Result<(), Pl
         Ok(render::pipeline::render(&mp, Timestamp::now(), style))
     };
     if !args.watch {
-        print!("{}", draw().await?);
+        out(&draw().await?)?;
         return Ok(());
     }
     watch(client::pipeline_changes(client, ns, &args.name), draw).await
@@ -195,9 +218,9 @@ where
     loop {
         let frame = draw().await?;
         if let Some(text) = redraw(&last, &frame, terminal) {
-            let mut out = std::io::stdout().lock();
-            out.write_all(text.as_bytes())?;
-            out.flush()?;
+            if !out(&text)? {
+                return Ok(());
+            }
             last = frame;
         }
         tokio::select! {
@@ -238,7 +261,7 @@ async fn status(
     let updates = client::deployment_updates(client, ns, name).filter_map(|u| async { u.ok() });
     let (code, line) =
         wait_settled(name, updates, timeout, |step| eprintln!("{name}: {step}")).await;
-    println!("{line}");
+    out(&format!("{line}\n"))?;
     Ok(code)
 }
 
@@ -373,6 +396,27 @@ mod tests {
         )
         .await;
         assert_eq!(code, exit::REJECTED);
+    }
+
+    /// `kubectl modelship history x | head -1`: a closed pipe ends the output, not in an error.
+    #[test]
+    fn a_reader_that_went_away_ends_the_output_quietly() {
+        struct Closed(std::io::ErrorKind);
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(self.0.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let closed = write_out(&mut Closed(std::io::ErrorKind::BrokenPipe), "tree\n");
+        assert!(matches!(closed, Ok(false)), "{closed:?}");
+        let full = write_out(&mut Closed(std::io::ErrorKind::StorageFull), "tree\n");
+        assert!(matches!(full, Err(PluginError::Io(_))), "{full:?}");
+        let mut buf = Vec::new();
+        assert!(write_out(&mut buf, "tree\n").unwrap());
+        assert_eq!(buf, b"tree\n");
     }
 
     #[test]
