@@ -193,6 +193,15 @@ pub fn kubectl() -> tokio::process::Command {
     cmd
 }
 
+/// The workspace's `kubectl-modelship` plugin (`target/<profile>/kubectl-modelship`, built
+/// by `cargo build --workspace --bins`) with `KUBECONFIG` set to the admin kubeconfig: what
+/// `kubectl modelship` runs.
+pub fn kubectl_modelship() -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(crate::binary("kubectl-modelship"));
+    cmd.env("KUBECONFIG", kubeconfig_path()).kill_on_drop(true);
+    cmd
+}
+
 /// The pinned helm (`e2e/.cluster/bin/helm`) with `KUBECONFIG` set to the admin kubeconfig
 /// and its cache, config and data under `e2e/.run/helm/`.
 pub fn helm() -> tokio::process::Command {

@@ -5,7 +5,8 @@
 //!   that acts as a ServiceAccount (to run the operator with its chart's RBAC).
 //! - [`test_namespace`]: a fresh namespace per test.
 //! - [`wait_for`]: poll with a deadline; tests never sleep to synchronise.
-//! - [`kubectl`], [`helm`]: the pinned clients that match the server.
+//! - [`kubectl`], [`helm`]: the pinned clients that match the server; [`kubectl_modelship`]:
+//!   the workspace's kubectl plugin.
 //! - [`Process`]: a local process (the operator, the router, a model server) that logs
 //!   to `e2e/.run/` and is killed when dropped.
 //! - [`prom`]: register scrape targets, query Prometheus, stop and start it.
@@ -33,7 +34,7 @@ use std::path::PathBuf;
 
 pub use cluster::{
     E2E_LABEL, TestNamespace, client, client_from_kubeconfig, helm, kubeconfig_path, kubectl,
-    service_account_kubeconfig, test_namespace, test_namespace_with,
+    kubectl_modelship, service_account_kubeconfig, test_namespace, test_namespace_with,
 };
 pub use process::Process;
 pub use wait::{wait_for, wait_for_interval};
