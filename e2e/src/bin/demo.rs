@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use modelship::api::{DeploymentPhase, ModelDeployment, ModelDeploymentStatus};
-use modelship_e2e::{client, helm, http_client, kubectl, node, operator, repo_root, wait_for};
+use modelship_e2e::{
+    client, helm, http_client, kubectl, kubectl_modelship, node, operator, repo_root, wait_for,
+};
 use serde_json::json;
 
 /// The model's namespace: every pod on the real node, Pod Security `restricted`.
@@ -40,6 +42,21 @@ async fn show(args: &[&str]) {
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Runs `kubectl modelship ARGS` (the workspace's plugin) and shows what it printed, as a
+/// person would see it; the exit code, for the commands that gate on it.
+async fn modelship(args: &[&str]) -> i32 {
+    // The command first: `status` takes a while.
+    println!("$ kubectl modelship {}", args.join(" "));
+    let out = kubectl_modelship()
+        .args(args)
+        .output()
+        .await
+        .expect("running kubectl-modelship");
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    out.status.code().unwrap_or(-1)
+}
+
 /// The `count` ready pods of `track` that serve `version`.
 async fn track_pods(pods: &Api<Pod>, track: &str, version: &str, count: usize) -> Vec<Pod> {
     let selector = format!(
@@ -57,27 +74,6 @@ async fn wait_phase(api: &Api<ModelDeployment>, phase: DeploymentPhase) -> Model
             .filter(|s| s.phase == Some(phase)))
     })
     .await
-}
-
-fn print_analysis(status: &ModelDeploymentStatus) {
-    let Some(a) = &status.analysis else { return };
-    for m in &a.metrics {
-        println!(
-            "    {:<12} {:<12} value {:>9}  reference {:>9}  samples {:>5}  — {}",
-            m.name,
-            m.verdict.map(|v| v.to_string()).unwrap_or_default(),
-            m.value
-                .map(|v| format!("{v:.4}"))
-                .unwrap_or_else(|| "-".into()),
-            m.stable_value
-                .map(|v| format!("{v:.4}"))
-                .unwrap_or_else(|| "-".into()),
-            m.samples
-                .map(|v| format!("{v:.0}"))
-                .unwrap_or_else(|| "-".into()),
-            m.message.as_deref().unwrap_or_default()
-        );
-    }
 }
 
 /// A stage whose pod (KWOK runs none) ends with `message` as its termination message, as the
@@ -140,7 +136,7 @@ async fn pipeline_act(start: Instant, client: &kube::Client) {
         "modelship.io/pipeline=churn",
     ])
     .await;
-    show(&["get", "modelpipeline", "churn", "-n", PIPELINE_NS, "-o", "jsonpath={range .status.runs[0].gates[*]}{.metric}{'\\t'}{.verdict}{'\\t'}{.reason}{'\\n'}{end}"]).await;
+    modelship(&["get", "pipeline", "churn", "-n", PIPELINE_NS]).await;
     println!(
         "    candidate {} at {}, approved automatically",
         first.version, first.artifact
@@ -203,7 +199,8 @@ async fn pipeline_act(start: Instant, client: &kube::Client) {
         },
     )
     .await;
-    show(&["get", "modelship", "-n", PIPELINE_NS]).await;
+    modelship(&["history", "churn", "--pipeline", "-n", PIPELINE_NS]).await;
+    modelship(&["get", "deployment", "churn-ci", "-n", PIPELINE_NS]).await;
     println!(
         "    from here churn-ci is judged like churn above: shadow analysis, promotion, bake, rollback"
     );
@@ -345,7 +342,7 @@ async fn main() {
         TIMEOUT,
     )
     .await;
-    show(&["get", "modelship", "-n", NS]).await;
+    modelship(&["get", "deployment", NAME, "-n", NS]).await;
     show(&["get", "pods", "-n", NS, "-o", "wide"]).await;
     show(&[
         "logs",
@@ -384,7 +381,7 @@ async fn main() {
     wait_phase(&mds, DeploymentPhase::Shadowing).await;
     track_pods(&pods, "shadow", "churn-v1.1.0", 2).await;
     show(&["get", "modelship", "-n", NS]).await;
-    let measured = wait_for("the first full analysis", TIMEOUT, || async {
+    wait_for("the first full analysis", TIMEOUT, || async {
         Ok(mds.get(NAME).await?.status.filter(|s| {
             s.analysis.as_ref().is_some_and(|a| {
                 a.metrics.iter().all(|m| m.samples.unwrap_or(0.0) >= 20.0) && !a.metrics.is_empty()
@@ -395,14 +392,14 @@ async fn main() {
     println!(
         "    the router compares every answer; Prometheus scraped the router pod, and the analysis judges the shadow against stable:"
     );
-    print_analysis(&measured);
+    modelship(&["get", "deployment", NAME, "-n", NS]).await;
 
     step(start, "Promoted on evidence, then watched while it bakes");
     let baking = wait_phase(&mds, DeploymentPhase::Baking).await;
     println!("    {}", baking.message.unwrap_or_default());
-    let stable = wait_phase(&mds, DeploymentPhase::Stable).await;
-    println!("    {}", stable.message.unwrap_or_default());
-    show(&["get", "modelship", "-n", NS]).await;
+    println!("    a CI job or a GitOps hook waits for the outcome, and gates on the exit code:");
+    let code = modelship(&["status", NAME, "-n", NS, "--timeout", "3m"]).await;
+    assert_eq!(code, 0, "churn-v1.1.0 did not settle as stable");
 
     step(
         start,
@@ -435,21 +432,11 @@ async fn main() {
         rolled.message.unwrap_or_default()
     );
     track_pods(&pods, "stable", "churn-v1.1.0", 2).await;
-    show(&["get", "modelship", "-n", NS]).await;
+    modelship(&["get", "deployment", NAME, "-n", NS]).await;
     show(&["get", "pods", "-n", NS, "-o", "wide"]).await;
-    show(&[
-        "get",
-        "events",
-        "-n",
-        NS,
-        "--field-selector",
-        "involvedObject.kind=ModelDeployment",
-        "--sort-by=.metadata.creationTimestamp",
-    ])
-    .await;
 
     step(start, "The history in status explains every decision");
-    show(&["get", "modeldeployment", NAME, "-n", NS, "-o", "jsonpath={range .status.history[*]}{.version}{'\\t'}{.outcome}{'\\t'}{.message}{'\\n'}{end}"]).await;
+    modelship(&["history", NAME, "-n", NS]).await;
     let answers = traffic.answers();
     drop(traffic);
     println!(
