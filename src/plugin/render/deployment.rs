@@ -303,12 +303,20 @@ fn analysis_node(
         .requests
         .map(|r| format!(", {} requests", num(Some(r))))
         .unwrap_or_default();
+    // Before the window opens there is no start and no measurement to give an age of.
+    let when = match (a.started_at, a.last_measured_at) {
+        (None, _) => "not started yet".to_string(),
+        (Some(_), None) => format!("started {} ago, not measured yet", age(now, a.started_at)),
+        (Some(_), Some(_)) => format!(
+            "started {} ago, measured {} ago",
+            age(now, a.started_at),
+            age(now, a.last_measured_at)
+        ),
+    };
     Node::new(format!(
-        "{} ({judged})  {}  started {} ago, measured {} ago{requests}",
+        "{} ({judged})  {}  {when}{requests}",
         style.paint(Some(Color::Bold), "Analysis"),
         style.paint(verdict_color(a.verdict), &verdict),
-        age(now, a.started_at),
-        age(now, a.last_measured_at),
     ))
     .with_detail(metrics_table(&a.metrics, style))
 }
@@ -360,6 +368,25 @@ mod tests {
         assert_golden(
             "deployment-shadowing.txt",
             &render(&view, now(), Style::PLAIN),
+        );
+    }
+
+    #[test]
+    fn an_analysis_not_started_or_not_measured_says_so() {
+        let mut a = AnalysisStatus::default();
+        let line = |a: &AnalysisStatus| analysis_node(a, None, now(), Style::PLAIN).line;
+        assert!(line(&a).ends_with("not started yet"), "{}", line(&a));
+        a.started_at = Some(now() - jiff::SignedDuration::from_secs(30));
+        assert!(
+            line(&a).ends_with("started 30s ago, not measured yet"),
+            "{}",
+            line(&a)
+        );
+        a.last_measured_at = Some(now() - jiff::SignedDuration::from_secs(5));
+        assert!(
+            line(&a).ends_with("started 30s ago, measured 5s ago"),
+            "{}",
+            line(&a)
         );
     }
 
