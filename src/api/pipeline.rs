@@ -733,4 +733,13 @@ impl ModelPipelineStatus {
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
         self.conditions.iter().find(|c| c.type_ == type_)
     }
+
+    /// The names of the runs that wait for approval, in status order.
+    pub fn waiting_for_approval(&self) -> Vec<&str> {
+        self.runs
+            .iter()
+            .filter(|r| r.phase == RunPhase::WaitingApproval)
+            .map(|r| r.name.as_str())
+            .collect()
+    }
 }

@@ -269,12 +269,7 @@ impl<'a> Step<'a> {
                 now,
             ),
         }
-        let waiting: Vec<&str> = status
-            .runs
-            .iter()
-            .filter(|r| r.phase == RunPhase::WaitingApproval)
-            .map(|r| r.name.as_str())
-            .collect();
+        let waiting = status.waiting_for_approval();
         if let Some(first) = waiting.first() {
             let msg = format!("{first} waits for {ANNOTATION_APPROVE_RUN}={first}");
             set(

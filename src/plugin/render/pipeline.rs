@@ -84,12 +84,7 @@ pub fn render(mp: &ModelPipeline, now: Timestamp, style: Style) -> String {
             q.detail
         ));
     }
-    let waiting: Vec<&str> = status
-        .runs
-        .iter()
-        .filter(|r| r.phase == RunPhase::WaitingApproval)
-        .map(|r| r.name.as_str())
-        .collect();
+    let waiting = status.waiting_for_approval();
     for run in waiting {
         let name = mp.name_any();
         detail.push(style.paint(
