@@ -343,6 +343,61 @@ impl<K: Slim + Watched> Children<K> {
     }
 }
 
+/// The ModelDeployments' cache with the index of those that follow each pipeline: what a
+/// pipeline reads of them, without decoding the others.
+#[derive(Clone)]
+pub struct ModelDeployments {
+    store: Store<Guarded<ModelDeployment>>,
+    followers: Index<Guarded<ModelDeployment>>,
+}
+
+impl ModelDeployments {
+    /// What `caches` holds of them.
+    pub fn new(caches: &Caches) -> Self {
+        Self {
+            store: caches.model_deployments.store(),
+            followers: caches.followers.clone(),
+        }
+    }
+
+    /// A cache holding `objects`, as after a first list (for tests of what reads it).
+    pub fn from_objects(objects: Vec<ModelDeployment>) -> Self {
+        let (store, mut writer) = reflector::store();
+        let followers = Index {
+            inner: Arc::default(),
+            keys: crate::deployment::followed_pipeline,
+        };
+        for o in objects {
+            let event = watcher::Event::Apply(Guarded::new(&o));
+            writer.apply_watcher_event(&event);
+            followers.apply(&event, &store);
+        }
+        Self { store, followers }
+    }
+
+    /// The ModelDeployments of `namespace` that follow pipeline `pipeline`, and the one
+    /// named `also`, each once, as cached.
+    pub fn following(
+        &self,
+        namespace: &str,
+        pipeline: &str,
+        also: Option<&str>,
+    ) -> Vec<Arc<Guarded<ModelDeployment>>> {
+        let mut refs = self.followers.get(&index_key(namespace, pipeline));
+        if let Some(name) = also {
+            let named = ObjectRef::new(name).within(namespace);
+            if !refs.contains(&named) {
+                refs.push(named);
+            }
+        }
+        refs.iter().filter_map(|r| self.store.get(r)).collect()
+    }
+
+    pub fn store(&self) -> &Store<Guarded<ModelDeployment>> {
+        &self.store
+    }
+}
+
 /// `namespace/name`: how indexes name what they file objects under.
 pub fn index_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
@@ -351,6 +406,8 @@ pub fn index_key(namespace: &str, name: &str) -> String {
 /// Every kind the operator watches, each once.
 pub struct Caches {
     pub model_deployments: Watch<Guarded<ModelDeployment>>,
+    /// The ModelDeployments that follow each pipeline, by the pipeline's `namespace/name`.
+    pub followers: Index<Guarded<ModelDeployment>>,
     pub pipelines: Watch<Guarded<ModelPipeline>>,
     /// Deployments and Services that carry `app.kubernetes.io/managed-by=modelship`: both
     /// controllers' children.
@@ -368,8 +425,11 @@ impl Caches {
     pub fn new(scope: &Scope, client: &Client) -> Self {
         let all = watcher::Config::default;
         let children = || all().labels(crate::deployment::CHILD_SELECTOR);
+        let mut model_deployments = Watch::new(scope.api(client), all());
+        let followers = model_deployments.index(crate::deployment::followed_pipeline);
         Self {
-            model_deployments: Watch::new(scope.api(client), all()),
+            model_deployments,
+            followers,
             pipelines: Watch::new(scope.api(client), all()),
             deployments: Watch::new(scope.api(client), children()),
             services: Watch::new(scope.api(client), children()),
@@ -389,6 +449,7 @@ impl Caches {
     pub async fn run(self) {
         let Self {
             model_deployments,
+            followers: _,
             pipelines,
             deployments,
             services,
@@ -417,11 +478,10 @@ pub fn key_of<K: ResourceExt>(object: &K) -> String {
 mod tests {
     use super::*;
     use crate::deployment::testing::sample;
-    use kube::core::DeserializeGuard;
 
     fn follows(md: &Guarded<ModelDeployment>) -> Vec<String> {
-        md.0.as_ref()
-            .ok()
+        md.valid()
+            .as_ref()
             .and_then(|md| md.spec.model_from.as_ref())
             .map(|f| vec![index_key("models", &f.pipeline)])
             .unwrap_or_default()
@@ -434,7 +494,46 @@ mod tests {
         md.spec.model = None;
         md.spec.model_from =
             Some(serde_json::from_value(serde_json::json!({"pipeline": pipeline})).unwrap());
-        DeserializeGuard(Ok(md))
+        Guarded::new(&md)
+    }
+
+    #[test]
+    fn a_pipeline_finds_its_followers_and_the_deployment_it_names_each_once() {
+        let plain = |name: &str| {
+            let mut md = sample();
+            md.metadata.name = Some(name.into());
+            md.metadata.namespace = Some("models".into());
+            md
+        };
+        let mds = ModelDeployments::from_objects(
+            [
+                following("fraud", "a"),
+                following("fraud", "b"),
+                following("churn", "c"),
+            ]
+            .iter()
+            .map(|g| g.decode().unwrap())
+            .chain([plain("serving"), plain("other")])
+            .collect(),
+        );
+        let names = |found: Vec<Arc<Guarded<ModelDeployment>>>| {
+            let mut names: Vec<String> = found.iter().map(|g| g.name_any()).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(mds.following("models", "fraud", None)), ["a", "b"]);
+        assert_eq!(
+            names(mds.following("models", "fraud", Some("serving"))),
+            ["a", "b", "serving"]
+        );
+        assert_eq!(
+            names(mds.following("models", "fraud", Some("a"))),
+            ["a", "b"]
+        );
+        assert_eq!(
+            names(mds.following("other", "fraud", Some("missing"))),
+            [] as [&str; 0]
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Cached children held as their JSON text.
+//! Cached objects held as their JSON text.
 //!
 //! A decoded Deployment takes about 12 KiB (k8s-openapi's structs hold every optional field
 //! inline) against about 2.5 KiB of JSON, and the caches hold every child of every
@@ -6,7 +6,9 @@
 //! were over 150 MiB. A [`Compact`] keeps the metadata decoded (what the cache, its indexes
 //! and the owner checks read) and the rest as text, decoded again when a reconciliation
 //! reads it, a few times per reconciliation. Kinds that are only read, never applied, drop
-//! what no reader uses ([`Slim`]).
+//! what no reader uses ([`Slim`]). modelship's own kinds are cached the same way, with the
+//! error when one does not decode (`guarded`).
+use crate::api::{ModelDeployment, ModelPipeline};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -30,6 +32,9 @@ pub trait Slim: Resource<DynamicType = ()> + DeserializeOwned {
     /// uses. Kinds the operator applies keep everything: the drift rule compares it.
     fn slim(_object: &mut Value) {}
 }
+
+impl Slim for ModelDeployment {}
+impl Slim for ModelPipeline {}
 
 impl Slim for Deployment {
     const LABELS_READ: bool = false;
@@ -119,8 +124,9 @@ impl<K> fmt::Debug for Compact<K> {
 }
 
 impl<K: Slim> Compact<K> {
-    /// `object` (a whole object as JSON) in compact form.
-    pub fn from_value(mut object: Value) -> Result<Self, serde_json::Error> {
+    /// `object` (a whole object as JSON) split into the metadata kept decoded and the rest,
+    /// slimmed and ready to be kept as text.
+    pub(crate) fn split(mut object: Value) -> Result<(ObjectMeta, Value), serde_json::Error> {
         let mut rest = match object.get_mut("metadata").map(Value::take) {
             Some(Value::Object(meta)) => meta,
             _ => serde_json::Map::new(),
@@ -138,13 +144,25 @@ impl<K: Slim> Compact<K> {
         // A list's items come without them.
         object["apiVersion"] = Value::String(K::api_version(&()).into_owned());
         object["kind"] = Value::String(K::kind(&()).into_owned());
-        // Checked once here, so that decoding it again cannot fail.
-        let _: K = serde_json::from_value(object.clone())?;
-        Ok(Self {
+        Ok((meta, object))
+    }
+
+    /// The parts [`split`](Self::split) gave, unchecked: [`object`](Self::object) may only
+    /// be called when `rest` decodes.
+    pub(crate) fn from_parts(meta: ObjectMeta, rest: &Value) -> Self {
+        Self {
             meta,
-            rest: object.to_string().into(),
+            rest: rest.to_string().into(),
             kind: PhantomData,
-        })
+        }
+    }
+
+    /// `object` (a whole object as JSON) in compact form.
+    pub fn from_value(object: Value) -> Result<Self, serde_json::Error> {
+        let (meta, rest) = Self::split(object)?;
+        // Checked once here, so that decoding it again cannot fail.
+        let _: K = serde_json::from_value(rest.clone())?;
+        Ok(Self::from_parts(meta, &rest))
     }
 
     /// `object` in compact form (for tests and for caches filled by hand).
@@ -158,8 +176,13 @@ impl<K: Slim> Compact<K> {
 
     /// The object, decoded.
     pub fn object(&self) -> K {
-        let mut object: K =
-            serde_json::from_str(&self.rest).expect("checked when the object was cached");
+        self.try_object()
+            .expect("checked when the object was cached")
+    }
+
+    /// The object, decoded, or why it does not decode.
+    pub(crate) fn try_object(&self) -> Result<K, serde_json::Error> {
+        let mut object: K = serde_json::from_str(&self.rest)?;
         let (meta, kept) = (object.meta_mut(), &self.meta);
         meta.name.clone_from(&kept.name);
         meta.namespace.clone_from(&kept.namespace);
@@ -171,7 +194,7 @@ impl<K: Slim> Compact<K> {
         if K::LABELS_READ {
             meta.labels.clone_from(&kept.labels);
         }
-        object
+        Ok(object)
     }
 
     /// The object as JSON, metadata included.

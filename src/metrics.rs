@@ -615,9 +615,7 @@ mod tests {
             m.deployment_phase(&ns, n, DeploymentPhase::Stable);
         }
         let (store, mut writer) = kube::runtime::reflector::store();
-        writer.apply_watcher_event(&watcher::Event::Apply(kube::core::DeserializeGuard(Ok(
-            live,
-        ))));
+        writer.apply_watcher_event(&watcher::Event::Apply(crate::guarded::Guarded::new(&live)));
         m.sweep(Kind::ModelDeployment, |ns, name| {
             crate::scope::in_store(&store, &format!("{ns}/{name}"))
         });

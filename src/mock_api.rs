@@ -124,6 +124,6 @@ pub async fn reconcile<K: crate::reconciler::Reconciled>(
     object: Arc<K>,
     ctx: Arc<K::Context>,
 ) -> crate::Result<kube::runtime::controller::Action> {
-    let guarded = kube::core::DeserializeGuard(Ok((*object).clone()));
+    let guarded = crate::guarded::Guarded::new(object.as_ref());
     crate::reconciler::reconcile(Arc::new(guarded), ctx).await
 }

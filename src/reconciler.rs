@@ -24,7 +24,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 /// A kind one controller reconciles.
-pub trait Reconciled: Watched + Serialize {
+pub trait Reconciled: Watched + Serialize + crate::compact::Slim {
     /// What the controller writes to the object's status.
     type Status: Clone + PartialEq + Default + Serialize + Send + Sync;
     /// What the controller's reconciliations share; holds the [`Shared`] part.
@@ -86,9 +86,9 @@ pub async fn reconcile<K: Reconciled>(
     ctx: Arc<K::Context>,
 ) -> Result<Action> {
     let shared: &Shared = (*ctx).as_ref();
-    let object = match &object.0 {
-        Ok(object) => Arc::new(object.clone()),
-        Err(invalid) => return Ok(guarded::report(shared, K::CONTROLLER, &object, invalid).await),
+    let object = match object.decode() {
+        Ok(object) => Arc::new(object),
+        Err(invalid) => return Ok(guarded::report(shared, K::CONTROLLER, &object, &invalid).await),
     };
     let _timer = shared.metrics.reconcile_started(K::CONTROLLER);
     let key = key(object.as_ref());

@@ -24,9 +24,8 @@ use std::sync::Arc;
 pub const CHILD_SELECTOR: &str = "app.kubernetes.io/managed-by=modelship";
 
 /// The ModelDeployments that follow pipeline `namespace/name`, by that key.
-fn followed_pipeline(md: &Guarded<ModelDeployment>) -> Vec<String> {
-    md.0.as_ref()
-        .ok()
+pub(crate) fn followed_pipeline(md: &Guarded<ModelDeployment>) -> Vec<String> {
+    md.valid()
         .and_then(|md| {
             let from = md.spec.model_from.as_ref()?;
             Some(vec![index_key(
@@ -60,7 +59,7 @@ where
     caches
         .model_deployments
         .on_delete(move |md| forget.forget(&key(md)));
-    let following = caches.model_deployments.index(followed_pipeline);
+    let following = caches.followers.clone();
     let model_deployments = caches.model_deployments.store();
     let md_stream = caches.model_deployments.subscribe();
 

@@ -457,7 +457,7 @@ fn resolve_desired(
     let ns = md.namespace().unwrap_or_default();
     let approved = pipelines
         .get(&ObjectRef::new(&from.pipeline).within(&ns))
-        .and_then(|p| p.0.as_ref().ok()?.status.as_ref()?.latest_approved.clone());
+        .and_then(|p| p.valid()?.status?.latest_approved);
     match approved {
         Some(c) => Ok(VersionRef {
             version: c.version,

@@ -4,7 +4,7 @@ use super::data_source::DataSource;
 use super::reconcile::Context;
 use super::testing::sample;
 use crate::api::{ModelPipeline, ModelPipelineStatus};
-use crate::caches::Children;
+use crate::caches::{Children, ModelDeployments};
 use crate::mock_api::reconcile;
 use crate::mock_api::{self, Sent, store, writes};
 use k8s_openapi::api::batch::v1::Job;
@@ -21,7 +21,7 @@ fn context(client: Client, jobs: Vec<Job>) -> Arc<Context> {
         services: Children::from_objects(vec![]),
         configmaps: store(vec![]),
         data_source: DataSource::new(client),
-        model_deployments: store(vec![]),
+        model_deployments: ModelDeployments::from_objects(vec![]),
     })
 }
 

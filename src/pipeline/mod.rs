@@ -34,8 +34,7 @@ use std::sync::Arc;
 
 /// The pipelines that read their data version from ConfigMap `namespace/name`, by that key.
 fn reads_from(p: &Guarded<ModelPipeline>) -> Vec<String> {
-    p.0.as_ref()
-        .ok()
+    p.valid()
         .and_then(|p| {
             let from = p.spec.data.version_from.as_ref()?;
             let ns = p.namespace().unwrap_or_default();
@@ -47,8 +46,7 @@ fn reads_from(p: &Guarded<ModelPipeline>) -> Vec<String> {
 /// The pipelines whose integration stage serves like ModelDeployment `namespace/name`, by
 /// that key.
 fn integrates_with(p: &Guarded<ModelPipeline>) -> Vec<String> {
-    p.0.as_ref()
-        .ok()
+    p.valid()
         .and_then(|p| {
             let deployment = p.spec.stages.integration.as_ref()?.deployment.as_deref()?;
             Some(vec![index_key(
@@ -87,7 +85,7 @@ where
     let configmaps = caches.configmaps.store();
     let configmap_events = caches.configmaps.subscribe();
     // The ModelDeployments that follow a pipeline say what production trusts.
-    let model_deployments = caches.model_deployments.store();
+    let model_deployments = crate::caches::ModelDeployments::new(caches);
     let md_events = caches.model_deployments.subscribe();
 
     let state = shared.object_state();
@@ -122,7 +120,7 @@ where
             crate::admin::until_ready(d.store()).await;
             crate::admin::until_ready(s.store()).await;
             crate::admin::until_ready(&c).await;
-            crate::admin::until_ready(&m).await;
+            crate::admin::until_ready(m.store()).await;
             synced.store(true, std::sync::atomic::Ordering::Release);
             readiness.set_ready("modelpipelines");
         });
@@ -186,7 +184,7 @@ fn pipelines_followed_by(
     md: &Guarded<ModelDeployment>,
 ) -> Vec<ObjectRef<Guarded<ModelPipeline>>> {
     let mut found = by_integration.get(&key_of(md));
-    if let Ok(md) = &md.0
+    if let Some(md) = md.valid()
         && let Some(from) = &md.spec.model_from
     {
         found.push(ObjectRef::new(&from.pipeline).within(&md.namespace().unwrap_or_default()));

@@ -14,10 +14,9 @@ use super::validate::validate;
 use crate::api::{
     GateStage, ModelDeployment, ModelPipeline, ModelPipelineStatus, RunPhase, StagePhase,
 };
-use crate::caches::Children;
+use crate::caches::{Children, ModelDeployments};
 use crate::conditions::{Status, set};
 use crate::context::Shared;
-use crate::guarded::Guarded;
 use crate::reconciler::{self, Reconciled, invalid, key, owned_by, prune, write_status};
 use crate::{Error, Result};
 use jiff::Timestamp;
@@ -47,7 +46,7 @@ pub struct Context {
     /// ConfigMaps' metadata only; `data_source` reads the ones pipelines name.
     pub configmaps: Store<PartialObjectMeta<ConfigMap>>,
     pub data_source: super::data_source::DataSource,
-    pub model_deployments: Store<Guarded<ModelDeployment>>,
+    pub model_deployments: ModelDeployments,
 }
 
 impl AsRef<Shared> for Context {
@@ -114,10 +113,20 @@ async fn reconcile(
         }
     };
     let ns = p.namespace().unwrap_or_default();
-    // The ModelDeployments that deserialized (those that did not are reported by their own
-    // controller).
-    let guards = ctx.model_deployments.state();
-    let mds: Vec<&ModelDeployment> = guards.iter().filter_map(|g| g.0.as_ref().ok()).collect();
+    // The ModelDeployments that follow the pipeline and the one its integration stage names,
+    // those that deserialized (the others are reported by their own controller).
+    let integration = p.spec.stages.integration.as_ref();
+    let mds: Vec<ModelDeployment> = ctx
+        .model_deployments
+        .following(
+            &ns,
+            &p.name_any(),
+            integration.and_then(|i| i.deployment.as_deref()),
+        )
+        .iter()
+        .filter_map(|g| g.valid())
+        .collect();
+    let mds: Vec<&ModelDeployment> = mds.iter().collect();
     let annotations = Annotations::from_map(p.annotations());
     let configmap = match p.spec.data.version_from.as_ref() {
         Some(f) => {
