@@ -222,7 +222,10 @@ where
     }
 
     fn insert(&mut self, object: &K, keys: Vec<String>) {
-        let at = ObjectRef::from_obj(object);
+        let mut at = ObjectRef::from_obj(object);
+        // Its uid and resourceVersion: compared by neither equality nor hash, held twice per
+        // indexed object, and read by no one.
+        at.extra = Default::default();
         self.remove(&at);
         for key in &keys {
             self.by_key
