@@ -1,5 +1,8 @@
 //! The operator's own Prometheus metrics. The registry belongs to the application state.
+mod object_counters;
+
 use crate::api::DeploymentPhase;
+use object_counters::ObjectCounters;
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -80,7 +83,7 @@ pub struct Metrics {
     pub child_applies: IntCounterVec,
     /// Deployment side. Series labelled `namespace` and `name` (`deployment` for
     /// `analysis_value`) go when their object leaves the cache (`sweep`).
-    pub transitions: IntCounterVec,
+    pub transitions: ObjectCounters,
     pub phase: IntGaugeVec,
     pub phase_duration: HistogramVec,
     pub analysis_value: GaugeVec,
@@ -92,8 +95,8 @@ pub struct Metrics {
     pub prometheus_query_errors: IntCounterVec,
     pub prometheus_reachable: IntGaugeVec,
     /// Pipeline side.
-    pub runs_started: IntCounterVec,
-    pub runs_finished: IntCounterVec,
+    pub runs_started: ObjectCounters,
+    pub runs_finished: ObjectCounters,
     pub stage_duration: HistogramVec,
     pub gate_verdicts: IntCounterVec,
     pub gate_value: GaugeVec,
@@ -213,11 +216,14 @@ impl Metrics {
             "Child objects written by server-side apply, per kind; flat while everything is converged.",
             &["kind"],
         );
-        let transitions = counter(
+        let transitions = register(
             &registry,
-            "modelship_deployment_transitions_total",
-            "Decisions about model versions, per ModelDeployment: promoted, rejected, rolled_back, aborted, superseded.",
-            &["namespace", "name", "decision"],
+            ObjectCounters::new(
+                "modelship_deployment_transitions_total",
+                "Decisions about model versions, per ModelDeployment: promoted, rejected, rolled_back, aborted, superseded.",
+                "decision",
+                DECISIONS,
+            ),
         );
         let phase = int_gauge(
             &registry,
@@ -267,17 +273,23 @@ impl Metrics {
             "Analysis measurements, per verdict (Pass, Fail, Inconclusive, Error).",
             &["verdict"],
         );
-        let runs_started = counter(
+        let runs_started = register(
             &registry,
-            "modelship_pipeline_runs_started_total",
-            "Pipeline runs started, per ModelPipeline and trigger.",
-            &["namespace", "name", "trigger"],
+            ObjectCounters::new(
+                "modelship_pipeline_runs_started_total",
+                "Pipeline runs started, per ModelPipeline and trigger.",
+                "trigger",
+                crate::api::TriggerReason::ALL.map(|t| t.as_str()),
+            ),
         );
-        let runs_finished = counter(
+        let runs_finished = register(
             &registry,
-            "modelship_pipeline_runs_finished_total",
-            "Pipeline runs finished, per ModelPipeline and result (succeeded, failed, rejected).",
-            &["namespace", "name", "result"],
+            ObjectCounters::new(
+                "modelship_pipeline_runs_finished_total",
+                "Pipeline runs finished, per ModelPipeline and result (succeeded, failed, rejected).",
+                "result",
+                RUN_RESULTS,
+            ),
         );
         let stage_duration = histogram(
             &registry,
@@ -343,20 +355,13 @@ impl Metrics {
     /// Creates the ModelDeployment's decision counters at 0, so that `increase()` sees its
     /// first decision after the operator starts (a counter that appears at 1 shows none).
     pub fn deployment_seen(&self, namespace: &str, name: &str) {
-        for d in DECISIONS {
-            self.transitions.with_label_values(&[namespace, name, d]);
-        }
+        self.transitions.seen(namespace, name);
     }
 
     /// Likewise for the pipeline's run counters.
     pub fn pipeline_seen(&self, namespace: &str, name: &str) {
-        for r in RUN_RESULTS {
-            self.runs_finished.with_label_values(&[namespace, name, r]);
-        }
-        for t in crate::api::TriggerReason::ALL {
-            self.runs_started
-                .with_label_values(&[namespace, name, t.as_str()]);
-        }
+        self.runs_finished.seen(namespace, name);
+        self.runs_started.seen(namespace, name);
     }
 
     /// Sets the ModelDeployment's phase: one series, 1, labelled with the current phase
@@ -473,13 +478,13 @@ impl Metrics {
         });
         match kind {
             Kind::ModelDeployment => {
-                retain(&self.transitions, of("name"));
+                self.transitions.retain(live);
                 retain(&self.phase, of("name"));
                 retain(&self.analysis_value, of("deployment"));
             }
             Kind::ModelPipeline => {
-                retain(&self.runs_started, of("name"));
-                retain(&self.runs_finished, of("name"));
+                self.runs_started.retain(live);
+                self.runs_finished.retain(live);
                 retain(&self.gate_value, of("name"));
             }
         }
@@ -559,9 +564,7 @@ mod tests {
     fn deployment_series_name_their_object_and_go_with_it() {
         let m = Metrics::new();
         for name in ["fraud", "churn"] {
-            m.transitions
-                .with_label_values(&["models", name, "rolled_back"])
-                .inc();
+            m.transitions.inc("models", name, "rolled_back");
             m.deployment_phase("models", name, DeploymentPhase::Baking);
             m.analysis_value
                 .with_label_values(&["models", name, "error-rate", "judged"])
@@ -627,12 +630,8 @@ mod tests {
     #[test]
     fn pipeline_series_name_their_object_and_go_with_it() {
         let m = Metrics::new();
-        m.runs_started
-            .with_label_values(&["models", "fraud", "source"])
-            .inc();
-        m.runs_finished
-            .with_label_values(&["models", "fraud", "failed"])
-            .inc();
+        m.runs_started.inc("models", "fraud", "source");
+        m.runs_finished.inc("models", "fraud", "failed");
         m.awaiting_approval(
             Kind::ModelPipeline,
             "models",
@@ -717,9 +716,7 @@ mod tests {
         let started = values(&m, "modelship_pipeline_runs_started_total", &FRAUD);
         assert_eq!(started, [0.0; 4]);
         // Seen again, nothing is reset.
-        m.transitions
-            .with_label_values(&["models", "fraud", "rolled_back"])
-            .inc();
+        m.transitions.inc("models", "fraud", "rolled_back");
         m.deployment_seen("models", "fraud");
         assert_eq!(values(&m, transitions, &rolled_back), [1.0]);
     }

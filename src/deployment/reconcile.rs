@@ -413,10 +413,7 @@ async fn report(
     );
     for t in transitions {
         if let Some(decision) = t.decision {
-            metrics
-                .transitions
-                .with_label_values(&[&ns, &name, decision])
-                .inc();
+            metrics.transitions.inc(&ns, &name, decision);
         }
         if let Some((phase, took)) = t.left {
             ctx.shared

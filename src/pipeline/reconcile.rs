@@ -461,14 +461,10 @@ async fn report(p: &ModelPipeline, ctx: &Context, d: &Decision) {
     let (ns, name) = (p.namespace().unwrap_or_default(), p.name_any());
     m.pipeline_seen(&ns, &name);
     for reason in &d.started {
-        m.runs_started
-            .with_label_values(&[&ns, &name, reason.as_str()])
-            .inc();
+        m.runs_started.inc(&ns, &name, reason.as_str());
     }
     for result in &d.finished {
-        m.runs_finished
-            .with_label_values(&[&ns, &name, *result])
-            .inc();
+        m.runs_finished.inc(&ns, &name, result);
     }
     // At most one run waits (a newer candidate supersedes an older one); its candidate
     // records when it passed its gates, which is when the wait began.
