@@ -2,7 +2,7 @@
 mod object_counters;
 
 use crate::api::DeploymentPhase;
-use object_counters::ObjectCounters;
+use object_counters::{ObjectCounters, ObjectStates};
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -84,7 +84,7 @@ pub struct Metrics {
     /// Deployment side. Series labelled `namespace` and `name` (`deployment` for
     /// `analysis_value`) go when their object leaves the cache (`sweep`).
     pub transitions: ObjectCounters,
-    pub phase: IntGaugeVec,
+    pub phase: ObjectStates,
     pub phase_duration: HistogramVec,
     pub analysis_value: GaugeVec,
     pub analysis_verdicts: IntCounterVec,
@@ -225,11 +225,13 @@ impl Metrics {
                 DECISIONS,
             ),
         );
-        let phase = int_gauge(
+        let phase = register(
             &registry,
-            "modelship_deployment_phase",
-            "The ModelDeployment's current phase (one series, 1, labelled with the phase).",
-            &["namespace", "name", "phase"],
+            ObjectStates::new(
+                "modelship_deployment_phase",
+                "The ModelDeployment's current phase (one series, 1, labelled with the phase).",
+                "phase",
+            ),
         );
         let phase_duration = histogram(
             &registry,
@@ -368,14 +370,7 @@ impl Metrics {
     /// (not one per phase: at thousands of objects every series per object costs memory
     /// here and in Prometheus).
     pub fn deployment_phase(&self, namespace: &str, name: &str, phase: DeploymentPhase) {
-        for p in DeploymentPhase::ALL.into_iter().filter(|p| *p != phase) {
-            let _ = self
-                .phase
-                .remove_label_values(&[namespace, name, p.as_str()]);
-        }
-        self.phase
-            .with_label_values(&[namespace, name, phase.as_str()])
-            .set(1);
+        self.phase.set(namespace, name, phase.as_str());
     }
 
     /// Whether the object waits for approval, and since when. `None` for `since` keeps the
@@ -479,7 +474,7 @@ impl Metrics {
         match kind {
             Kind::ModelDeployment => {
                 self.transitions.retain(live);
-                retain(&self.phase, of("name"));
+                self.phase.retain(live);
                 retain(&self.analysis_value, of("deployment"));
             }
             Kind::ModelPipeline => {

@@ -1,13 +1,15 @@
-//! Counters per object (`namespace`, `name`) and value of one more label, every one created
-//! at 0 when the object is first seen so that `increase()` sees its first count.
+//! Series per object (`namespace`, `name`): counters per value of one more label, every one
+//! created at 0 when the object is first seen so that `increase()` sees its first count, and
+//! an object's current state (its phase) as one gauge at 1.
 //!
 //! The prometheus crate keeps a whole metric per series (its own copy of the description
 //! with the help text, and the label pairs as protobuf messages): about 700 bytes. Counted
 //! for every decision of every ModelDeployment and every trigger and result of every
 //! pipeline, that was about 26 MiB at 5,000 ModelDeployments. Here an object's counters are
-//! one array, and the series are built only when Prometheus scrapes.
+//! one array, its state one reference, and the series are built only when Prometheus
+//! scrapes.
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::{Counter, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -73,37 +75,102 @@ impl Collector for ObjectCounters {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let pair = |name: &str, value: &str| {
-            let mut p = LabelPair::default();
-            p.set_name(name.into());
-            p.set_value(value.into());
-            p
-        };
         let counts = self.counts();
         let mut metrics = Vec::with_capacity(counts.len() * self.values.len());
         for ((namespace, name), values) in counts.iter() {
             for (value, count) in self.values.iter().zip(values.iter()) {
-                // In the order of their names, as the crate's own vectors give them.
-                let mut labels = vec![
-                    pair(self.label, value),
-                    pair("name", name),
-                    pair("namespace", namespace),
-                ];
-                labels.sort_by(|a, b| a.name().cmp(b.name()));
                 let mut counter = Counter::default();
                 counter.set_value(*count as f64);
-                let mut metric = Metric::from_label(labels);
+                let mut metric = Metric::from_label(labels(self.label, value, name, namespace));
                 metric.set_counter(counter);
                 metrics.push(metric);
             }
         }
-        let mut family = MetricFamily::default();
-        family.set_name(self.desc.fq_name.clone());
-        family.set_help(self.desc.help.clone());
-        family.set_field_type(MetricType::COUNTER);
-        family.set_metric(metrics);
-        vec![family]
+        vec![family(&self.desc, MetricType::COUNTER, metrics)]
     }
+}
+
+/// One gauge family labelled `namespace`, `name` and `label`: one series per object, 1,
+/// labelled with the object's current value of `label` (its phase).
+#[derive(Clone)]
+pub struct ObjectStates {
+    desc: Desc,
+    label: &'static str,
+    states: Arc<Mutex<BTreeMap<(String, String), &'static str>>>,
+}
+
+impl ObjectStates {
+    pub fn new(name: &str, help: &str, label: &'static str) -> Self {
+        let labels = ["namespace", "name", label].map(String::from).to_vec();
+        Self {
+            desc: Desc::new(name.into(), help.into(), labels, HashMap::new())
+                .expect("a valid metric"),
+            label,
+            states: Arc::default(),
+        }
+    }
+
+    fn states(&self) -> MutexGuard<'_, BTreeMap<(String, String), &'static str>> {
+        self.states.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the object's current value.
+    pub fn set(&self, namespace: &str, name: &str, value: &'static str) {
+        self.states().insert((namespace.into(), name.into()), value);
+    }
+
+    /// Drops the series of the objects for which `live(namespace, name)` is false.
+    pub fn retain(&self, live: impl Fn(&str, &str) -> bool) {
+        self.states().retain(|(ns, name), _| live(ns, name));
+    }
+}
+
+impl Collector for ObjectStates {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let states = self.states();
+        let metrics = states
+            .iter()
+            .map(|((namespace, name), value)| {
+                let mut gauge = Gauge::default();
+                gauge.set_value(1.0);
+                let mut metric = Metric::from_label(labels(self.label, value, name, namespace));
+                metric.set_gauge(gauge);
+                metric
+            })
+            .collect();
+        vec![family(&self.desc, MetricType::GAUGE, metrics)]
+    }
+}
+
+/// The label pairs of one series, in the order of their names, as the crate's own vectors
+/// give them.
+fn labels(label: &str, value: &str, name: &str, namespace: &str) -> Vec<LabelPair> {
+    let pair = |name: &str, value: &str| {
+        let mut p = LabelPair::default();
+        p.set_name(name.into());
+        p.set_value(value.into());
+        p
+    };
+    let mut labels = vec![
+        pair(label, value),
+        pair("name", name),
+        pair("namespace", namespace),
+    ];
+    labels.sort_by(|a, b| a.name().cmp(b.name()));
+    labels
+}
+
+fn family(desc: &Desc, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    let mut family = MetricFamily::default();
+    family.set_name(desc.fq_name.clone());
+    family.set_help(desc.help.clone());
+    family.set_field_type(kind);
+    family.set_metric(metrics);
+    family
 }
 
 #[cfg(test)]
@@ -123,6 +190,27 @@ mod tests {
         )
         .unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn an_object_has_one_state_series_which_changes_and_goes_with_it() {
+        let s = ObjectStates::new("phase", "Phase.", "phase");
+        s.set("ml", "fraud", "Shadow");
+        s.set("ml", "fraud", "Stable");
+        s.set("ml", "churn", "Baking");
+        let registry = prometheus::Registry::new();
+        registry.register(Box::new(s.clone())).unwrap();
+        let mut out = Vec::new();
+        let encoder = prometheus::TextEncoder::new();
+        prometheus::Encoder::encode(&encoder, &registry.gather(), &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "# HELP phase Phase.\n# TYPE phase gauge\n\
+             phase{name=\"churn\",namespace=\"ml\",phase=\"Baking\"} 1\n\
+             phase{name=\"fraud\",namespace=\"ml\",phase=\"Stable\"} 1\n"
+        );
+        s.retain(|_, name| name == "fraud");
+        assert_eq!(s.collect()[0].get_metric().len(), 1);
     }
 
     #[test]
