@@ -11,6 +11,7 @@ pub mod context;
 pub mod deployment;
 pub mod error;
 pub mod guarded;
+pub mod memory;
 pub mod metrics;
 pub mod mirror;
 #[cfg(test)]

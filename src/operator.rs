@@ -125,6 +125,7 @@ pub async fn run(
         readiness.clone(),
         async move { admin_stop.cancelled().await },
     ));
+    tokio::spawn(crate::memory::release_periodically());
     let signal_stop = stop.clone();
     tokio::spawn(async move {
         shutdown.await;
