@@ -22,9 +22,9 @@ pub enum Error {
     #[error("invalid object: {0}")]
     InvalidObject(String),
 
-    /// A child's name is held by an object that this owner does not own: left alone and
-    /// retried with backoff (it may be a deleted predecessor's child that the garbage
-    /// collector has not removed yet).
+    /// A child's name is held by an object that this owner did not create: left alone,
+    /// reported (a condition and an event naming it) and looked at again later (it may be
+    /// a deleted predecessor's child that the garbage collector has not removed yet).
     #[error("not ours: {0}")]
     NotOwned(String),
 

@@ -29,7 +29,7 @@ pub fn failure(code: u16, reason: &str, message: &str) -> Value {
 
 /// A mock API server. `answer(method, path)` may answer a request itself; otherwise every
 /// write is answered with the written object (a status write with `whole` and the written
-/// status), stamped `resourceVersion: "101"`, and every GET with an empty body.
+/// status), stamped `resourceVersion: "101"`, and every GET with 404 Not Found.
 pub fn client(whole: Value, answer: fn(&str, &str) -> Answer) -> (Client, Arc<Mutex<Vec<Sent>>>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -49,6 +49,17 @@ pub fn client(whole: Value, answer: fn(&str, &str) -> Answer) -> (Client, Arc<Mu
                     Response::builder()
                         .status(code)
                         .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                        .unwrap(),
+                );
+                continue;
+            }
+            if parts.method == http::Method::GET {
+                // Nothing exists but what `answer` says exists.
+                let missing = failure(404, "NotFound", "not found");
+                reply.send_response(
+                    Response::builder()
+                        .status(404)
+                        .body(Body::from(serde_json::to_vec(&missing).unwrap()))
                         .unwrap(),
                 );
                 continue;

@@ -198,8 +198,9 @@ pub async fn invalid<K: Reconciled>(
 
 /// Applies each of `desired`, children of `owner`, unless its live copy already matches it
 /// (the drift rule of `apply`): the one applier for every child kind. A live object of the
-/// same name that another object owns is left alone: the reconciliation fails with
-/// `NotOwned` and is retried with backoff, logged each time.
+/// same name that this owner did not create (in the cache or, for one the cache does not hold,
+/// on the API server) is left alone: the reconciliation fails with `NotOwned`, which the
+/// caller reports.
 pub async fn apply<K, O>(
     shared: &Shared,
     owner: &O,
@@ -213,16 +214,11 @@ where
     for d in desired {
         let ns = d.namespace().unwrap_or_default();
         let api: Api<K> = Api::namespaced(shared.client.clone(), &ns);
-        let live = children.compact(&ns, &d.name_any());
-        if let Some(other) = live.as_deref().filter(|l| !owned_by(*l, owner)) {
-            return Err(Error::NotOwned(format!(
-                "{} {}/{} already exists and is not owned by this {}; rename or delete it",
-                K::kind(&()),
-                ns,
-                other.name_any(),
-                O::kind(&()),
-            )));
+        let name = d.name_any();
+        if taken(&api, owner, children, &ns, &name).await? {
+            return Err(not_owned::<O>(K::kind(&()).as_ref(), &ns, &name));
         }
+        let live = children.compact(&ns, &name);
         if shared
             .apply_child(&api, d, live.map(|l| l.value()).as_ref())
             .await?
@@ -231,6 +227,47 @@ where
         }
     }
     Ok(())
+}
+
+/// Whether an object `ns`/`name` of this kind exists that `owner` did not create.
+///
+/// The caches hold only objects labelled as modelship's: a same-named object that someone
+/// else made is invisible to them, and a forced apply would take it over (its selector
+/// replaced, an owner reference added, so that deleting the owner garbage-collects it). So a
+/// name the cache does not hold is looked up on the API server: one read, before creating.
+pub async fn taken<K, O>(
+    api: &Api<K>,
+    owner: &O,
+    children: &Children<K>,
+    ns: &str,
+    name: &str,
+) -> Result<bool>
+where
+    K: Watched + Slim,
+    O: Resource,
+{
+    Ok(match children.compact(ns, name) {
+        Some(live) => !owned_by(live.as_ref(), owner),
+        None => api
+            .get_metadata_opt(name)
+            .await?
+            .is_some_and(|other| !owned_by(&other, owner)),
+    })
+}
+
+/// The refusal to touch `kind` `ns`/`name`, which exists and was not created by the `O`
+/// being reconciled.
+pub fn not_owned<O: Resource<DynamicType = ()>>(kind: &str, ns: &str, name: &str) -> Error {
+    Error::NotOwned(taken_message::<O>(kind, ns, name))
+}
+
+/// What a user reads when `kind` `ns`/`name` is someone else's object.
+pub fn taken_message<O: Resource<DynamicType = ()>>(kind: &str, ns: &str, name: &str) -> String {
+    format!(
+        "{kind} {ns}/{name} already exists and was not created by this {}; modelship leaves it untouched: rename or delete it, or rename this {}",
+        O::kind(&()),
+        O::kind(&()),
+    )
 }
 
 /// Deletes `owner`'s children of this kind that `keep` refuses. Only objects whose owner
@@ -363,10 +400,65 @@ mod tests {
         .await
         .unwrap_err();
         assert!(
-            matches!(&err, Error::NotOwned(m) if m.contains("Deployment models/fraud-stable already exists and is not owned by this ModelDeployment")),
+            matches!(&err, Error::NotOwned(m) if m.contains("Deployment models/fraud-stable already exists and was not created by this ModelDeployment")),
             "{err}"
         );
         assert!(sent.lock().unwrap().is_empty(), "nothing is written");
+    }
+
+    #[tokio::test]
+    async fn apply_leaves_a_same_named_object_the_caches_cannot_see() {
+        // Someone's own Deployment, without modelship's labels: the cache does not hold it.
+        let (client, sent) = crate::mock_api::client(serde_json::Value::Null, |method, path| {
+            (method == "GET" && path.ends_with("/deployments/fraud-stable")).then(|| {
+                let theirs = serde_json::json!({
+                    "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                    "metadata": {"name": "fraud-stable", "namespace": "models", "uid": "theirs"},
+                });
+                (200, theirs)
+            })
+        });
+        let shared = crate::mock_api::shared(client, "deployment");
+        let mut owner = crate::deployment::testing::sample();
+        owner.metadata.uid = Some("uid-1".into());
+        let children = Children::<Deployment>::from_objects(vec![]);
+        let err = apply(
+            &shared,
+            &owner,
+            &children,
+            &[owned("fraud-stable", Some("uid-1"))],
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::NotOwned(m) if m.contains("Deployment models/fraud-stable already exists and was not created by this ModelDeployment; modelship leaves it untouched")),
+            "{err}"
+        );
+        assert!(
+            crate::mock_api::writes(&sent.lock().unwrap()).is_empty(),
+            "their object is not written"
+        );
+    }
+
+    #[tokio::test]
+    async fn apply_creates_a_child_no_one_has_taken_the_name_of() {
+        let (client, sent) = crate::mock_api::client(serde_json::Value::Null, |_, _| None);
+        let shared = crate::mock_api::shared(client, "deployment");
+        let mut owner = crate::deployment::testing::sample();
+        owner.metadata.uid = Some("uid-1".into());
+        let children = Children::<Deployment>::from_objects(vec![]);
+        apply(
+            &shared,
+            &owner,
+            &children,
+            &[owned("fraud-stable", Some("uid-1"))],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            crate::mock_api::writes(&sent.lock().unwrap()),
+            ["PATCH /apis/apps/v1/namespaces/models/deployments/fraud-stable"]
+        );
     }
 
     #[tokio::test]

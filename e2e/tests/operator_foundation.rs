@@ -542,6 +542,82 @@ async fn a_spec_the_schema_cannot_catch_gets_a_condition_and_an_event() {
 }
 
 #[tokio::test]
+async fn a_child_name_someone_else_holds_is_reported_and_their_object_left_untouched() {
+    let client = client().await;
+    let ns = test_namespace(&client, "taken").await;
+    let _operator = operator::start(ns.name()).await;
+    // A team's own Service that happens to have the stable track's name.
+    let services: Api<Service> = ns.api();
+    let theirs: Service = serde_json::from_value(json!({
+        "metadata": {"name": "churn-stable", "labels": {"team": "payments"}},
+        "spec": {"selector": {"app": "payments"}, "ports": [{"port": 80, "targetPort": 9000}]},
+    }))
+    .unwrap();
+    services
+        .create(&PostParams::default(), &theirs)
+        .await
+        .unwrap();
+
+    create(&client, ns.name(), "churn", spec("churn-v1", 1)).await;
+    let mds: Api<ModelDeployment> = ns.api();
+    let ready = wait_for("the NameTaken condition", TIMEOUT, || async {
+        Ok(mds
+            .get("churn")
+            .await?
+            .status
+            .and_then(|s| s.condition("Ready").cloned())
+            .filter(|c| c.reason == "NameTaken"))
+    })
+    .await;
+    assert_eq!(ready.status, "False");
+    assert!(
+        ready.message.contains(&format!(
+            "Service {}/churn-stable already exists and was not created by this ModelDeployment",
+            ns.name()
+        )),
+        "{}",
+        ready.message
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    let event = wait_for("a NameTaken event", TIMEOUT, || async {
+        Ok(events
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("NameTaken")))
+    })
+    .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert!(event.note.unwrap_or_default().contains("churn-stable"));
+
+    // Their Service is as they made it: selector, labels, no owner to garbage-collect it.
+    let live = services.get("churn-stable").await.unwrap();
+    assert_eq!(
+        live.spec.and_then(|s| s.selector),
+        Some([("app".to_string(), "payments".to_string())].into())
+    );
+    assert_eq!(
+        live.metadata.labels,
+        Some([("team".to_string(), "payments".to_string())].into())
+    );
+    assert!(
+        live.metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty()
+    );
+
+    // Once they free the name, the ModelDeployment proceeds on its own.
+    services
+        .delete("churn-stable", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_ready(&mds, "churn").await;
+    ns.delete().await;
+}
+
+#[tokio::test]
 async fn a_second_replica_stays_passive_until_the_leader_dies() {
     let client = client().await;
     let ns = test_namespace(&client, "leader").await;

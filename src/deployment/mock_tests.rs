@@ -88,6 +88,15 @@ fn live_children(sent: &[Sent]) -> (Vec<Deployment>, Vec<Service>) {
     (deployments, services)
 }
 
+fn last_status_written(sent: &[Sent]) -> ModelDeploymentStatus {
+    let s = sent
+        .iter()
+        .rev()
+        .find(|s| s.uri.contains("/status"))
+        .expect("a status write");
+    serde_json::from_value(s.body["status"].clone()).unwrap()
+}
+
 fn status_written(sent: &[Sent]) -> ModelDeploymentStatus {
     let s = sent
         .iter()
@@ -268,7 +277,10 @@ async fn a_child_the_api_server_refuses_costs_one_attempt_until_the_spec_changes
     let action = reconcile(Arc::new(md.clone()), ctx).await.unwrap();
     assert_eq!(action, kube::runtime::controller::Action::await_change());
     let sent = log.lock().unwrap().clone();
-    let refused = sent.iter().filter(|s| s.uri.contains("/services/")).count();
+    let refused = sent
+        .iter()
+        .filter(|s| s.method != "GET" && s.uri.contains("/services/"))
+        .count();
     assert_eq!(refused, 1, "one attempt at the refused child: {sent:?}");
     let events: Vec<&Sent> = sent.iter().filter(|s| s.uri.contains("/events")).collect();
     assert_eq!(events.len(), 1, "one event: {sent:?}");
@@ -309,5 +321,128 @@ async fn a_child_the_api_server_refuses_costs_one_attempt_until_the_spec_changes
     assert!(
         sent.iter().any(|s| s.uri.contains("/services/")),
         "the changed spec is acted on: {sent:?}"
+    );
+}
+
+/// Like `mock_client`, but someone's own Service named `fraud-stable` (without modelship's
+/// labels, so no cache holds it) exists.
+fn mock_client_with_their_service(md: &ModelDeployment) -> (Client, Arc<Mutex<Vec<Sent>>>) {
+    mock_api::client(serde_json::to_value(md).unwrap(), |method, path| {
+        (method == "GET" && path.ends_with("/services/fraud-stable")).then(|| {
+            let theirs = serde_json::json!({
+                "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                "metadata": {"name": "fraud-stable", "namespace": "models", "uid": "theirs"},
+            });
+            (200, theirs)
+        })
+    })
+}
+
+#[tokio::test]
+async fn a_child_name_someone_else_holds_is_reported_and_their_object_left_alone() {
+    let mut md = sample();
+    let (client, log) = mock_client_with_their_service(&md);
+    let action = reconcile(Arc::new(md.clone()), context(client, vec![], vec![]))
+        .await
+        .unwrap();
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(15)),
+        "their object is not watched: looked at again"
+    );
+    let sent = log.lock().unwrap().clone();
+    assert!(
+        !writes(&sent).iter().any(|w| w.contains("/services/")),
+        "their Service is never written: {:?}",
+        writes(&sent)
+    );
+    let status = last_status_written(&sent);
+    let ready = status.condition("Ready").unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "NameTaken")
+    );
+    assert!(
+        ready.message.contains(
+            "Service models/fraud-stable already exists and was not created by this ModelDeployment"
+        ),
+        "{}",
+        ready.message
+    );
+    let events: Vec<&Sent> = sent.iter().filter(|s| s.uri.contains("/events")).collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.body["reason"] == "NameTaken" && e.body["type"] == "Warning"),
+        "a Warning event names it: {events:?}"
+    );
+
+    // Still there at the recheck: reads only, no write, no new event.
+    md.status = Some(status.clone());
+    md.metadata.resource_version = Some("102".into());
+    let (client, log) = mock_client_with_their_service(&md);
+    let action = reconcile(Arc::new(md.clone()), context(client, vec![], vec![]))
+        .await
+        .unwrap();
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(15))
+    );
+    let sent = log.lock().unwrap().clone();
+    assert!(writes(&sent).is_empty(), "{:?}", writes(&sent));
+
+    // Renamed or deleted: the children are created.
+    let (client, log) = mock_client(&md);
+    run(&md, context(client, vec![], vec![])).await;
+    let sent = log.lock().unwrap().clone();
+    assert!(
+        writes(&sent)
+            .iter()
+            .any(|w| w == "PATCH /api/v1/namespaces/models/services/fraud-stable"),
+        "{:?}",
+        writes(&sent)
+    );
+    let ready = last_status_written(&sent);
+    assert_ne!(ready.condition("Ready").unwrap().reason, "NameTaken");
+}
+
+#[tokio::test]
+async fn a_provider_route_someone_else_made_is_left_alone() {
+    let mut md = sample();
+    md.spec.traffic.provider = crate::api::TrafficProvider::GatewayApi;
+    md.spec.analysis.metrics = vec![crate::analysis::defaults::error_rate()];
+    let (client, log) = mock_api::client(serde_json::to_value(&md).unwrap(), |method, path| {
+        if method == "GET" && path.ends_with("/httproutes/fraud") {
+            let theirs = serde_json::json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                "metadata": {"name": "fraud", "namespace": "models", "uid": "theirs"},
+                "spec": {"rules": []},
+            });
+            return Some((200, theirs));
+        }
+        gateway_api(method, path)
+    });
+    reconcile(Arc::new(md.clone()), context(client, vec![], vec![]))
+        .await
+        .unwrap();
+    let sent = log.lock().unwrap().clone();
+    let written = writes(&sent);
+    assert!(
+        written
+            .iter()
+            .all(|w| w.contains("/status") || w.contains("/events")),
+        "neither their route nor any child is written: {written:?}"
+    );
+    let ready = last_status_written(&sent)
+        .condition("Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(ready.reason, "NameTaken");
+    assert!(
+        ready
+            .message
+            .contains("HTTPRoute models/fraud already exists"),
+        "{}",
+        ready.message
     );
 }

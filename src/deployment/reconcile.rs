@@ -25,6 +25,7 @@ use crate::{Error, Result};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
@@ -103,6 +104,9 @@ async fn reconcile(
         // one event; nothing more until the spec changes, whatever the reason it gave.
         return Ok(Action::await_change());
     }
+    if still_taken(&md, &ctx, &v, &current).await? {
+        return Ok(Action::requeue(NAME_TAKEN_RECHECK));
+    }
     let desired = match resolve_desired(&md, &ctx.pipelines, &current) {
         Ok(d) => d,
         Err(message) => return waiting(&md, &ctx, &current, &message, now).await,
@@ -127,6 +131,52 @@ fn refused_at_this_generation(md: &ModelDeployment, status: &ModelDeploymentStat
 
 /// The reason of a `Ready=False` condition for a spec whose children the API server refused.
 const REFUSED: &str = "RejectedByAPIServer";
+
+/// The reason of a `Ready=False` condition while a child's name is held by an object that
+/// this ModelDeployment did not create.
+const NAME_TAKEN: &str = "NameTaken";
+
+/// How often a taken name is looked at again (the other object is not watched).
+const NAME_TAKEN_RECHECK: Duration = Duration::from_secs(15);
+
+/// Whether the last pass on this generation found a child's name taken and it still is:
+/// the names of the children `status` asks for, and the provider's route, looked up again.
+/// Read-only, so a waiting ModelDeployment costs a few reads per recheck and no write.
+async fn still_taken(
+    md: &ModelDeployment,
+    ctx: &Context,
+    v: &Validated,
+    status: &ModelDeploymentStatus,
+) -> Result<bool> {
+    let was_taken = status
+        .condition(super::status::READY)
+        .is_some_and(|c| c.reason == NAME_TAKEN && c.observed_generation == md.meta().generation);
+    if !was_taken {
+        return Ok(false);
+    }
+    if traffic::taken(md, &traffic::observe(&ctx.shared.client, md).await?).is_some() {
+        return Ok(true);
+    }
+    let cfg = ChildConfig {
+        router_image: ctx.shared.settings.router_image.clone(),
+    };
+    let want = children(md, &v.template, v.container, status, &cfg);
+    let ns = md.namespace().unwrap_or_default();
+    let client = ctx.shared.client.clone();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    for d in &want.deployments {
+        if reconciler::taken(&deployments, md, &ctx.deployments, &ns, &d.name_any()).await? {
+            return Ok(true);
+        }
+    }
+    let services: Api<Service> = Api::namespaced(client, &ns);
+    for s in &want.services {
+        if reconciler::taken(&services, md, &ctx.services, &ns, &s.name_any()).await? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
 
 /// Observe → decide → commit → converge → report, for a valid spec whose version is known.
 async fn step(
@@ -155,12 +205,23 @@ async fn step(
     set_conditions(&mut next, &observed, md.meta().generation, now);
     let written = commit(md, ctx, current, &next, &observed).await?;
 
-    // Children follow the status that was just written.
-    match apply_children(md, ctx, v, &next).await {
+    // Children follow the status that was just written; none is applied while one of their
+    // names (the provider's route included) belongs to an object someone else made.
+    let applied = match traffic::taken(md, &route) {
+        Some(taken) => Err(taken),
+        None => apply_children(md, ctx, v, &next).await,
+    };
+    match applied {
         Err(Error::Rejected(message)) => {
             // Reported on top of the status just written, which is what the API server holds.
             let written = written.as_deref();
             return invalid(&ctx.shared, md, (&next, written), REFUSED, &message, now).await;
+        }
+        Err(Error::NotOwned(message)) => {
+            let written = written.as_deref();
+            invalid(&ctx.shared, md, (&next, written), NAME_TAKEN, &message, now).await?;
+            // Their object is not watched: look again later for it to be renamed or deleted.
+            return Ok(Action::requeue(NAME_TAKEN_RECHECK));
         }
         other => other?,
     }

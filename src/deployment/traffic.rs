@@ -187,6 +187,32 @@ pub async fn observe(client: &Client, md: &ModelDeployment) -> Result<Route, cra
     })
 }
 
+/// The refusal to touch the provider's object of `md`'s name when it exists and `md` did not
+/// create it (no owner reference with `md`'s uid): someone else's route, left untouched. Pure.
+pub fn taken(md: &ModelDeployment, route: &Route) -> Option<crate::Error> {
+    let Route::Served {
+        gvk,
+        live: Some(live),
+        ..
+    } = route
+    else {
+        return None;
+    };
+    let ours = live["metadata"]["ownerReferences"]
+        .as_array()
+        .is_some_and(|refs| {
+            refs.iter()
+                .any(|r| md.meta().uid.as_deref().is_some_and(|uid| r["uid"] == uid))
+        });
+    (!ours).then(|| {
+        crate::reconciler::not_owned::<ModelDeployment>(
+            &gvk.kind,
+            &md.namespace().unwrap_or_default(),
+            &md.name_any(),
+        )
+    })
+}
+
 /// The provider's object for `md`, stamped with its hash.
 fn desired(md: &ModelDeployment, shadowing: bool) -> Value {
     with_hash(match md.spec.traffic.provider {

@@ -350,7 +350,8 @@ async fn apply_children(
                 && let Err(why) = apply_serving(p, ctx, r, mds).await
             {
                 match why {
-                    Error::Rejected(why) => refused.push((
+                    // Refused by the API server, or a name someone else's object holds.
+                    Error::Rejected(why) | Error::NotOwned(why) => refused.push((
                         r.name.clone(),
                         stage,
                         format!(
@@ -381,7 +382,14 @@ async fn apply_children(
             };
             match jobs_api.create(&params, &job).await {
                 Ok(_) => tracing::info!(job = %st.job, run = %r.name, "created the stage's Job"),
-                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                // The Job a previous round (or operator) created, unless someone else made
+                // one of this name: then the stage's results would be theirs.
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    if reconciler::taken(&jobs_api, p, &ctx.jobs, &ns, &st.job).await? {
+                        let why = reconciler::taken_message::<ModelPipeline>("Job", &ns, &st.job);
+                        refused.push((r.name.clone(), stage, format!("Job {}", st.job), why));
+                    }
+                }
                 Err(e) => match Error::from(e) {
                     Error::Rejected(why) => {
                         refused.push((r.name.clone(), stage, format!("Job {}", st.job), why))
