@@ -18,6 +18,8 @@ pub struct Settings {
     pub resync: Duration,
     /// Reconciliations each controller runs at once.
     pub concurrency: u16,
+    /// What a route may reach outside its ModelDeployment's namespace.
+    pub reach: crate::deployment::reach::Reach,
 }
 
 /// State shared by the reconciliations of one controller.

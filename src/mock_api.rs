@@ -90,6 +90,7 @@ pub fn shared(client: Client, controller: &str) -> crate::context::Shared {
         prometheus_url: "http://127.0.0.1:1".into(),
         resync: std::time::Duration::from_secs(300),
         concurrency: 4,
+        reach: Default::default(),
     };
     let reporter = kube::runtime::events::Reporter {
         controller: controller.into(),

@@ -50,6 +50,36 @@ pub struct RunArgs {
     #[arg(long, env = "MODELSHIP_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
 
+    /// Host names outside a ModelDeployment's namespace that its Istio VirtualService may
+    /// name, comma-separated: exact names, or `*.example.com` for every name under a domain.
+    /// Empty: only the namespace's own Services (safe in a shared cluster).
+    #[arg(
+        long,
+        env = "MODELSHIP_ALLOWED_EXTERNAL_HOSTS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub allowed_external_hosts: Vec<String>,
+
+    /// Gateways outside a ModelDeployment's namespace that its route (Istio or Gateway API)
+    /// may attach to, comma-separated `<namespace>/<name>` or `<namespace>/*`. Empty: only
+    /// Gateways of its own namespace (and Istio's `mesh`).
+    #[arg(
+        long,
+        env = "MODELSHIP_ALLOWED_GATEWAYS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub allowed_gateways: Vec<String>,
+
+    /// The cluster's DNS domain, for telling a Service host of the namespace from others.
+    #[arg(
+        long,
+        env = "MODELSHIP_CLUSTER_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    pub cluster_domain: String,
+
     /// Elect a leader among replicas on a Lease; only the leader acts.
     #[arg(long, env = "MODELSHIP_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
@@ -245,6 +275,11 @@ async fn controllers(
         prometheus_url: args.prometheus_url.clone(),
         resync: args.resync,
         concurrency: args.concurrency,
+        reach: crate::deployment::reach::Reach {
+            allowed_hosts: non_empty(&args.allowed_external_hosts),
+            allowed_gateways: non_empty(&args.allowed_gateways),
+            cluster_domain: args.cluster_domain.clone(),
+        },
     };
     let reporter = |controller: &str| Reporter {
         controller: format!("modelship-{controller}"),
@@ -276,6 +311,14 @@ async fn controllers(
     futures::pin_mut!(controllers);
     let watches = caches.run().boxed();
     futures::future::select(controllers, watches).await;
+}
+
+/// A comma-separated flag's entries without the empty ones (`""`, the default, is none).
+fn non_empty(list: &[String]) -> Vec<String> {
+    list.iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 #[cfg(test)]

@@ -449,6 +449,20 @@ async fn the_api_server_rejects_invalid_specs_with_clear_messages() {
         "{dotted}"
     );
 
+    // Replica counts that would let one tenant take the cluster's capacity.
+    let many = rejected(
+        &api,
+        base(
+            json!({"model": {"version": "v1", "artifact": "s3://m/v1"}, "template": template,
+            "shadow": {"replicas": 5000}}),
+        ),
+    )
+    .await;
+    assert!(
+        many.contains("spec.shadow.replicas") && many.contains("1000"),
+        "{many}"
+    );
+
     // Router settings the router itself would refuse at start-up.
     let no_timeout = rejected(
         &api,

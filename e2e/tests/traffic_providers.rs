@@ -33,10 +33,12 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// `start_operator`), so noticing within this shows the recheck, not the resync.
 const RECHECK: Duration = Duration::from_secs(60);
 
-/// The operator, with a resync far longer than `RECHECK`.
+/// The operator, with a resync far longer than `RECHECK`, allowed to attach routes to the
+/// shared Gateway `infra/edge` (outside the test's namespace).
 async fn start_operator(namespace: &str) -> operator::Operator {
     let options = operator::Options {
         resync: "10m".into(),
+        args: vec!["--allowed-gateways=infra/edge".into()],
         ..operator::Options::default()
     };
     operator::start_with(namespace, options).await

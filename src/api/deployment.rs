@@ -136,8 +136,9 @@ pub struct ShadowSpec {
     pub mirror_percent: f64,
 
     /// Replicas of the shadow track. Default: the stable replicas scaled by the mirrored
-    /// share, at least 1.
+    /// share, at least 1. At most 1,000, like `spec.replicas`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 1000))]
     pub replicas: Option<i32>,
 
     /// Shortest time a candidate is shadowed before it can be promoted.

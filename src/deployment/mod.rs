@@ -3,6 +3,7 @@ pub mod desired;
 #[cfg(test)]
 mod mock_tests;
 pub mod phase;
+pub mod reach;
 pub mod reconcile;
 pub mod status;
 #[cfg(test)]

@@ -92,7 +92,11 @@ async fn reconcile(
     current: ModelDeploymentStatus,
     now: Timestamp,
 ) -> Result<Action> {
-    let v = match validate(&md) {
+    let checked = validate(&md).and_then(|v| {
+        super::reach::check(&md, &ctx.shared.settings.reach)?;
+        Ok(v)
+    });
+    let v = match checked {
         Ok(v) => v,
         Err(message) => {
             let held = (&current, md.meta().resource_version.as_deref());
