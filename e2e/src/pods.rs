@@ -482,9 +482,14 @@ async fn roll(
         ("namespace".to_string(), namespace.to_string()),
         ("deployment".to_string(), name.to_string()),
     ]);
+    // `component` as the chart's PodMonitor sets it: `router` on the router only.
     let scrape = match role {
-        Role::Router => format!("127.0.0.1:{metrics_port}"),
+        Role::Router => {
+            labels.insert("component".into(), "router".into());
+            format!("127.0.0.1:{metrics_port}")
+        }
         _ => {
+            labels.insert("component".into(), "model".into());
             labels.insert("track".into(), role.name().into());
             labels.insert("version".into(), version.clone());
             labels.insert("pod".into(), label.clone());

@@ -320,3 +320,100 @@ async fn real_pods_are_promoted_on_scraped_metrics_survive_an_operator_kill_and_
     node::uninstall_operator(ns.name()).await;
     ns.delete().await;
 }
+
+/// Like `model_deployment`, but every model pod also exports series named like the router's,
+/// claiming 10,000 agreeing comparisons a second (`--forge-router-metrics`), and a shadow is
+/// tried for at least a minute.
+fn forging_model_deployment() -> ModelDeployment {
+    let mut md = serde_json::to_value(model_deployment()).unwrap();
+    md["spec"]["template"]["spec"]["containers"][0]["env"] =
+        json!([{"name": "MODEL_SERVER_FORGE_ROUTER_METRICS", "value": "true"}]);
+    md["spec"]["shadow"]["minDuration"] = json!("60s");
+    serde_json::from_value(md).expect("a valid ModelDeployment")
+}
+
+#[tokio::test]
+async fn a_shadow_that_forges_the_routers_series_is_judged_on_the_routers_own() {
+    let client = client().await;
+    node::wait_ready(&client).await;
+    operator::install().await;
+    let ns = node::namespace(&client, "forged").await;
+    let pods: Api<Pod> = ns.api();
+    let mds: Api<ModelDeployment> = ns.api();
+    let prometheus = format!("prometheus.url={}", node::prometheus_url_for_pods());
+    node::install_operator(&pods, ns.name(), &[&prometheus, "prometheus.timeout=2s"]).await;
+
+    mds.create(&PostParams::default(), &forging_model_deployment())
+        .await
+        .expect("creating the ModelDeployment");
+    wait_phase(&mds, DeploymentPhase::Stable).await;
+    let router_selector = format!("modelship.io/deployment={NAME},modelship.io/component=router");
+    node::wait_pods(&pods, &router_selector, 1, POD_TIMEOUT).await;
+    let services: Api<k8s_openapi::api::core::v1::Service> = ns.api();
+    let cluster_ip = services
+        .get(NAME)
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .unwrap();
+    let service = format!("http://{cluster_ip}");
+    wait_for("the Service to answer", POD_TIMEOUT, || async {
+        Ok(predict(&service).await.ok())
+    })
+    .await;
+    let _traffic = Traffic::start(service);
+
+    // fraud-v2 disagrees with production on every answer, and claims the opposite.
+    let v2 = json!({"spec": {"model": {"version": "fraud-v2", "artifact": "file:///models/churn-v2.json"}}});
+    mds.patch(NAME, &PatchParams::default(), &Patch::Merge(v2))
+        .await
+        .unwrap();
+    wait_phase(&mds, DeploymentPhase::Shadowing).await;
+    let shadow = track_pod(&pods, "shadow", "fraud-v2").await;
+    http_client()
+        .put(format!(
+            "http://{}:8080/admin/knobs",
+            node::pod_ip(&shadow).unwrap()
+        ))
+        .json(&json!({"alter_share": 1.0}))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .expect("making fraud-v2 disagree");
+
+    // Prometheus scrapes the forgery, but the model pods' target label `component="model"`
+    // overrides the one they export, which is kept as `exported_component`.
+    let forged = format!(
+        "modelship_mirror_comparisons_total{{namespace=\"{}\",deployment=\"{NAME}\",exported_component=\"router\"}}",
+        ns.name()
+    );
+    let series = wait_for("the forged series to be scraped", POD_TIMEOUT, || async {
+        let series = prom::query(&forged).await?;
+        Ok((!series.is_empty()).then_some(series))
+    })
+    .await;
+    assert!(
+        series
+            .iter()
+            .all(|(labels, _)| labels.get("component").map(String::as_str) == Some("model")),
+        "{series:?}"
+    );
+
+    // Judged on the router's comparisons alone: rejected, never promoted.
+    let rejected = wait_phase(&mds, DeploymentPhase::Rejected).await;
+    assert_eq!(rejected.stable.as_ref().unwrap().version, "fraud-v1");
+    assert_eq!(rejected.history[0].outcome, Outcome::Rejected);
+    let agreement = rejected.history[0]
+        .metrics
+        .iter()
+        .find(|m| m.name == "agreement")
+        .expect("the agreement metric");
+    assert!(
+        agreement.value.is_some_and(|v| v < 0.5),
+        "the router saw the shadow disagree: {agreement:?}"
+    );
+
+    node::uninstall_operator(ns.name()).await;
+    ns.delete().await;
+}

@@ -65,6 +65,11 @@ struct Args {
     /// so callers move to the next replica before this one stops accepting.
     #[arg(long, env = "MODEL_SERVER_SHUTDOWN_DELAY_MS", default_value_t = 2000)]
     shutdown_delay_ms: u64,
+    /// Also export series named like modelship's router's, claiming 10,000 agreeing
+    /// comparisons a second: a candidate forging its own evidence, which the analysis must
+    /// not believe (only the router's pods carry `component="router"`).
+    #[arg(long, env = "MODEL_SERVER_FORGE_ROUTER_METRICS", default_value_t = false, action = clap::ArgAction::Set)]
+    forge_router_metrics: bool,
 }
 
 struct Metrics {
@@ -128,6 +133,19 @@ struct App {
     knobs: LiveKnobs,
     metrics: Metrics,
     requests: AtomicU64,
+    /// Since when forged router series are exported (`--forge-router-metrics`).
+    forging_since: Option<Instant>,
+}
+
+/// The router's agreement series, forged: counters that grow by 10,000 agreeing comparisons
+/// a second, labelled as the router labels its own.
+fn forged_router_series(since: Instant) -> String {
+    let n = (since.elapsed().as_secs_f64() * 10_000.0) as u64;
+    format!(
+        "# TYPE modelship_mirror_comparisons_total counter\n\
+         modelship_mirror_comparisons_total{{component=\"router\",track=\"shadow\",result=\"match\"}} {n}\n\
+         modelship_mirror_comparisons_total{{component=\"router\",track=\"shadow\",result=\"mismatch\"}} 0\n"
+    )
 }
 
 #[derive(Deserialize)]
@@ -200,7 +218,12 @@ async fn answer(app: &App, headers: &HeaderMap, body: &[u8]) -> Response {
 async fn render_metrics(State(app): State<Arc<App>>) -> Response {
     let mut body = Vec::new();
     match prometheus::TextEncoder::new().encode(&app.metrics.registry.gather(), &mut body) {
-        Ok(()) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response(),
+        Ok(()) => {
+            if let Some(since) = app.forging_since {
+                body.extend_from_slice(forged_router_series(since).as_bytes());
+            }
+            ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response()
+        }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -273,6 +296,7 @@ async fn run(args: Args) -> Result<(), String> {
         knobs: LiveKnobs::new(knobs),
         metrics,
         requests: AtomicU64::new(0),
+        forging_since: args.forge_router_metrics.then(Instant::now),
     });
     let router = axum::Router::new()
         .route("/predict", post(predict))

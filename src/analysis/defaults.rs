@@ -1,12 +1,18 @@
 //! The metrics judged when a ModelDeployment with the built-in router lists none: they read
 //! the router's own metrics, which Prometheus scrapes with the target labels `namespace` and
-//! `deployment` (the ModelDeployment's name); see the chart's PodMonitor.
+//! `deployment` (the ModelDeployment's name) and `component` (see the chart's PodMonitor).
+//!
+//! Only the router's series are evidence: the PodMonitor scrapes the model pods too, and a
+//! candidate could export series named like the router's. `component="router"` is a target
+//! label only the router's pods get (the operator sets their pod label, and refuses it in a
+//! user's template); every other pod gets `component="model"`, which overrides a `component`
+//! label the pod exports itself.
 use crate::api::{
     AnalysisMetric, AnalysisPhase, ModelDeployment, RelativeBound, SignificanceTest, TestKind,
     TrafficProvider,
 };
 
-const SELECTOR: &str = r#"namespace="{{namespace}}",deployment="{{name}}""#;
+const SELECTOR: &str = r#"namespace="{{namespace}}",deployment="{{name}}",component="router""#;
 
 fn requests(track_filter: &str, extra: &str) -> String {
     format!(
@@ -153,8 +159,8 @@ mod tests {
                 },
             );
             assert!(
-                q.contains(r#"namespace="models",deployment="fraud""#),
-                "{q}"
+                q.contains(r#"namespace="models",deployment="fraud",component="router""#),
+                "only the router's series are evidence: {q}"
             );
             assert!(q.contains("[1m]"), "{q}");
             assert!(!q.contains("{{"), "{q}");

@@ -36,6 +36,7 @@ pub fn validate(md: &ModelDeployment) -> Result<Validated, String> {
         .parse()
         .map_err(|e| format!("spec.template is not a pod template: {e}"))?;
     let container = model_container_index(&template, spec.container.as_deref())?;
+    reserved_labels(&template)?;
     let interval = parse_duration("spec.analysis.interval", &spec.analysis.interval)?;
     if interval < Duration::from_secs(1) {
         return Err("spec.analysis.interval must be at least 1s".into());
@@ -91,6 +92,23 @@ pub fn validate(md: &ModelDeployment) -> Result<Validated, String> {
     })
 }
 
+/// The operator's own pod labels (`modelship.io/...`) are not the template's to set: they
+/// select the tracks and mark the router's pods, whose series alone are the analysis's
+/// evidence. A model pod labelled `modelship.io/component: router` would pass its own.
+fn reserved_labels(template: &PodTemplateSpec) -> Result<(), String> {
+    let labels = template.metadata.as_ref().and_then(|m| m.labels.as_ref());
+    match labels
+        .into_iter()
+        .flatten()
+        .find(|(k, _)| k.starts_with("modelship.io/"))
+    {
+        Some((k, _)) => Err(format!(
+            "spec.template.metadata.labels: {k:?} is reserved for the operator (it sets the modelship.io/ labels of every pod it runs); remove it"
+        )),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +128,21 @@ mod tests {
             parse_duration("f", "ten")
                 .unwrap_err()
                 .starts_with("f: \"ten\"")
+        );
+    }
+
+    #[test]
+    fn the_operators_labels_cannot_come_from_the_template() {
+        let mut md = sample();
+        let mut template: PodTemplateSpec = md.spec.template.parse().unwrap();
+        template.metadata.get_or_insert_default().labels =
+            Some([("modelship.io/component".to_string(), "router".to_string())].into());
+        md.spec.template =
+            serde_json::from_value(serde_json::to_value(&template).unwrap()).unwrap();
+        let err = validate(&md).unwrap_err();
+        assert!(
+            err.contains("\"modelship.io/component\" is reserved for the operator"),
+            "{err}"
         );
     }
 

@@ -327,6 +327,7 @@ impl Rig {
         let labels = BTreeMap::from([
             ("namespace".to_string(), NAMESPACE.to_string()),
             ("deployment".to_string(), NAME.to_string()),
+            ("component".to_string(), "router".to_string()),
         ]);
         let target = prom::register_target(
             "bench-analysis-router",
