@@ -33,9 +33,15 @@ pub struct RunArgs {
     )]
     pub prometheus_url: String,
 
-    /// Longest a Prometheus query may take before the measurement is inconclusive.
+    /// Longest a Prometheus query may take, reading the whole answer included, before the
+    /// measurement is inconclusive.
     #[arg(long, env = "MODELSHIP_PROMETHEUS_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub prometheus_timeout: Duration,
+
+    /// Largest Prometheus answer read, in bytes; a larger one makes the measurement
+    /// inconclusive. Bounds what one unaggregated query costs the operator's memory.
+    #[arg(long, env = "MODELSHIP_PROMETHEUS_MAX_RESPONSE_BYTES", default_value_t = analysis::prometheus::DEFAULT_MAX_RESPONSE_BYTES, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub prometheus_max_response_bytes: u64,
 
     /// Image of the built-in router (`modelship mirror`); normally the operator's own image.
     #[arg(long, env = "MODELSHIP_ROUTER_IMAGE", default_value = concat!("ghcr.io/modelship/modelship:", env!("CARGO_PKG_VERSION")))]
@@ -260,7 +266,9 @@ async fn controllers(
             metrics.clone(),
             settings.clone(),
         ),
-        analysis::prometheus::Clients::new(args.prometheus_timeout).counted_in(metrics.clone()),
+        analysis::prometheus::Clients::new(args.prometheus_timeout)
+            .max_response_bytes(args.prometheus_max_response_bytes)
+            .counted_in(metrics.clone()),
         readiness.clone(),
         stop.clone().cancelled_owned(),
     );

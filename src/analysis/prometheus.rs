@@ -1,11 +1,17 @@
-//! Queries over the Prometheus HTTP API, through `prometheus-http-query`.
+//! Queries over the Prometheus HTTP API, through `prometheus-http-query`, with the answer read
+//! under a size cap and a deadline: the query and the URL come from users, and one
+//! unaggregated query or a hostile endpoint must not exhaust the memory every tenant shares.
 use super::verdict::Reading;
 use crate::metrics::QueryError;
-use prometheus_http_query::error::{Error as PromError, PrometheusErrorType};
-use prometheus_http_query::response::Data;
+use prometheus_http_query::error::{Error as PromError, PrometheusError, PrometheusErrorType};
+use prometheus_http_query::response::{Data, PromqlResult};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
+
+/// Largest answer read by default: a few thousand series, far more than a judged number or a
+/// histogram's buckets need.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Where measurements come from. Prometheus in production; a fake in unit tests.
 pub trait MetricsSource: Send + Sync {
@@ -15,18 +21,27 @@ pub trait MetricsSource: Send + Sync {
     fn histogram(&self, promql: String) -> impl std::future::Future<Output = Reading> + Send;
 }
 
+/// How much of Prometheus one query may take.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// For the whole exchange, the body included.
+    pub timeout: Duration,
+    pub max_response_bytes: u64,
+}
+
 /// A Prometheus server.
 #[derive(Clone)]
 pub struct Prometheus {
     client: prometheus_http_query::Client,
+    limits: Limits,
     metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Prometheus {
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, crate::Error> {
+    pub fn new(url: &str, limits: Limits) -> Result<Self, crate::Error> {
+        // No total timeout here: `instant` puts one deadline around the whole exchange.
         let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
+            .connect_timeout(limits.timeout)
             .build()
             .map_err(|e| {
                 crate::Error::Config(format!("building the Prometheus HTTP client: {e}"))
@@ -35,31 +50,79 @@ impl Prometheus {
             .map_err(|e| crate::Error::Config(format!("Prometheus URL {url:?}: {e}")))?;
         Ok(Self {
             client,
+            limits,
             metrics: None,
         })
     }
 }
 
+/// Why one query got no data. Folded into a `Reading` and a metric label, never propagated.
+#[derive(Debug)]
+pub enum Failure {
+    /// Sending failed, or Prometheus answered with an error of its own.
+    Api(PromError),
+    /// The connection failed while the body was read.
+    Body(reqwest::Error),
+    /// The answer is larger than this many bytes.
+    TooLarge(u64),
+    /// No complete answer within this time.
+    TimedOut(Duration),
+    /// An answer that is not the query API's JSON, e.g. a proxy's error page.
+    Malformed(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Api(e) => e.fmt(f),
+            Failure::Body(_) => f.write_str("reading the answer failed"),
+            Failure::TooLarge(limit) => write!(
+                f,
+                "the answer exceeded {limit} bytes (the operator's --prometheus-max-response-bytes); aggregate the query to fewer series, for example with sum or avg"
+            ),
+            Failure::TimedOut(t) => write!(
+                f,
+                "no complete answer within {} (the operator's --prometheus-timeout)",
+                humantime::format_duration(*t)
+            ),
+            Failure::Malformed(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Failure::Api(e) => e.source(),
+            Failure::Body(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// Why a query got no result, as a bounded metric label; `None` for a result.
-pub fn query_error(result: &Result<Data, PromError>) -> Option<QueryError> {
+pub fn query_error(result: &Result<Data, Failure>) -> Option<QueryError> {
     let e = result.as_ref().err()?;
     Some(match e {
-        PromError::Prometheus(e) => match e.error_type() {
+        Failure::Api(PromError::Prometheus(e)) => match e.error_type() {
             PrometheusErrorType::BadData => QueryError::Rejected,
             PrometheusErrorType::Timeout | PrometheusErrorType::Canceled => QueryError::Timeout,
             _ => QueryError::ServerError,
         },
-        PromError::Client(c) => match c.inner() {
+        Failure::Api(PromError::Client(c)) => match c.inner() {
             Some(r) if r.is_timeout() => QueryError::Timeout,
             Some(r) if r.is_connect() => QueryError::Unreachable,
             _ => QueryError::BadResponse,
         },
-        _ => QueryError::BadResponse,
+        Failure::Body(r) if r.is_timeout() => QueryError::Timeout,
+        Failure::TooLarge(_) => QueryError::TooLarge,
+        Failure::TimedOut(_) => QueryError::Timeout,
+        Failure::Api(_) | Failure::Body(_) | Failure::Malformed(_) => QueryError::BadResponse,
     })
 }
 
 /// Turns the query API's answer into a reading of one number.
-pub fn reading_from(result: Result<Data, PromError>) -> Reading {
+pub fn reading_from(result: Result<Data, Failure>) -> Reading {
     match result {
         Ok(Data::Scalar(s)) => Reading::Value(s.value()),
         Ok(Data::Vector(v)) => match v.as_slice() {
@@ -73,16 +136,18 @@ pub fn reading_from(result: Result<Data, PromError>) -> Reading {
         Ok(Data::Matrix(_)) => {
             Reading::Invalid("the query returned a range vector; it must return one number".into())
         }
-        Err(PromError::Prometheus(e)) if e.error_type() == PrometheusErrorType::BadData => {
+        Err(Failure::Api(PromError::Prometheus(e)))
+            if e.error_type() == PrometheusErrorType::BadData =>
+        {
             Reading::Invalid(e.to_string())
         }
-        Err(PromError::Prometheus(e)) => Reading::Unavailable(e.to_string()),
+        Err(Failure::Api(PromError::Prometheus(e))) => Reading::Unavailable(e.to_string()),
         Err(e) => Reading::Unavailable(error_chain(&e)),
     }
 }
 
 /// Turns the query API's answer into a histogram's buckets: one series per `le` label.
-pub fn buckets_from(result: Result<Data, PromError>) -> Reading {
+pub fn buckets_from(result: Result<Data, Failure>) -> Reading {
     match result {
         Ok(Data::Vector(v)) if v.is_empty() => Reading::Empty,
         Ok(Data::Vector(v)) => {
@@ -125,17 +190,77 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 impl Prometheus {
-    async fn instant(&self, promql: String) -> Result<Data, PromError> {
-        let result = self
-            .client
-            .query(promql)
-            .get()
+    async fn instant(&self, promql: String) -> Result<Data, Failure> {
+        // The deadline covers the body too: a server that trickles an answer forever is
+        // as slow as one that never answers.
+        let result = tokio::time::timeout(self.limits.timeout, self.fetch(promql))
             .await
-            .map(|r| r.data().clone());
+            .unwrap_or(Err(Failure::TimedOut(self.limits.timeout)));
         if let Some(m) = &self.metrics {
             m.prometheus_queried(query_error(&result));
         }
         result
+    }
+
+    /// Sends the instant query and reads the answer, at most `max_response_bytes` of it.
+    async fn fetch(&self, promql: String) -> Result<Data, Failure> {
+        let response = self
+            .client
+            .query(promql)
+            .get_raw()
+            .await
+            .map_err(Failure::Api)?;
+        let status = response.status();
+        if !is_json(response.headers()) {
+            return Err(Failure::Malformed(format!(
+                "HTTP {status}, and the answer is not the query API's JSON"
+            )));
+        }
+        let body = read_capped(response, self.limits.max_response_bytes).await?;
+        parse(&body)
+    }
+}
+
+fn is_json(headers: &reqwest::header::HeaderMap) -> bool {
+    headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Reads the body chunk by chunk and gives up as soon as it would pass `limit` bytes, so an
+/// endless body costs at most `limit` plus one chunk.
+async fn read_capped(mut response: reqwest::Response, limit: u64) -> Result<Vec<u8>, Failure> {
+    let announced = response.content_length().unwrap_or(0);
+    if announced > limit {
+        return Err(Failure::TooLarge(limit));
+    }
+    let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
+    while let Some(chunk) = response.chunk().await.map_err(Failure::Body)? {
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(Failure::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The query API's envelope: `data` on success, Prometheus's own error otherwise.
+#[derive(serde::Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+enum Envelope {
+    Success { data: PromqlResult },
+    Error(PrometheusError),
+}
+
+fn parse(body: &[u8]) -> Result<Data, Failure> {
+    match serde_json::from_slice(body) {
+        Ok(Envelope::Success { data }) => Ok(data.into_inner().0),
+        Ok(Envelope::Error(e)) => Err(Failure::Api(PromError::Prometheus(e))),
+        Err(e) => Err(Failure::Malformed(format!(
+            "the answer is not the query API's JSON: {e}"
+        ))),
     }
 }
 
@@ -151,9 +276,8 @@ impl MetricsSource for Prometheus {
 
 /// Prometheus clients by URL, so each ModelDeployment may name its own server without a new
 /// connection pool per reconcile.
-#[derive(Default)]
 pub struct Clients {
-    timeout: Duration,
+    limits: Limits,
     by_url: Mutex<HashMap<String, Prometheus>>,
     metrics: Option<crate::metrics::Metrics>,
 }
@@ -161,10 +285,19 @@ pub struct Clients {
 impl Clients {
     pub fn new(timeout: Duration) -> Self {
         Self {
-            timeout,
+            limits: Limits {
+                timeout,
+                max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            },
             by_url: Mutex::new(HashMap::new()),
             metrics: None,
         }
+    }
+
+    /// Reads at most `bytes` of each answer.
+    pub fn max_response_bytes(mut self, bytes: u64) -> Self {
+        self.limits.max_response_bytes = bytes;
+        self
     }
 
     /// Counts the queries that fail, and whether Prometheus answered, in `metrics`.
@@ -178,7 +311,7 @@ impl Clients {
         if let Some(c) = map.get(url) {
             return Ok(c.clone());
         }
-        let mut c = Prometheus::new(url, self.timeout)?;
+        let mut c = Prometheus::new(url, self.limits)?;
         c.metrics = self.metrics.clone();
         map.insert(url.to_string(), c.clone());
         Ok(c)
@@ -253,5 +386,161 @@ mod tests {
         assert!(matches!(query(answered).await, Reading::Empty));
         assert_eq!(reachable(), 1);
         assert_eq!(errors("server_error") + errors("bad_response"), 0);
+    }
+
+    /// Serves every connection on a free local port with `respond`, and reports on the
+    /// returned channel each time a connection ends. Returns the URL.
+    async fn hyper_server<B>(
+        respond: fn() -> hyper::Response<B>,
+    ) -> (String, tokio::sync::mpsc::UnboundedReceiver<()>)
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (ended, ends) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                let ended = ended.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_req| async move {
+                        Ok::<_, std::convert::Infallible>(respond())
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(conn), service)
+                        .await;
+                    let _ = ended.send(());
+                });
+            }
+        });
+        (url, ends)
+    }
+
+    type Frames = std::pin::Pin<
+        Box<
+            dyn futures::Stream<
+                    Item = Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>,
+                > + Send,
+        >,
+    >;
+
+    fn json(
+        body: http_body_util::StreamBody<Frames>,
+    ) -> hyper::Response<http_body_util::StreamBody<Frames>> {
+        hyper::Response::builder()
+            .header("content-type", "application/json")
+            .body(body)
+            .unwrap()
+    }
+
+    /// The start of a vector answer, then one series after another, forever: what
+    /// `{__name__=~".+"}` looks like from a large Prometheus, or a hostile endpoint.
+    fn endless() -> hyper::Response<http_body_util::StreamBody<Frames>> {
+        use futures::StreamExt;
+        let head = futures::stream::once(async {
+            Ok(hyper::body::Frame::data(bytes::Bytes::from_static(
+                br#"{"status":"success","data":{"resultType":"vector","result":["#,
+            )))
+        });
+        let series = futures::stream::repeat_with(|| {
+            Ok(hyper::body::Frame::data(bytes::Bytes::from_static(
+                br#"{"metric":{"__name__":"up","job":"a-rather-long-job-name"},"value":[1,"1"]},"#,
+            )))
+        });
+        json(http_body_util::StreamBody::new(head.chain(series).boxed()))
+    }
+
+    /// The start of an answer, then nothing, without ever closing.
+    fn unfinished() -> hyper::Response<http_body_util::StreamBody<Frames>> {
+        use futures::StreamExt;
+        let head = futures::stream::once(async {
+            Ok(hyper::body::Frame::data(bytes::Bytes::from_static(
+                br#"{"status":"success","data":{"#,
+            )))
+        });
+        json(http_body_util::StreamBody::new(
+            head.chain(futures::stream::pending()).boxed(),
+        ))
+    }
+
+    /// Announces a body far larger than the cap, then sends none of it.
+    fn announced_too_large() -> hyper::Response<http_body_util::StreamBody<Frames>> {
+        let mut r = json(http_body_util::StreamBody::new(Box::pin(
+            futures::stream::pending(),
+        )));
+        r.headers_mut().insert(
+            "content-length",
+            hyper::header::HeaderValue::from_static("104857600"),
+        );
+        r
+    }
+
+    fn unavailable(reading: Reading) -> String {
+        match reading {
+            Reading::Unavailable(why) => why,
+            other => panic!("expected an unavailable reading, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_is_cut_at_the_cap_and_makes_the_measurement_inconclusive() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let m = Metrics::new();
+        // A timeout far beyond the test: only the cap can end the query.
+        let clients = Clients::new(Duration::from_secs(120))
+            .max_response_bytes(64 * 1024)
+            .counted_in(m.clone());
+        let (url, mut ends) = hyper_server(endless).await;
+        let prometheus = clients.get(&url).unwrap();
+
+        let why = unavailable(prometheus.query("up".into()).await);
+        assert!(why.contains("exceeded 65536 bytes"), "{why}");
+        assert!(why.contains("aggregate the query"), "{why}");
+        let errors = |reason: &str| m.prometheus_query_errors.with_label_values(&[reason]).get();
+        assert_eq!((errors("too_large"), errors("timeout")), (1, 0));
+        // The operator hung up rather than read on: the server's connection ends.
+        tokio::time::timeout(Duration::from_secs(60), ends.recv())
+            .await
+            .expect("the client closes the connection once over the cap");
+
+        // Through the histogram path too, where the inconclusive reason reaches the status.
+        let judged = crate::analysis::verdict::judge(
+            &serde_json::from_value(serde_json::json!({"name": "err", "query": "up"})).unwrap(),
+            None,
+            &crate::analysis::verdict::Readings {
+                value: prometheus.histogram("up".into()).await,
+                reference: None,
+                samples: None,
+                reference_samples: None,
+            },
+            None,
+            jiff::Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(judged.verdict, Some(crate::api::Verdict::Inconclusive));
+        let message = judged.message.unwrap();
+        assert!(message.contains("exceeded 65536 bytes"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn an_announced_length_over_the_cap_is_refused_before_reading() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let clients = Clients::new(Duration::from_secs(120)).max_response_bytes(64 * 1024);
+        let (url, _ends) = hyper_server(announced_too_large).await;
+        // The body never comes: only the Content-Length check can answer.
+        let why = unavailable(clients.get(&url).unwrap().query("up".into()).await);
+        assert!(why.contains("exceeded 65536 bytes"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_never_finishes_hits_the_timeout() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let m = Metrics::new();
+        let clients = Clients::new(Duration::from_millis(300)).counted_in(m.clone());
+        let (url, _ends) = hyper_server(unfinished).await;
+        let why = unavailable(clients.get(&url).unwrap().query("up".into()).await);
+        assert!(why.contains("no complete answer within 300ms"), "{why}");
+        let errors = |reason: &str| m.prometheus_query_errors.with_label_values(&[reason]).get();
+        assert_eq!(errors("timeout"), 1);
     }
 }
