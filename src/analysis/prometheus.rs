@@ -7,7 +7,7 @@ use prometheus_http_query::error::{Error as PromError, PrometheusError, Promethe
 use prometheus_http_query::response::{Data, PromqlResult};
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Largest answer read by default: a few thousand series, far more than a judged number or a
 /// histogram's buckets need.
@@ -274,12 +274,27 @@ impl MetricsSource for Prometheus {
     }
 }
 
+/// How long a URL's client is kept unused: longer than any sensible measurement interval, so
+/// that only URLs no ModelDeployment names any more go.
+pub const CLIENT_IDLE: Duration = Duration::from_secs(15 * 60);
+
+/// Most clients kept at once, whatever the URLs asked for: each holds a connection pool.
+pub const MAX_CLIENTS: usize = 64;
+
 /// Prometheus clients by URL, so each ModelDeployment may name its own server without a new
-/// connection pool per reconcile.
+/// connection pool per reconcile. Bounded: a client unused for `CLIENT_IDLE` is dropped, and
+/// past `MAX_CLIENTS` the least recently used goes.
 pub struct Clients {
     limits: Limits,
-    by_url: Mutex<HashMap<String, Prometheus>>,
+    by_url: Mutex<HashMap<String, Cached>>,
     metrics: Option<crate::metrics::Metrics>,
+    /// `MAX_CLIENTS`; smaller in tests, where each client costs a TLS configuration.
+    capacity: usize,
+}
+
+struct Cached {
+    client: Prometheus,
+    used: Instant,
 }
 
 impl Clients {
@@ -291,6 +306,7 @@ impl Clients {
             },
             by_url: Mutex::new(HashMap::new()),
             metrics: None,
+            capacity: MAX_CLIENTS,
         }
     }
 
@@ -307,14 +323,49 @@ impl Clients {
     }
 
     pub fn get(&self, url: &str) -> Result<Prometheus, crate::Error> {
+        self.get_at(url, Instant::now())
+    }
+
+    /// `get` as of `now`: the clock is a parameter so that tests need not wait.
+    fn get_at(&self, url: &str, now: Instant) -> Result<Prometheus, crate::Error> {
         let mut map = self.by_url.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = map.get(url) {
-            return Ok(c.clone());
+        map.retain(|_, c| now.saturating_duration_since(c.used) < CLIENT_IDLE);
+        if let Some(c) = map.get_mut(url) {
+            c.used = now;
+            return Ok(c.client.clone());
         }
-        let mut c = Prometheus::new(url, self.limits)?;
-        c.metrics = self.metrics.clone();
-        map.insert(url.to_string(), c.clone());
-        Ok(c)
+        let mut client = Prometheus::new(url, self.limits)?;
+        client.metrics = self.metrics.clone();
+        if map.len() >= self.capacity {
+            evict_least_recently_used(&mut map);
+        }
+        map.insert(
+            url.to_string(),
+            Cached {
+                client: client.clone(),
+                used: now,
+            },
+        );
+        Ok(client)
+    }
+
+    /// Clients held.
+    pub fn len(&self) -> usize {
+        self.by_url.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn evict_least_recently_used(map: &mut HashMap<String, Cached>) {
+    let oldest = map
+        .iter()
+        .min_by_key(|(_, c)| c.used)
+        .map(|(url, _)| url.clone());
+    if let Some(url) = oldest {
+        map.remove(&url);
     }
 }
 
@@ -542,5 +593,57 @@ mod tests {
         assert!(why.contains("no complete answer within 300ms"), "{why}");
         let errors = |reason: &str| m.prometheus_query_errors.with_label_values(&[reason]).get();
         assert_eq!(errors("timeout"), 1);
+    }
+
+    #[test]
+    fn clients_of_urls_unused_for_a_while_are_dropped() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let clients = Clients::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        let min = |m: u64| t0 + Duration::from_secs(60 * m);
+        clients.get_at("http://a:9090", min(0)).unwrap();
+        clients.get_at("http://b:9090", min(0)).unwrap();
+        clients.get_at("http://a:9090", min(10)).unwrap();
+        assert_eq!(clients.len(), 2);
+        // b was last used 16 minutes ago, a 6: b goes on the next lookup.
+        clients.get_at("http://c:9090", min(16)).unwrap();
+        let mut held: Vec<String> = clients.by_url.lock().unwrap().keys().cloned().collect();
+        held.sort();
+        assert_eq!(held, ["http://a:9090", "http://c:9090"]);
+        // Much later, a lookup of anything leaves only that.
+        clients.get_at("http://c:9090", min(60)).unwrap();
+        assert_eq!(clients.len(), 1);
+    }
+
+    #[test]
+    fn distinct_urls_cannot_grow_the_cache_past_its_cap() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let cap = 4;
+        let clients = Clients {
+            capacity: cap,
+            ..Clients::new(Duration::from_secs(1))
+        };
+        let t0 = Instant::now();
+        let url = |i: usize| format!("http://p{i}:9090");
+        let ms = |i: usize| t0 + Duration::from_millis(i as u64);
+        for i in 0..cap {
+            clients.get_at(&url(i), ms(i)).unwrap();
+        }
+        // p0 is used again: the least recently used is now p1, and it goes first.
+        clients.get_at(&url(0), ms(cap)).unwrap();
+        clients.get_at(&url(cap), ms(cap + 1)).unwrap();
+        assert_eq!(clients.len(), cap);
+        assert!(!clients.by_url.lock().unwrap().contains_key(&url(1)));
+        assert!(clients.by_url.lock().unwrap().contains_key(&url(0)));
+        // A stream of distinct URLs, all within the idle time, never holds more than the cap.
+        for i in cap + 1..10 * cap {
+            clients.get_at(&url(i), ms(cap + 1 + i)).unwrap();
+            assert_eq!(clients.len(), cap);
+        }
+        let mut held: Vec<String> = clients.by_url.lock().unwrap().keys().cloned().collect();
+        held.sort();
+        let mut newest: Vec<String> = (9 * cap..10 * cap).map(url).collect();
+        newest.sort();
+        assert_eq!(held, newest, "the most recently used stay");
     }
 }
