@@ -369,6 +369,48 @@ fn evict_least_recently_used(map: &mut HashMap<String, Cached>) {
     }
 }
 
+/// The Prometheus URLs a ModelDeployment may name (`--allowed-prometheus-urls`), as URL
+/// prefixes; none allows any.
+#[derive(Clone, Debug, Default)]
+pub struct AllowedUrls(Vec<reqwest::Url>);
+
+impl AllowedUrls {
+    pub fn new(prefixes: Vec<reqwest::Url>) -> Self {
+        Self(prefixes)
+    }
+
+    /// Whether `url` lies under one of the prefixes: same scheme, host and port, and a path
+    /// under the prefix's at a `/` boundary, so that `http://prom` does not allow
+    /// `http://prom.evil` nor `/api` allow `/apiary`.
+    pub fn allows(&self, url: &str) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        let Ok(url) = reqwest::Url::parse(url) else {
+            return false;
+        };
+        self.0.iter().any(|prefix| under(prefix, &url))
+    }
+}
+
+impl std::fmt::Display for AllowedUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list: Vec<&str> = self.0.iter().map(reqwest::Url::as_str).collect();
+        f.write_str(&list.join(", "))
+    }
+}
+
+fn under(prefix: &reqwest::Url, url: &reqwest::Url) -> bool {
+    let base = prefix.path().trim_end_matches('/');
+    url.scheme() == prefix.scheme()
+        && url.host_str() == prefix.host_str()
+        && url.port_or_known_default() == prefix.port_or_known_default()
+        && url
+            .path()
+            .strip_prefix(base)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -645,5 +687,39 @@ mod tests {
         let mut newest: Vec<String> = (9 * cap..10 * cap).map(url).collect();
         newest.sort();
         assert_eq!(held, newest, "the most recently used stay");
+    }
+
+    #[test]
+    fn allowed_urls_match_scheme_host_port_and_path_at_a_boundary() {
+        let allowed = AllowedUrls::new(vec![
+            reqwest::Url::parse("http://prometheus.monitoring.svc:9090").unwrap(),
+            reqwest::Url::parse("https://thanos.example.com/tenant-a/").unwrap(),
+        ]);
+        for ok in [
+            "http://prometheus.monitoring.svc:9090",
+            "http://prometheus.monitoring.svc:9090/",
+            "http://PROMETHEUS.monitoring.svc:9090/prefix",
+            "https://thanos.example.com/tenant-a",
+            "https://thanos.example.com:443/tenant-a/api",
+        ] {
+            assert!(allowed.allows(ok), "{ok}");
+        }
+        for refused in [
+            "http://prometheus.monitoring.svc:9091",
+            "https://prometheus.monitoring.svc:9090",
+            "http://prometheus.monitoring.svc.evil.com:9090",
+            "http://evil.com:9090/http://prometheus.monitoring.svc:9090",
+            "http://prometheus.monitoring.svc:9090@evil.com",
+            "https://thanos.example.com/tenant-ab",
+            "https://thanos.example.com/tenant-a/../tenant-b",
+            "https://thanos.example.com/",
+            "not a url",
+        ] {
+            assert!(!allowed.allows(refused), "{refused}");
+        }
+        assert!(
+            AllowedUrls::default().allows("http://anything:1"),
+            "empty allows any"
+        );
     }
 }
