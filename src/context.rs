@@ -14,6 +14,8 @@ pub struct Settings {
     pub router_image: String,
     /// Prometheus used when a ModelDeployment names none.
     pub prometheus_url: String,
+    /// The Prometheus URLs a ModelDeployment may name; `prometheus_url` is always allowed.
+    pub allowed_prometheus_urls: crate::analysis::prometheus::AllowedUrls,
     /// Resync period of objects that wait for nothing.
     pub resync: Duration,
     /// Reconciliations each controller runs at once.

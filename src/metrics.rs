@@ -50,6 +50,9 @@ pub enum QueryError {
     ServerError,
     /// An answer that is not the Prometheus API's, e.g. a proxy's error page.
     BadResponse,
+    /// An answer larger than `--prometheus-max-response-bytes`: usually a query that is not
+    /// aggregated.
+    TooLarge,
 }
 
 impl QueryError {
@@ -60,12 +63,16 @@ impl QueryError {
             QueryError::Rejected => "rejected",
             QueryError::ServerError => "server_error",
             QueryError::BadResponse => "bad_response",
+            QueryError::TooLarge => "too_large",
         }
     }
 
     /// Whether Prometheus itself answered.
     fn answered(self) -> bool {
-        matches!(self, QueryError::Rejected | QueryError::ServerError)
+        matches!(
+            self,
+            QueryError::Rejected | QueryError::ServerError | QueryError::TooLarge
+        )
     }
 }
 
@@ -260,7 +267,7 @@ impl Metrics {
         let prometheus_query_errors = counter(
             &registry,
             "modelship_prometheus_query_errors_total",
-            "Analysis queries that got no result, per reason: unreachable, timeout, rejected (the query is invalid), server_error, bad_response.",
+            "Analysis queries that got no result, per reason: unreachable, timeout, rejected (the query is invalid), server_error, bad_response, too_large (the answer exceeded --prometheus-max-response-bytes).",
             &["reason"],
         );
         let prometheus_reachable = int_gauge(

@@ -88,6 +88,7 @@ pub fn shared(client: Client, controller: &str) -> crate::context::Shared {
     let settings = crate::context::Settings {
         router_image: "modelship:test".into(),
         prometheus_url: "http://127.0.0.1:1".into(),
+        allowed_prometheus_urls: Default::default(),
         resync: std::time::Duration::from_secs(300),
         concurrency: 4,
         reach: Default::default(),

@@ -33,9 +33,20 @@ pub struct RunArgs {
     )]
     pub prometheus_url: String,
 
-    /// Longest a Prometheus query may take before the measurement is inconclusive.
+    /// Longest a Prometheus query may take, reading the whole answer included, before the
+    /// measurement is inconclusive.
     #[arg(long, env = "MODELSHIP_PROMETHEUS_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub prometheus_timeout: Duration,
+
+    /// Largest Prometheus answer read, in bytes; a larger one makes the measurement
+    /// inconclusive. Bounds what one unaggregated query costs the operator's memory.
+    #[arg(long, env = "MODELSHIP_PROMETHEUS_MAX_RESPONSE_BYTES", default_value_t = analysis::prometheus::DEFAULT_MAX_RESPONSE_BYTES, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub prometheus_max_response_bytes: u64,
+
+    /// Comma-separated URL prefixes that a ModelDeployment's spec.analysis.prometheusUrl must
+    /// fall under; empty allows any. `--prometheus-url` is always allowed.
+    #[arg(long, env = "MODELSHIP_ALLOWED_PROMETHEUS_URLS", value_delimiter = ',', value_parser = parse_allowed_prefix)]
+    pub allowed_prometheus_urls: Vec<reqwest::Url>,
 
     /// Image of the built-in router (`modelship mirror`); normally the operator's own image.
     #[arg(long, env = "MODELSHIP_ROUTER_IMAGE", default_value = concat!("ghcr.io/modelship/modelship:", env!("CARGO_PKG_VERSION")))]
@@ -119,6 +130,12 @@ fn parse_prometheus_url(s: &str) -> std::result::Result<String, String> {
         return Err("give an http:// or https:// URL with a host, for example http://prometheus.monitoring.svc:9090".into());
     }
     Ok(s.to_string())
+}
+
+/// One entry of `--allowed-prometheus-urls`: a URL as `--prometheus-url` takes it.
+fn parse_allowed_prefix(s: &str) -> std::result::Result<reqwest::Url, String> {
+    let s = parse_prometheus_url(s.trim())?;
+    reqwest::Url::parse(&s).map_err(|e| e.to_string())
 }
 
 /// The namespace the operator runs in, from its service account.
@@ -273,6 +290,9 @@ async fn controllers(
     let settings = Settings {
         router_image: args.router_image.clone(),
         prometheus_url: args.prometheus_url.clone(),
+        allowed_prometheus_urls: analysis::prometheus::AllowedUrls::new(
+            args.allowed_prometheus_urls.clone(),
+        ),
         resync: args.resync,
         concurrency: args.concurrency,
         reach: crate::deployment::reach::Reach {
@@ -295,7 +315,9 @@ async fn controllers(
             metrics.clone(),
             settings.clone(),
         ),
-        analysis::prometheus::Clients::new(args.prometheus_timeout).counted_in(metrics.clone()),
+        analysis::prometheus::Clients::new(args.prometheus_timeout)
+            .max_response_bytes(args.prometheus_max_response_bytes)
+            .counted_in(metrics.clone()),
         readiness.clone(),
         stop.clone().cancelled_owned(),
     );
@@ -341,6 +363,46 @@ mod tests {
                 e.contains("http://prometheus.monitoring.svc:9090"),
                 "{bad}: {e}"
             );
+        }
+    }
+
+    #[test]
+    fn the_prometheus_bounds_have_defaults_and_the_allowed_urls_are_checked() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Run {
+            #[command(flatten)]
+            args: super::RunArgs,
+        }
+        let defaults = Run::try_parse_from(["run"]).unwrap().args;
+        assert_eq!(defaults.prometheus_max_response_bytes, 4 * 1024 * 1024);
+        assert!(
+            defaults.allowed_prometheus_urls.is_empty(),
+            "any URL by default"
+        );
+
+        let set = Run::try_parse_from([
+            "run",
+            "--prometheus-max-response-bytes=65536",
+            "--allowed-prometheus-urls=http://prom-a:9090, https://thanos.example.com/tenant-a",
+        ])
+        .unwrap()
+        .args;
+        assert_eq!(set.prometheus_max_response_bytes, 65536);
+        let urls: Vec<&str> = set
+            .allowed_prometheus_urls
+            .iter()
+            .map(|u| u.as_str())
+            .collect();
+        assert_eq!(
+            urls,
+            ["http://prom-a:9090/", "https://thanos.example.com/tenant-a"]
+        );
+        for bad in [
+            "--allowed-prometheus-urls=prom-a:9090",
+            "--prometheus-max-response-bytes=10",
+        ] {
+            assert!(Run::try_parse_from(["run", bad]).is_err(), "{bad}");
         }
     }
 

@@ -239,6 +239,64 @@ async fn a_hand_edited_child_is_applied_back() {
 }
 
 #[tokio::test]
+async fn a_prometheus_url_outside_the_allowed_list_is_refused_naming_the_flag() {
+    let allowed = |prefixes: &[&str]| {
+        crate::analysis::prometheus::AllowedUrls::new(
+            prefixes.iter().map(|p| p.parse().unwrap()).collect(),
+        )
+    };
+    let with = |md: &ModelDeployment, prefixes: &[&str]| {
+        let (client, log) = mock_client(md);
+        let mut shared = mock_api::shared(client, "modelship-deployment");
+        shared.settings.allowed_prometheus_urls = allowed(prefixes);
+        let ctx = Arc::new(Context {
+            shared,
+            deployments: Children::from_objects(vec![]),
+            services: Children::from_objects(vec![]),
+            pipelines: store(vec![]),
+            prometheus: crate::analysis::prometheus::Clients::new(Duration::from_secs(1)),
+        });
+        (ctx, log)
+    };
+    let mut md = sample();
+    md.spec.analysis.prometheus_url = Some("http://prometheus.team-b.svc:9090".into());
+    let (ctx, log) = with(&md, &["http://prometheus.team-a.svc:9090"]);
+    let action = reconcile(Arc::new(md.clone()), ctx).await.unwrap();
+    assert_eq!(action, kube::runtime::controller::Action::await_change());
+    let sent = log.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2, "one status write and one event: {sent:?}");
+    let ready = status_written(&sent).condition("Ready").unwrap().clone();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "InvalidSpec")
+    );
+    for words in [
+        "--allowed-prometheus-urls",
+        "http://prometheus.team-b.svc:9090",
+        "http://prometheus.team-a.svc:9090",
+    ] {
+        assert!(ready.message.contains(words), "{words}: {}", ready.message);
+    }
+    assert_eq!(sent[1].body["reason"], "InvalidSpec");
+
+    // A URL under the list, and the operator's own default, go ahead.
+    for url in [
+        "http://prometheus.team-a.svc:9090/",
+        "http://127.0.0.1:1", // mock_api's --prometheus-url
+    ] {
+        md.spec.analysis.prometheus_url = Some(url.into());
+        let (ctx, log) = with(&md, &["http://prometheus.team-a.svc:9090"]);
+        reconcile(Arc::new(md.clone()), ctx).await.unwrap();
+        let sent = log.lock().unwrap().clone();
+        let ready = status_written(&sent).condition("Ready").cloned();
+        assert!(
+            ready.is_none_or(|c| c.reason != "InvalidSpec"),
+            "{url}: {sent:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_invalid_spec_is_reported_once_and_waits_for_a_change() {
     let mut md = sample();
     md.spec.container = Some("sidecar".into());

@@ -11,7 +11,7 @@ use super::desired::{
 use super::phase::{self, AnalysisSummary, Annotations, Decision, Inputs, TrackRollout};
 use super::status::{Observed, set_conditions, set_invalid, set_waiting};
 use super::traffic;
-use super::validate::{Validated, validate};
+use super::validate::{Validated, check_prometheus_url, validate};
 use crate::analysis::{self, defaults, template::promql_range, verdict::summarize};
 use crate::api::{
     AnalysisMetric, AnalysisPhase, AnalysisStatus, DeploymentPhase, MetricStatus, ModelDeployment,
@@ -92,8 +92,14 @@ async fn reconcile(
     current: ModelDeploymentStatus,
     now: Timestamp,
 ) -> Result<Action> {
+    let settings = &ctx.shared.settings;
     let checked = validate(&md).and_then(|v| {
-        super::reach::check(&md, &ctx.shared.settings.reach)?;
+        check_prometheus_url(
+            &md,
+            &settings.allowed_prometheus_urls,
+            &settings.prometheus_url,
+        )?;
+        super::reach::check(&md, &settings.reach)?;
         Ok(v)
     });
     let v = match checked {

@@ -1,6 +1,7 @@
 //! What the schema cannot check about a ModelDeployment, turned into a parsed configuration
 //! or a message for the user. Pure.
 use super::desired::model_container_index;
+use crate::analysis::prometheus::AllowedUrls;
 use crate::api::{ModelDeployment, TrafficProvider};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use std::time::Duration;
@@ -26,6 +27,24 @@ pub fn parse_duration(field: &str, value: &str) -> Result<Duration, String> {
         return Err(format!("{field}: {value:?} must not be negative"));
     }
     Ok(d.into())
+}
+
+/// Refuses a `spec.analysis.prometheusUrl` outside the operator's `--allowed-prometheus-urls`;
+/// the operator's own `--prometheus-url` (`default_url`) is always allowed.
+pub fn check_prometheus_url(
+    md: &ModelDeployment,
+    allowed: &AllowedUrls,
+    default_url: &str,
+) -> Result<(), String> {
+    let Some(url) = md.spec.analysis.prometheus_url.as_deref() else {
+        return Ok(());
+    };
+    if url == default_url || allowed.allows(url) {
+        return Ok(());
+    }
+    Err(format!(
+        "spec.analysis.prometheusUrl: {url:?} is not under any of the operator's --allowed-prometheus-urls ({allowed}); name a URL under one of them, or leave prometheusUrl unset to use {default_url}"
+    ))
 }
 
 /// Checks what the schema cannot and parses the durations.

@@ -868,8 +868,11 @@ async fn main() -> anyhow::Result<()> {
             prom::url()
         );
     }
-    let source = Prometheus::new(&prom::url(), Duration::from_secs(10))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let limits = modelship::analysis::prometheus::Limits {
+        timeout: Duration::from_secs(10),
+        max_response_bytes: modelship::analysis::prometheus::DEFAULT_MAX_RESPONSE_BYTES,
+    };
+    let source = Prometheus::new(&prom::url(), limits).map_err(|e| anyhow::anyhow!("{e}"))?;
     let window = format!("{}s", args.window.as_secs().max(1));
     let mut rig = Rig::start()
         .await
