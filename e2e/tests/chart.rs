@@ -128,6 +128,8 @@ async fn the_operator_service_account_gets_what_it_uses_and_no_more() {
         ("patch", "modelpipelines.modelship.io"),
         ("get", "secrets"),
         ("create", "pods"),
+        // Jobs are created, never updated: their template is immutable.
+        ("patch", "jobs.batch"),
         ("create", "customresourcedefinitions.apiextensions.k8s.io"),
         ("create", "leases.coordination.k8s.io"),
         ("escalate", "clusterroles.rbac.authorization.k8s.io"),
@@ -139,6 +141,70 @@ async fn the_operator_service_account_gets_what_it_uses_and_no_more() {
     }
     // Leases only in its own namespace, for leader election.
     assert!(can("patch", "leases.coordination.k8s.io", "modelship-system").await);
+}
+
+/// With `watchNamespace`, the operator's rules are granted in that namespace alone: a Role and
+/// a RoleBinding there, and no cluster-wide grant at all.
+#[tokio::test]
+async fn a_namespaced_operator_gets_a_role_in_its_namespace_and_no_cluster_role() {
+    let chart = repo_root().join("charts/modelship");
+    let mut template = helm();
+    template.args(["template", "modelship"]).arg(&chart).args([
+        "--namespace",
+        "modelship-system",
+        "--set",
+        "watchNamespace=team-a",
+    ]);
+    let rendered = modelship_e2e::output_of(template).await;
+    let docs: Vec<serde_json::Value> = rendered
+        .split("\n---")
+        .filter_map(|d| serde_yaml_ng::from_str::<serde_json::Value>(d).ok())
+        .filter(|d| d.is_object())
+        .collect();
+    let kinds: Vec<(String, String)> = docs
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap_or_default().to_string(),
+                d["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        !kinds
+            .iter()
+            .any(|(k, _)| k == "ClusterRole" || k == "ClusterRoleBinding"),
+        "{kinds:?}"
+    );
+    let role = docs
+        .iter()
+        .find(|d| d["kind"] == "Role" && d["metadata"]["namespace"] == "team-a")
+        .unwrap_or_else(|| panic!("a Role in team-a: {kinds:?}"));
+    let resources: Vec<&str> = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["resources"].as_array().unwrap())
+        .filter_map(|r| r.as_str())
+        .collect();
+    for needed in [
+        "modeldeployments",
+        "deployments",
+        "services",
+        "jobs",
+        "pods",
+    ] {
+        assert!(resources.contains(&needed), "{needed}: {resources:?}");
+    }
+    let binding = docs
+        .iter()
+        .find(|d| d["kind"] == "RoleBinding" && d["metadata"]["namespace"] == "team-a")
+        .unwrap_or_else(|| panic!("a RoleBinding in team-a: {kinds:?}"));
+    assert_eq!(binding["roleRef"]["kind"], "Role");
+    assert_eq!(binding["subjects"][0]["namespace"], "modelship-system");
 }
 
 /// The optional PrometheusRule and dashboard ConfigMap render as valid objects, with the
