@@ -384,32 +384,43 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn apply_leaves_an_object_another_owner_holds_and_says_which() {
-        let (client, sent) = crate::mock_api::client(serde_json::Value::Null, |_, _| None);
+    /// `apply` of owner uid-1's `fraud-stable` over the cache `children`, against a mock API
+    /// server that answers with `answer`: what it returned and the writes it sent.
+    async fn apply_fraud_stable(
+        children: Vec<Deployment>,
+        answer: fn(&str, &str) -> crate::mock_api::Answer,
+    ) -> (Result<()>, Vec<String>) {
+        let (client, sent) = crate::mock_api::client(serde_json::Value::Null, answer);
         let shared = crate::mock_api::shared(client, "deployment");
         let mut owner = crate::deployment::testing::sample();
         owner.metadata.uid = Some("uid-1".into());
-        let children = Children::from_objects(vec![owned("fraud-stable", Some("uid-2"))]);
-        let err = apply(
+        let children = Children::from_objects(children);
+        let result = apply(
             &shared,
             &owner,
             &children,
             &[owned("fraud-stable", Some("uid-1"))],
         )
-        .await
-        .unwrap_err();
+        .await;
+        let writes = crate::mock_api::writes(&sent.lock().unwrap());
+        (result, writes)
+    }
+
+    #[tokio::test]
+    async fn apply_leaves_an_object_another_owner_holds_and_says_which() {
+        let other_owners = vec![owned("fraud-stable", Some("uid-2"))];
+        let (result, writes) = apply_fraud_stable(other_owners, |_, _| None).await;
         assert!(
-            matches!(&err, Error::NotOwned(m) if m.contains("Deployment models/fraud-stable already exists and was not created by this ModelDeployment")),
-            "{err}"
+            matches!(&result, Err(Error::NotOwned(m)) if m.contains("Deployment models/fraud-stable already exists and was not created by this ModelDeployment")),
+            "{result:?}"
         );
-        assert!(sent.lock().unwrap().is_empty(), "nothing is written");
+        assert!(writes.is_empty(), "nothing is written: {writes:?}");
     }
 
     #[tokio::test]
     async fn apply_leaves_a_same_named_object_the_caches_cannot_see() {
         // Someone's own Deployment, without modelship's labels: the cache does not hold it.
-        let (client, sent) = crate::mock_api::client(serde_json::Value::Null, |method, path| {
+        let (result, writes) = apply_fraud_stable(vec![], |method, path| {
             (method == "GET" && path.ends_with("/deployments/fraud-stable")).then(|| {
                 let theirs = serde_json::json!({
                     "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
@@ -417,46 +428,21 @@ mod tests {
                 });
                 (200, theirs)
             })
-        });
-        let shared = crate::mock_api::shared(client, "deployment");
-        let mut owner = crate::deployment::testing::sample();
-        owner.metadata.uid = Some("uid-1".into());
-        let children = Children::<Deployment>::from_objects(vec![]);
-        let err = apply(
-            &shared,
-            &owner,
-            &children,
-            &[owned("fraud-stable", Some("uid-1"))],
-        )
-        .await
-        .unwrap_err();
+        })
+        .await;
         assert!(
-            matches!(&err, Error::NotOwned(m) if m.contains("Deployment models/fraud-stable already exists and was not created by this ModelDeployment; modelship leaves it untouched")),
-            "{err}"
+            matches!(&result, Err(Error::NotOwned(m)) if m.contains("Deployment models/fraud-stable already exists and was not created by this ModelDeployment; modelship leaves it untouched")),
+            "{result:?}"
         );
-        assert!(
-            crate::mock_api::writes(&sent.lock().unwrap()).is_empty(),
-            "their object is not written"
-        );
+        assert!(writes.is_empty(), "their object is not written: {writes:?}");
     }
 
     #[tokio::test]
     async fn apply_creates_a_child_no_one_has_taken_the_name_of() {
-        let (client, sent) = crate::mock_api::client(serde_json::Value::Null, |_, _| None);
-        let shared = crate::mock_api::shared(client, "deployment");
-        let mut owner = crate::deployment::testing::sample();
-        owner.metadata.uid = Some("uid-1".into());
-        let children = Children::<Deployment>::from_objects(vec![]);
-        apply(
-            &shared,
-            &owner,
-            &children,
-            &[owned("fraud-stable", Some("uid-1"))],
-        )
-        .await
-        .unwrap();
+        let (result, writes) = apply_fraud_stable(vec![], |_, _| None).await;
+        result.unwrap();
         assert_eq!(
-            crate::mock_api::writes(&sent.lock().unwrap()),
+            writes,
             ["PATCH /apis/apps/v1/namespaces/models/deployments/fraud-stable"]
         );
     }

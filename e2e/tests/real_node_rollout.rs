@@ -72,6 +72,28 @@ async fn track_pod(pods: &Api<Pod>, track: &str, version: &str) -> Pod {
         .remove(0)
 }
 
+/// The ModelDeployment's Service (`http://<cluster IP>`), once the router's pod runs and the
+/// Service answers through it.
+async fn answering_service(ns: &modelship_e2e::TestNamespace) -> String {
+    let pods: Api<Pod> = ns.api();
+    let router_selector = format!("modelship.io/deployment={NAME},modelship.io/component=router");
+    node::wait_pods(&pods, &router_selector, 1, POD_TIMEOUT).await;
+    let services: Api<k8s_openapi::api::core::v1::Service> = ns.api();
+    let cluster_ip = services
+        .get(NAME)
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .unwrap();
+    let service = format!("http://{cluster_ip}");
+    wait_for("the Service to answer", POD_TIMEOUT, || async {
+        Ok(predict(&service).await.ok())
+    })
+    .await;
+    service
+}
+
 fn print_analysis(status: &ModelDeploymentStatus) {
     for m in status.analysis.iter().flat_map(|a| &a.metrics) {
         eprintln!(
@@ -111,21 +133,7 @@ async fn real_pods_are_promoted_on_scraped_metrics_survive_an_operator_kill_and_
         .expect("creating the ModelDeployment");
     wait_phase(&mds, DeploymentPhase::Stable).await;
     track_pod(&pods, "stable", "fraud-v1").await;
-    let router_selector = format!("modelship.io/deployment={NAME},modelship.io/component=router");
-    node::wait_pods(&pods, &router_selector, 1, POD_TIMEOUT).await;
-    let services: Api<k8s_openapi::api::core::v1::Service> = ns.api();
-    let cluster_ip = services
-        .get(NAME)
-        .await
-        .unwrap()
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .unwrap();
-    let service = format!("http://{cluster_ip}");
-    wait_for("the Service to answer", POD_TIMEOUT, || async {
-        Ok(predict(&service).await.ok())
-    })
-    .await;
+    let service = answering_service(&ns).await;
     let traffic = Traffic::start(service.clone());
 
     // fraud-v2 is shadowed by a real pod behind the router pods.
@@ -347,21 +355,7 @@ async fn a_shadow_that_forges_the_routers_series_is_judged_on_the_routers_own() 
         .await
         .expect("creating the ModelDeployment");
     wait_phase(&mds, DeploymentPhase::Stable).await;
-    let router_selector = format!("modelship.io/deployment={NAME},modelship.io/component=router");
-    node::wait_pods(&pods, &router_selector, 1, POD_TIMEOUT).await;
-    let services: Api<k8s_openapi::api::core::v1::Service> = ns.api();
-    let cluster_ip = services
-        .get(NAME)
-        .await
-        .unwrap()
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .unwrap();
-    let service = format!("http://{cluster_ip}");
-    wait_for("the Service to answer", POD_TIMEOUT, || async {
-        Ok(predict(&service).await.ok())
-    })
-    .await;
+    let service = answering_service(&ns).await;
     let _traffic = Traffic::start(service);
 
     // fraud-v2 disagrees with production on every answer, and claims the opposite.
