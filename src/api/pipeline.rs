@@ -99,6 +99,18 @@ pub struct ModelSpec {
         length(max = 1024)
     )]
     pub artifact_base: String,
+
+    /// Other bases under which train may report its artifact (`artifact.uri`). A reported URI
+    /// under neither `artifactBase` nor one of these fails the run (`ArtifactRefused`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 16),
+        inner(
+            regex(pattern = r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$"),
+            length(max = 1024)
+        )
+    )]
+    pub allowed_artifact_bases: Vec<String>,
 }
 
 fn default_initial_version() -> String {
@@ -495,7 +507,8 @@ pub struct Run {
     pub inputs: RunInputs,
     pub phase: RunPhase,
     /// Why the run is where it is, in CamelCase: `StageFailed`, `CheckFailed`,
-    /// `InvalidResult`, `GatesFailed`, `Approved`, `Rejected`, `Superseded`, ...
+    /// `InvalidResult`, `ArtifactRefused`, `ArtifactMismatch`, `GatesFailed`, `Approved`,
+    /// `Rejected`, `Superseded`, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Why the run is where it is, in a sentence.
@@ -510,6 +523,10 @@ pub struct Run {
     pub semver: String,
     /// Where this run's candidate is written (`MODELSHIP_CANDIDATE_URI`).
     pub artifact: String,
+    /// The artifact train reported (URI and sha256), fixed when train ended: what evaluate
+    /// scores, integration serves and the candidate publishes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained_artifact: Option<ArtifactRef>,
     /// The production model the run is measured against, as it was when the run started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<ProductionModel>,

@@ -448,7 +448,7 @@ async fn apply_serving(
             return Ok(());
         }
     };
-    let artifact = run::effective_artifact(r);
+    let artifact = run::artifact_uri(r);
     let deployment = serving::desired_deployment(p, &r.name, &r.version, &artifact, &target);
     let service = serving::desired_service(p, &r.name, &target);
     reconciler::apply(&ctx.shared, p, &ctx.deployments, &[deployment]).await?;

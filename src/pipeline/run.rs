@@ -4,6 +4,7 @@
 //! makes the Jobs and serving objects match the status. `decide` is here; the steps it takes
 //! are in `starts` (triggers), `stages` (each stage's Job) and `approval` (gates, approval,
 //! the published candidate).
+use super::artifact;
 use super::gates::{self, Measured};
 use super::history;
 use super::jobs::{EXIT_CHECK_FAILED, Stage, job_name, pending_stages};
@@ -15,7 +16,7 @@ use super::triggers::{
 };
 use super::version;
 use crate::api::{
-    Approval, Candidate, GateStage, ModelPipeline, ModelPipelineStatus, PipelinePhase,
+    Approval, ArtifactRef, Candidate, GateStage, ModelPipeline, ModelPipelineStatus, PipelinePhase,
     ProductionModel, Reproducibility, Run, RunInputs, RunPhase, StagePhase, Trigger, TriggerReason,
     Verdict,
 };
@@ -127,13 +128,19 @@ fn seconds_between(from: Option<Timestamp>, to: Timestamp) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The artifact a run's candidate is at: where train said it wrote it, else where it was told to.
-pub fn effective_artifact(run: &Run) -> String {
-    run.stages
-        .iter()
-        .find(|s| s.name == Stage::Train)
-        .and_then(|s| s.artifact.as_ref())
-        .and_then(|a| a.uri.clone())
+/// The artifact the run evaluates, serves and publishes: the one fixed when train ended, else
+/// (train has not ended) where train was told to write it.
+pub fn effective_artifact(run: &Run) -> ArtifactRef {
+    run.trained_artifact.clone().unwrap_or_else(|| ArtifactRef {
+        uri: Some(run.artifact.clone()),
+        sha256: None,
+    })
+}
+
+/// The artifact's URI, as the candidate and the serving objects name it.
+pub fn artifact_uri(run: &Run) -> String {
+    effective_artifact(run)
+        .uri
         .unwrap_or_else(|| run.artifact.clone())
 }
 

@@ -58,7 +58,7 @@ impl Step<'_> {
         let candidate = Candidate {
             version: run.version.clone(),
             semver: run.semver.clone(),
-            artifact: effective_artifact(run),
+            artifact: artifact_uri(run),
             run: run.name.clone(),
             created_at: Some(now),
             approved_at: None,
@@ -68,9 +68,7 @@ impl Step<'_> {
                 data_uri: spec.data.uri.clone(),
                 data_version: run.inputs.data_version.clone(),
                 data_digest: digest,
-                artifact_sha256: stage(Stage::Train)
-                    .and_then(|st| st.artifact.as_ref())
-                    .and_then(|a| a.sha256.clone()),
+                artifact_sha256: effective_artifact(run).sha256,
                 seed: spec.seed,
                 template_hash: run.inputs.template_hash.clone(),
                 baseline_version: run.baseline.as_ref().map(|b| b.version.clone()),
