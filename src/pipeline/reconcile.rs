@@ -701,7 +701,7 @@ mod tests {
             json!({"controller-uid": JOB_UID}),
         );
         assert!(result_pod(&[old_label], JOB_UID, &done).is_some());
-        assert!(result_pod(&[genuine.clone()], "", &done).is_none());
+        assert!(result_pod(std::slice::from_ref(&genuine), "", &done).is_none());
         assert!(result_pod(&[genuine], JOB_UID, &JobState::Active).is_none());
     }
 
