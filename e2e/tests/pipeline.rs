@@ -806,6 +806,14 @@ async fn manual_approval_publishes_only_when_the_annotation_names_the_run() {
     .await;
     assert!(status.get("latestApproved").is_none(), "{status}");
     assert!(run_of(&status, "r1").unwrap()["phase"] != "Succeeded");
+    // The value naming no waiting run is refused, recorded, and said.
+    assert_eq!(status["approval"]["value"], "r9");
+    assert_eq!(status["approval"]["result"], "Refused");
+    assert!(
+        env.wait_event("fraud", "ApprovalRefused")
+            .await
+            .contains("modelship.io/approve-run=r9 is refused")
+    );
 
     // r2 (the requested run) supersedes r1's candidate; approving r2 publishes it.
     let status = env.wait_phase("fraud", "r2", "WaitingApproval").await;
@@ -825,6 +833,12 @@ async fn manual_approval_publishes_only_when_the_annotation_names_the_run() {
     assert_eq!(status["latestApproved"]["version"], r2_version.as_str());
     assert_eq!(status["latestApproved"]["run"], "r2");
     assert!(status["latestApproved"]["approvedAt"].is_string());
+    // Status records the value acted on, when, and the candidate it bound.
+    assert_eq!(status["approval"]["value"], "r2");
+    assert_eq!(status["approval"]["result"], "Approved");
+    assert_eq!(status["approval"]["version"], r2_version.as_str());
+    assert_eq!(status["approval"]["sha256"], TRAINED_SHA256);
+    assert!(status["approval"]["actedAt"].is_string());
     assert_eq!(status["phase"], "Succeeded");
     env.wait_event("fraud", "CandidateApproved").await;
     env.delete().await;

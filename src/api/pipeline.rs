@@ -368,6 +368,11 @@ pub struct ModelPipelineStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_successful: Option<RunInputs>,
 
+    /// The last `modelship.io/approve-run` value handled: the run and candidate (version,
+    /// artifact, sha256) it approved and when, or why it was refused. A value acts once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<super::common::HandledApproval>,
+
     /// The `modelship.io/run` token already acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_run_request: Option<String>,

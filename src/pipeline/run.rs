@@ -16,9 +16,9 @@ use super::triggers::{
 };
 use super::version;
 use crate::api::{
-    Approval, ArtifactRef, Candidate, GateStage, ModelPipeline, ModelPipelineStatus, PipelinePhase,
-    ProductionModel, Reproducibility, Run, RunInputs, RunPhase, StagePhase, Trigger, TriggerReason,
-    Verdict,
+    Approval, ApprovalResult, ArtifactRef, Candidate, GateStage, HandledApproval, ModelPipeline,
+    ModelPipelineStatus, PipelinePhase, ProductionModel, Reproducibility, Run, RunInputs, RunPhase,
+    StagePhase, Trigger, TriggerReason, Verdict,
 };
 use crate::conditions::{Status, set};
 use jiff::Timestamp;
@@ -278,7 +278,8 @@ impl<'a> Step<'a> {
         }
         let waiting = status.waiting_for_approval();
         if let Some(first) = waiting.first() {
-            let msg = format!("{first} waits for {ANNOTATION_APPROVE_RUN}={first}");
+            let value = approval::approval_value(status, first);
+            let msg = format!("{first} waits for {ANNOTATION_APPROVE_RUN}={value}");
             set(
                 &mut status.conditions,
                 "WaitingApproval",
@@ -335,8 +336,12 @@ pub fn decide(w: &World<'_>) -> Decision {
     };
     s.d.status.observed_generation = w.pipeline.metadata.generation;
     s.production();
-    s.advance();
+    // An approval is judged against the runs as they were when it was seen, before any run
+    // advances to waiting in this same decision.
+    s.rejections();
     s.approvals();
+    s.advance();
+    s.rejections();
     if let Ok(inputs) = &w.inputs {
         s.triggers(inputs);
     }
@@ -421,6 +426,7 @@ pub fn rejected(
 }
 
 mod approval;
+pub use approval::approval_value;
 mod stages;
 mod starts;
 

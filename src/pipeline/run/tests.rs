@@ -250,7 +250,9 @@ fn stages_advance_in_order_and_a_passing_run_waits_for_approval() {
     assert_eq!(s.last_successful.as_ref(), Some(&f.run("r1").inputs));
     let msg = f.run("r1").message.clone().unwrap();
     assert!(
-        msg.contains("kubectl annotate modelpipeline fraud modelship.io/approve-run=r1"),
+        msg.contains(
+            "kubectl annotate --overwrite modelpipeline fraud modelship.io/approve-run=r1"
+        ),
         "{msg}"
     );
 }
@@ -284,15 +286,56 @@ fn approval_publishes_the_candidate_and_only_for_the_named_run() {
     let mut f = Fixture::new();
     f.through_evaluate(0.9);
     f.annotations.approve_run = Some("r7".into());
+    let d = f.step();
+    assert_eq!(
+        reasons(&d),
+        vec!["ApprovalRefused"],
+        "an annotation naming another run approves nothing, and says so"
+    );
+    let refused = f.status().approval.clone().unwrap();
+    assert_eq!(
+        (refused.value.as_str(), refused.result),
+        ("r7", ApprovalResult::Refused)
+    );
+    let why = refused.message.unwrap();
     assert!(
-        f.step().notes.is_empty(),
-        "an annotation naming another run does nothing"
+        why.contains("there is no run r7") && why.contains("waiting: r1"),
+        "{why}"
     );
     assert!(f.status().latest_approved.is_none());
+    assert!(
+        f.step().notes.is_empty(),
+        "refused once, not at every round"
+    );
     f.later(60);
     f.annotations.approve_run = Some("r1".into());
     let d = f.step();
     assert_eq!(reasons(&d), vec!["CandidateApproved"]);
+    // Status records the value acted on, when, and the candidate it approved.
+    let acted = f.status().approval.clone().unwrap();
+    assert_eq!(
+        (
+            acted.value.as_str(),
+            acted.result,
+            acted.run.as_deref(),
+            acted.acted_at
+        ),
+        (
+            "r1",
+            ApprovalResult::Approved,
+            Some("r1"),
+            Some(ts("2026-11-26T10:01:00Z"))
+        )
+    );
+    assert_eq!(
+        acted.version.as_deref(),
+        Some("fraud-v1.0.0-2026-11-26-f4c9a2")
+    );
+    assert_eq!(acted.sha256.as_deref(), Some(SHA));
+    assert_eq!(
+        acted.artifact.as_deref(),
+        Some("s3://models/fraud/fraud-v1.0.0-2026-11-26-f4c9a2/")
+    );
     assert_eq!(d.finished, vec!["succeeded"]);
     let s = f.status();
     assert_eq!(s.phase, Some(PipelinePhase::Succeeded));
@@ -316,13 +359,59 @@ fn rejection_publishes_nothing_and_wins_over_approval() {
     f.annotations.approve_run = Some("r1".into());
     f.annotations.reject_run = Some("r1".into());
     let d = f.step();
-    assert_eq!(reasons(&d), vec!["CandidateRejected"]);
+    assert_eq!(reasons(&d), vec!["CandidateRejected", "ApprovalRefused"]);
     assert_eq!(d.finished, vec!["rejected"]);
     let s = f.status();
     assert_eq!(s.phase, Some(PipelinePhase::Failed));
     assert!(s.latest_approved.is_none());
     assert_eq!(f.run("r1").phase, RunPhase::Rejected);
     assert_eq!(condition(f.status(), "Succeeded"), ("False", "Rejected"));
+}
+
+#[test]
+fn an_approval_given_before_its_run_waits_never_approves_it() {
+    let mut f = Fixture::new();
+    f.step();
+    // Approved in advance, while r1 still trains: its candidate is not known yet.
+    f.annotations.approve_run = Some("r1".into());
+    let d = f.step();
+    assert_eq!(reasons(&d), vec!["ApprovalRefused"]);
+    let why = f
+        .status()
+        .approval
+        .as_ref()
+        .unwrap()
+        .message
+        .clone()
+        .unwrap();
+    assert!(why.contains("run r1 is Running"), "{why}");
+    f.succeed("fraud-r1-train", Some(&train_result()));
+    f.step();
+    f.succeed("fraud-r1-evaluate", Some(&result(r#"{"f1":0.9}"#)));
+    f.step();
+    f.step();
+    let r = f.run("r1");
+    assert_eq!(
+        r.phase,
+        RunPhase::WaitingApproval,
+        "the early value does not act later"
+    );
+    assert!(
+        r.message.as_ref().unwrap().contains("approve-run=r1/2"),
+        "the command given uses a value not handled yet: {:?}",
+        r.message
+    );
+    assert!(f.status().latest_approved.is_none());
+    // A new value for the same run approves it now that its candidate is known.
+    f.annotations.approve_run = Some("r1/2".into());
+    let d = f.step();
+    assert_eq!(reasons(&d), vec!["CandidateApproved"]);
+    let acted = f.status().approval.clone().unwrap();
+    assert_eq!(
+        (acted.value.as_str(), acted.result),
+        ("r1/2", ApprovalResult::Approved)
+    );
+    assert_eq!(acted.sha256.as_deref(), Some(SHA));
 }
 
 #[test]
