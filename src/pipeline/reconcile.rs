@@ -223,8 +223,33 @@ fn job_view(ctx: &Context, job: &Job, now: Timestamp) -> JobView {
         .filter(|pod| pod.namespace().as_deref() == Some(ns.as_str()))
         .map(|pod| Arc::new(pod.object()))
         .collect();
-    let state = job_state(job, now);
-    let pod = result_pod(&pods, &uid, &state).map(|pod| outcome(&pod));
+    decisive(&pods, &uid, job_state(job, now))
+}
+
+/// The Job's state and the result that decides it. A stage Job completes once, so two
+/// succeeded pods that both look controlled by it mean one was made to look so: neither is
+/// trusted, and the stage fails with that reason instead of reading either.
+fn decisive(pods: &[Arc<Pod>], job_uid: &str, state: JobState) -> JobView {
+    if let JobState::Succeeded { completed_at } = &state {
+        let succeeded = pods
+            .iter()
+            .filter(|p| controlled_by_job(p, job_uid))
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded"))
+            .count();
+        if succeeded > 1 {
+            return JobView {
+                state: JobState::Failed {
+                    reason: "AmbiguousResult".into(),
+                    message: format!(
+                        "{succeeded} succeeded pods claim to be the Job's, which completes once; no result is read"
+                    ),
+                    failed_at: *completed_at,
+                },
+                pod: Some(PodOutcome::default()),
+            };
+        }
+    }
+    let pod = result_pod(pods, job_uid, &state).map(|pod| outcome(&pod));
     JobView { state, pod }
 }
 
@@ -703,6 +728,33 @@ mod tests {
         assert!(result_pod(&[old_label], JOB_UID, &done).is_some());
         assert!(result_pod(std::slice::from_ref(&genuine), "", &done).is_none());
         assert!(result_pod(&[genuine], JOB_UID, &JobState::Active).is_none());
+    }
+
+    #[test]
+    fn two_succeeded_pods_of_one_job_are_never_read() {
+        let both =
+            json!({"batch.kubernetes.io/controller-uid": JOB_UID, "controller-uid": JOB_UID});
+        let genuine = stage_pod(
+            "2026-11-26T10:00:00Z",
+            "genuine",
+            job_owner(JOB_UID, true),
+            both.clone(),
+        );
+        let forged = stage_pod(
+            "2026-11-26T10:01:00Z",
+            "forged",
+            job_owner(JOB_UID, true),
+            both,
+        );
+        let done = JobState::Succeeded { completed_at: None };
+        let view = decisive(&[genuine.clone(), forged], JOB_UID, done.clone());
+        assert!(
+            matches!(&view.state, JobState::Failed { reason, .. } if reason == "AmbiguousResult"),
+            "{view:?}"
+        );
+        assert_eq!(view.pod, Some(PodOutcome::default()), "no message is read");
+        let view = decisive(&[genuine], JOB_UID, done);
+        assert_eq!(view.pod.and_then(|p| p.message).as_deref(), Some("genuine"));
     }
 
     fn job(conditions: serde_json::Value, completion: Option<&str>) -> Job {
