@@ -109,7 +109,8 @@ def model_pipeline(ns, i):
         "artifact": {"sha256": "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9"},
         "datasetDigest": "sha256:5e1f",
     }
-    evaluate = {"schemaVersion": 1, "metrics": {"f1": 0.9}}
+    # Evaluate reports the digest it scored: it must be the one train reported.
+    evaluate = {"schemaVersion": 1, "metrics": {"f1": 0.9}, "artifact": {"sha256": train["artifact"]["sha256"]}}
     return {
         "apiVersion": "modelship.io/v1alpha1",
         "kind": "ModelPipeline",

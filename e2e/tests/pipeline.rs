@@ -217,10 +217,18 @@ fn result(metrics: Value) -> Value {
     json!({"schemaVersion": 1, "metrics": metrics})
 }
 
+/// The digest of what train wrote, which evaluate must report it scored.
+const TRAINED_SHA256: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
+
 fn train_result() -> Value {
     json!({"schemaVersion": 1, "metrics": {"loss": 0.12},
-           "artifact": {"sha256": "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9"},
+           "artifact": {"sha256": TRAINED_SHA256},
            "datasetDigest": "sha256:5e1f"})
+}
+
+/// An evaluation of the artifact train reported.
+fn evaluation(metrics: Value) -> Value {
+    json!({"schemaVersion": 1, "metrics": metrics, "artifact": {"sha256": TRAINED_SHA256}})
 }
 
 /// A pipeline that trains and evaluates, with one f1 gate against the baseline.
@@ -231,7 +239,7 @@ fn spec(revision: &str, f1: f64, approval: &str) -> Value {
         "data": {"uri": "s3://data/fraud", "version": "2026-11-26"},
         "stages": {
             "train": reporting(train_result()),
-            "evaluate": reporting(result(json!({"f1": f1}))),
+            "evaluate": reporting(evaluation(json!({"f1": f1}))),
         },
         "gates": [{"metric": "f1", "direction": "HigherIsBetter", "min": 0.5, "maxRegression": 0.01}],
         "approval": approval,
@@ -405,6 +413,21 @@ async fn stages_run_in_order_and_a_failed_validation_stops_before_training() {
     ] {
         assert_eq!(contract.get(k).map(String::as_str), Some(v), "{k}");
     }
+    // Evaluate works on the artifact fixed when train ended.
+    let evaluate = env.api::<Job>().get("fraud-r1-evaluate").await.unwrap();
+    let evaluate_env: BTreeMap<String, String> =
+        evaluate.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name, e.value.unwrap_or_default()))
+            .collect();
+    assert_eq!(evaluate_env["MODELSHIP_ARTIFACT_SHA256"], TRAINED_SHA256);
+    assert_eq!(
+        evaluate_env["MODELSHIP_ARTIFACT_URI"],
+        format!("s3://models/fraud/{version}/")
+    );
     let metrics = env.operator.metrics().await;
     assert!(
         metrics.contains(&format!(
@@ -610,7 +633,7 @@ async fn a_better_candidate_is_approved_and_the_following_deployment_shadows_it(
     assert_eq!(status["production"]["run"], "r1");
 
     // A new commit evaluates better than production.
-    let evaluate = reporting(result(json!({"f1": 0.93})));
+    let evaluate = reporting(evaluation(json!({"f1": 0.93})));
     env.patch(
         "fraud",
         json!({"spec": {"source": {"revision": "0b1c2d3e4f"}, "stages": {"evaluate": evaluate}}}),
@@ -679,7 +702,8 @@ async fn a_worse_candidate_is_rejected_with_per_metric_reasons() {
     let env = Env::new("pipeline-worse").await;
     let mut s = spec("f4c9a2e17b", 0.85, "Automatic");
     // The evaluate stage measures production's model on the same held-out data.
-    let evaluation = json!({"schemaVersion": 1, "metrics": {"f1": 0.85, "rmse": 0.30}, "baselineMetrics": {"f1": 0.90, "rmse": 0.25}});
+    let evaluation = json!({"schemaVersion": 1, "metrics": {"f1": 0.85, "rmse": 0.30}, "baselineMetrics": {"f1": 0.90, "rmse": 0.25},
+                            "artifact": {"sha256": TRAINED_SHA256}});
     s["stages"]["evaluate"] = reporting(evaluation);
     s["gates"] = json!([
         {"metric": "f1", "direction": "HigherIsBetter", "maxRegression": 0.01},
@@ -782,6 +806,14 @@ async fn manual_approval_publishes_only_when_the_annotation_names_the_run() {
     .await;
     assert!(status.get("latestApproved").is_none(), "{status}");
     assert!(run_of(&status, "r1").unwrap()["phase"] != "Succeeded");
+    // The value naming no waiting run is refused, recorded, and said.
+    assert_eq!(status["approval"]["value"], "r9");
+    assert_eq!(status["approval"]["result"], "Refused");
+    assert!(
+        env.wait_event("fraud", "ApprovalRefused")
+            .await
+            .contains("modelship.io/approve-run=r9 is refused")
+    );
 
     // r2 (the requested run) supersedes r1's candidate; approving r2 publishes it.
     let status = env.wait_phase("fraud", "r2", "WaitingApproval").await;
@@ -801,6 +833,12 @@ async fn manual_approval_publishes_only_when_the_annotation_names_the_run() {
     assert_eq!(status["latestApproved"]["version"], r2_version.as_str());
     assert_eq!(status["latestApproved"]["run"], "r2");
     assert!(status["latestApproved"]["approvedAt"].is_string());
+    // Status records the value acted on, when, and the candidate it bound.
+    assert_eq!(status["approval"]["value"], "r2");
+    assert_eq!(status["approval"]["result"], "Approved");
+    assert_eq!(status["approval"]["version"], r2_version.as_str());
+    assert_eq!(status["approval"]["sha256"], TRAINED_SHA256);
+    assert!(status["approval"]["actedAt"].is_string());
     assert_eq!(status["phase"], "Succeeded");
     env.wait_event("fraud", "CandidateApproved").await;
     env.delete().await;
@@ -993,6 +1031,39 @@ async fn a_malformed_termination_message_fails_the_run_with_a_clear_reason() {
         "{message}"
     );
     env.wait_event("fraud", "InvalidResult").await;
+
+    // An evaluation of another artifact than the one train reported fails the run.
+    let other = "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff";
+    let elsewhere =
+        json!({"schemaVersion": 1, "metrics": {"f1": 0.99}, "artifact": {"sha256": other}});
+    env.patch(
+        "fraud",
+        json!({"spec": {"source": {"revision": "d00dfeed"}, "stages": {"train": reporting(train_result()), "evaluate": reporting(elsewhere)}}}),
+    )
+    .await;
+    let status = env.wait_phase("fraud", "r3", "Failed").await;
+    let r3 = run_of(&status, "r3").unwrap();
+    assert_eq!(r3["reason"], "ArtifactMismatch");
+    let message = r3["message"].as_str().unwrap();
+    assert!(
+        message.contains(other) && message.contains(TRAINED_SHA256),
+        "{message}"
+    );
+    assert!(status.get("latestCandidate").is_none());
+
+    // A train stage that says it wrote the model outside spec.model.artifactBase fails too.
+    let outside = json!({"schemaVersion": 1, "metrics": {},
+                         "artifact": {"uri": "s3://attacker/fraud/", "sha256": TRAINED_SHA256}});
+    env.patch(
+        "fraud",
+        json!({"spec": {"source": {"revision": "beadfeed"}, "stages": {"train": reporting(outside), "evaluate": reporting(evaluation(json!({"f1": 0.99})))}}}),
+    )
+    .await;
+    let status = env.wait_phase("fraud", "r4", "Failed").await;
+    let r4 = run_of(&status, "r4").unwrap();
+    assert_eq!(r4["reason"], "ArtifactRefused");
+    assert_eq!(stage_of(r4, "evaluate")["phase"], "Pending");
+    assert!(status.get("latestCandidate").is_none());
     env.delete().await;
 }
 

@@ -342,6 +342,21 @@ async fn manual_promotion_waits_for_an_approval_that_names_the_candidate() {
 
     world.annotate("modelship.io/approve", "churn-v2").await;
     world.wait_phase(DeploymentPhase::Baking).await;
+    // Status records the value acted on, the candidate it was bound to, and when.
+    let approval = world.status().await.approval.unwrap();
+    assert_eq!(
+        (
+            approval.value.as_str(),
+            approval.result,
+            approval.version.as_deref()
+        ),
+        (
+            "churn-v2",
+            modelship::api::ApprovalResult::Approved,
+            Some("churn-v2")
+        )
+    );
+    assert!(approval.acted_at.is_some());
     assert_eq!(
         world.stable_deployment_version().await.as_deref(),
         Some("churn-v2")

@@ -1,5 +1,7 @@
 //! Types shared by both resources.
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
+use kube::KubeSchema;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
@@ -119,4 +121,47 @@ impl std::fmt::Display for Verdict {
         };
         f.write_str(s)
     }
+}
+
+/// An approval annotation's value as the operator handled it: each value acts at most once,
+/// on the candidate it was bound to when the operator first saw it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HandledApproval {
+    /// The annotation's value.
+    pub value: String,
+    /// What became of it.
+    pub result: ApprovalResult,
+    /// The run it names (`modelship.io/approve-run`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// The candidate it is bound to: version, artifact and, where known, the artifact's sha256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// When the operator first saw the value.
+    pub seen_at: Timestamp,
+    /// When it approved its candidate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acted_at: Option<Timestamp>,
+    /// Why it was refused or went stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// What became of an approval annotation's value.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApprovalResult {
+    /// It names the candidate, which has not reached the approval yet.
+    Bound,
+    /// It approved its candidate.
+    Approved,
+    /// It named nothing waiting for approval; it never acts, even later.
+    Refused,
+    /// The candidate it was bound to changed (another artifact under the same version); it
+    /// never acts again.
+    Stale,
 }

@@ -615,6 +615,11 @@ pub struct ModelDeploymentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_abort: Option<String>,
 
+    /// The last `modelship.io/approve` value handled: the candidate (version and artifact) it
+    /// was bound to when first seen, and when it approved it. A value acts once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<super::common::HandledApproval>,
+
     /// `Ready`, `Progressing`, `Degraded`, `TrafficConfigured`, `MetricsAvailable`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

@@ -99,6 +99,18 @@ pub struct ModelSpec {
         length(max = 1024)
     )]
     pub artifact_base: String,
+
+    /// Other bases under which train may report its artifact (`artifact.uri`). A reported URI
+    /// under neither `artifactBase` nor one of these fails the run (`ArtifactRefused`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 16),
+        inner(
+            regex(pattern = r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$"),
+            length(max = 1024)
+        )
+    )]
+    pub allowed_artifact_bases: Vec<String>,
 }
 
 fn default_initial_version() -> String {
@@ -356,6 +368,11 @@ pub struct ModelPipelineStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_successful: Option<RunInputs>,
 
+    /// The last `modelship.io/approve-run` value handled: the run and candidate (version,
+    /// artifact, sha256) it approved and when, or why it was refused. A value acts once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<super::common::HandledApproval>,
+
     /// The `modelship.io/run` token already acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_run_request: Option<String>,
@@ -495,7 +512,8 @@ pub struct Run {
     pub inputs: RunInputs,
     pub phase: RunPhase,
     /// Why the run is where it is, in CamelCase: `StageFailed`, `CheckFailed`,
-    /// `InvalidResult`, `GatesFailed`, `Approved`, `Rejected`, `Superseded`, ...
+    /// `InvalidResult`, `ArtifactRefused`, `ArtifactMismatch`, `GatesFailed`, `Approved`,
+    /// `Rejected`, `Superseded`, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Why the run is where it is, in a sentence.
@@ -510,6 +528,10 @@ pub struct Run {
     pub semver: String,
     /// Where this run's candidate is written (`MODELSHIP_CANDIDATE_URI`).
     pub artifact: String,
+    /// The artifact train reported (URI and sha256), fixed when train ended: what evaluate
+    /// scores, integration serves and the candidate publishes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained_artifact: Option<ArtifactRef>,
     /// The production model the run is measured against, as it was when the run started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<ProductionModel>,

@@ -1,8 +1,8 @@
 //! The life of a model version: which phase comes next, and why. Pure: every input is given,
 //! every decision comes back as a new status and the events that explain it.
 use crate::api::{
-    AnalysisStatus, DeploymentPhase, HistoryEntry, MetricStatus, ModelDeploymentStatus, Outcome,
-    Promotion, VersionRef,
+    AnalysisStatus, ApprovalResult, DeploymentPhase, HandledApproval, HistoryEntry, MetricStatus,
+    ModelDeploymentStatus, Outcome, Promotion, VersionRef,
 };
 use jiff::Timestamp;
 use std::time::Duration;
@@ -126,6 +126,7 @@ pub enum Reason {
     Promoted,
     Baked,
     AwaitingApproval,
+    ApprovalStale,
     AnalysisFailed,
     ShadowFailed,
     Aborted,
@@ -145,6 +146,7 @@ impl Reason {
             Reason::Promoted => "Promoted",
             Reason::Baked => "Baked",
             Reason::AwaitingApproval => "AwaitingApproval",
+            Reason::ApprovalStale => "ApprovalStale",
             Reason::AnalysisFailed => "AnalysisFailed",
             Reason::ShadowFailed => "ShadowFailed",
             Reason::Aborted => "Aborted",
@@ -162,7 +164,7 @@ impl Reason {
             Reason::Superseded => "Supersede",
             Reason::Promoting | Reason::Promoted => "Promote",
             Reason::Baked => "Bake",
-            Reason::AwaitingApproval => "AwaitApproval",
+            Reason::AwaitingApproval | Reason::ApprovalStale => "AwaitApproval",
             Reason::AnalysisFailed | Reason::ShadowFailed => "Reject",
             Reason::Aborted => "Abort",
             Reason::Retried => "Retry",
@@ -210,6 +212,21 @@ pub fn analysis_open(analysis: &AnalysisStatus, now: Timestamp) -> bool {
 }
 
 /// Whether `value` of a retry annotation names `version` (`<version>` or `<version>/<token>`).
+/// The approval value that would act on `target` now: `target`, unless `used` (the value
+/// handled last) is that already, then `<target>/<n>`, since each value acts once.
+pub fn fresh_approval_value(used: Option<&str>, target: &str) -> String {
+    let Some(used) = used else {
+        return target.to_string();
+    };
+    if used == target {
+        return format!("{target}/2");
+    }
+    match used.strip_prefix(target).and_then(|r| r.strip_prefix('/')) {
+        Some(n) => format!("{target}/{}", n.parse::<u64>().map_or(2, |n| n + 1)),
+        None => target.to_string(),
+    }
+}
+
 fn names_version(value: &str, version: &str) -> bool {
     value == version
         || value
@@ -393,6 +410,62 @@ impl<'a> Step<'a> {
         );
     }
 
+    /// Binds an approve value naming `candidate` to it (version and artifact) when first
+    /// seen. A bound value whose version now has another artifact goes stale: it approved
+    /// what it was given for, not whatever comes later under the same version.
+    fn bind_approval(&mut self, candidate: &VersionRef) {
+        let Some(value) = self.inp.annotations.approve.clone() else {
+            return;
+        };
+        if !names_version(&value, &candidate.version) {
+            return;
+        }
+        let now = self.inp.now;
+        match self.status.approval.as_mut() {
+            Some(h) if h.value == value => {
+                let moved = h.version.as_deref() == Some(candidate.version.as_str())
+                    && h.artifact.as_deref() != Some(candidate.artifact.as_str());
+                if h.result == ApprovalResult::Bound && moved {
+                    let again = fresh_approval_value(Some(&value), &candidate.version);
+                    let msg = format!(
+                        "{ANNOTATION_APPROVE}={value} approved {} at {}; it is now at {}, which nobody approved: kubectl annotate --overwrite modeldeployment <name> {ANNOTATION_APPROVE}={again}",
+                        candidate.version,
+                        h.artifact.as_deref().unwrap_or_default(),
+                        candidate.artifact
+                    );
+                    h.result = ApprovalResult::Stale;
+                    h.message = Some(msg.clone());
+                    self.event(true, Reason::ApprovalStale, msg, None);
+                }
+            }
+            _ => {
+                self.status.approval = Some(HandledApproval {
+                    value,
+                    result: ApprovalResult::Bound,
+                    run: None,
+                    version: Some(candidate.version.clone()),
+                    artifact: Some(candidate.artifact.clone()),
+                    sha256: None,
+                    seen_at: now,
+                    acted_at: None,
+                    message: None,
+                });
+            }
+        }
+    }
+
+    /// Whether the approve annotation approves `candidate`: its value is bound to exactly
+    /// this version and artifact and has not acted yet (a retried version needs a new value).
+    fn approved(&self, candidate: &VersionRef) -> bool {
+        let value = self.inp.annotations.approve.as_deref();
+        self.status.approval.as_ref().is_some_and(|h| {
+            Some(h.value.as_str()) == value
+                && h.result == ApprovalResult::Bound
+                && h.version.as_deref() == Some(candidate.version.as_str())
+                && h.artifact.as_deref() == Some(candidate.artifact.as_str())
+        })
+    }
+
     fn abort_requested(&self, candidate: &VersionRef) -> Option<String> {
         let value = self.inp.annotations.abort.as_ref()?;
         (names_version(value, &candidate.version)
@@ -465,6 +538,7 @@ fn shadowing(s: &mut Step<'_>, stable: &VersionRef) {
         }
         return;
     }
+    s.bind_approval(&candidate);
     if let Some(value) = s.abort_requested(&candidate) {
         s.status.handled_abort = Some(value);
         let msg = format!(
@@ -548,12 +622,13 @@ fn shadowing(s: &mut Step<'_>, stable: &VersionRef) {
         s.enter(DeploymentPhase::Shadowing, msg);
         return;
     }
-    let approved = inp.promotion == Promotion::Automatic
-        || inp.annotations.approve.as_deref() == Some(candidate.version.as_str());
-    if !approved {
+    let by_annotation = inp.promotion == Promotion::Manual && s.approved(&candidate);
+    if inp.promotion == Promotion::Manual && !by_annotation {
+        let used = s.status.approval.as_ref().map(|h| h.value.as_str());
+        let value = fresh_approval_value(used, &candidate.version);
         let msg = format!(
-            "{} passed its analysis and waits for approval: kubectl annotate modeldeployment <name> {}={}",
-            candidate.version, ANNOTATION_APPROVE, candidate.version
+            "{} passed its analysis and waits for approval: kubectl annotate --overwrite modeldeployment <name> {}={}",
+            candidate.version, ANNOTATION_APPROVE, value
         );
         if s.status.message.as_deref() != Some(msg.as_str()) {
             s.event(false, Reason::AwaitingApproval, msg.clone(), None);
@@ -561,6 +636,10 @@ fn shadowing(s: &mut Step<'_>, stable: &VersionRef) {
         s.awaiting_approval = true;
         s.enter(DeploymentPhase::Shadowing, msg);
         return;
+    }
+    if by_annotation && let Some(h) = s.status.approval.as_mut() {
+        h.result = ApprovalResult::Approved;
+        h.acted_at = Some(inp.now);
     }
     s.promote(format!(
         "{} passed its analysis in shadow; promoting it over {}",
@@ -1135,6 +1214,102 @@ mod tests {
         w.annotations.approve = Some("v2".into());
         assert_eq!(w.step(103), Some(DeploymentPhase::Promoting));
         assert!(!w.awaiting_approval);
+    }
+
+    #[test]
+    fn an_approval_binds_to_the_artifact_it_was_given_for() {
+        let mut w = World::shadowing_v2();
+        w.promotion = Promotion::Manual;
+        // Approved early, while v2 at s3://models/v2 is shadowed: bound to that artifact.
+        w.annotations.approve = Some("v2".into());
+        w.analysis.passing = false;
+        assert_eq!(w.step(10), Some(DeploymentPhase::Shadowing));
+        let h = w.status.approval.clone().unwrap();
+        assert_eq!(
+            (
+                h.value.as_str(),
+                h.result,
+                h.version.as_deref(),
+                h.artifact.as_deref()
+            ),
+            (
+                "v2",
+                ApprovalResult::Bound,
+                Some("v2"),
+                Some("s3://models/v2")
+            )
+        );
+        assert_eq!(h.seen_at, t(10));
+        // The same version now names another artifact: the approval does not follow it.
+        w.desired.artifact = "s3://elsewhere/v2".into();
+        w.step(20);
+        w.step(21);
+        assert_eq!(
+            w.status.approval.as_ref().unwrap().result,
+            ApprovalResult::Stale
+        );
+        assert!(w.reasons().contains(&"ApprovalStale"));
+        w.analysis.passing = true;
+        assert_eq!(w.step(200), Some(DeploymentPhase::Shadowing));
+        assert!(w.awaiting_approval, "the stale approval promotes nothing");
+        assert!(
+            w.status
+                .message
+                .as_ref()
+                .unwrap()
+                .contains("modelship.io/approve=v2/2"),
+            "{:?}",
+            w.status.message
+        );
+        w.annotations.approve = Some("v2/2".into());
+        assert_eq!(w.step(201), Some(DeploymentPhase::Promoting));
+        let h = w.status.approval.clone().unwrap();
+        assert_eq!(
+            (
+                h.value.as_str(),
+                h.result,
+                h.artifact.as_deref(),
+                h.acted_at
+            ),
+            (
+                "v2/2",
+                ApprovalResult::Approved,
+                Some("s3://elsewhere/v2"),
+                Some(t(201))
+            )
+        );
+    }
+
+    #[test]
+    fn an_approval_that_acted_does_not_approve_the_version_again() {
+        let mut w = World::shadowing_v2();
+        w.promotion = Promotion::Manual;
+        // v2 was approved with this value before (then rolled back and retried).
+        w.status.approval = Some(HandledApproval {
+            value: "v2".into(),
+            result: ApprovalResult::Approved,
+            run: None,
+            version: Some("v2".into()),
+            artifact: Some("s3://models/v2".into()),
+            sha256: None,
+            seen_at: t(0),
+            acted_at: Some(t(0)),
+            message: None,
+        });
+        w.annotations.approve = Some("v2".into());
+        assert_eq!(w.step(200), Some(DeploymentPhase::Shadowing));
+        assert!(w.awaiting_approval, "the old approval acts once");
+        w.annotations.approve = Some("v2/2".into());
+        assert_eq!(w.step(201), Some(DeploymentPhase::Promoting));
+    }
+
+    #[test]
+    fn fresh_approval_values_never_repeat_the_handled_one() {
+        assert_eq!(fresh_approval_value(None, "v2"), "v2");
+        assert_eq!(fresh_approval_value(Some("v1"), "v2"), "v2");
+        assert_eq!(fresh_approval_value(Some("v2"), "v2"), "v2/2");
+        assert_eq!(fresh_approval_value(Some("v2/2"), "v2"), "v2/3");
+        assert_eq!(fresh_approval_value(Some("v2/ok"), "v2"), "v2/2");
     }
 
     #[test]

@@ -119,6 +119,14 @@ pub fn environment(
 ) -> Vec<(&'static str, String)> {
     let spec = &p.spec;
     let baseline = run.baseline.as_ref();
+    // After train, every stage works on the artifact fixed when train ended, not on the
+    // planned URI: what is evaluated and served is what is published.
+    let fixed = (stage > Stage::Train)
+        .then_some(run.trained_artifact.as_ref())
+        .flatten();
+    let candidate_uri = fixed
+        .and_then(|a| a.uri.clone())
+        .unwrap_or_else(|| run.artifact.clone());
     let mut env = vec![
         ("MODELSHIP_PIPELINE", p.name_any()),
         ("MODELSHIP_RUN", run.name.clone()),
@@ -136,7 +144,7 @@ pub fn environment(
         ("MODELSHIP_DATA_VERSION", run.inputs.data_version.clone()),
         ("MODELSHIP_MODEL", spec.model.name.clone()),
         ("MODELSHIP_CANDIDATE_VERSION", run.version.clone()),
-        ("MODELSHIP_CANDIDATE_URI", run.artifact.clone()),
+        ("MODELSHIP_CANDIDATE_URI", candidate_uri),
         (
             "MODELSHIP_BASELINE_VERSION",
             baseline.map(|b| b.version.clone()).unwrap_or_default(),
@@ -147,6 +155,13 @@ pub fn environment(
         ),
         ("MODELSHIP_SEED", spec.seed.to_string()),
     ];
+    if let Some(a) = fixed {
+        env.push(("MODELSHIP_ARTIFACT_URI", a.uri.clone().unwrap_or_default()));
+        env.push((
+            "MODELSHIP_ARTIFACT_SHA256",
+            a.sha256.clone().unwrap_or_default(),
+        ));
+    }
     if let Some(url) = service_url {
         env.push(("MODELSHIP_SERVICE_URL", url.to_string()));
     }

@@ -1,4 +1,5 @@
 //! The ModelPipeline controller.
+pub mod artifact;
 pub mod data_source;
 pub mod gates;
 pub mod history;

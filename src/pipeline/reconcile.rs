@@ -223,13 +223,77 @@ fn job_view(ctx: &Context, job: &Job, now: Timestamp) -> JobView {
         .filter(|pod| pod.namespace().as_deref() == Some(ns.as_str()))
         .map(|pod| Arc::new(pod.object()))
         .collect();
-    let state = job_state(job, now);
-    let pod = match &state {
-        JobState::Succeeded { .. } => latest(&pods, "Succeeded").map(|pod| outcome(&pod)),
-        JobState::Failed { .. } => latest(&pods, "Failed").map(|pod| outcome(&pod)),
-        _ => None,
-    };
+    decisive(&pods, &uid, job_state(job, now))
+}
+
+/// The Job's state and the result that decides it. A stage Job completes once, so two
+/// succeeded pods that both look controlled by it mean one was made to look so: neither is
+/// trusted, and the stage fails with that reason instead of reading either.
+fn decisive(pods: &[Arc<Pod>], job_uid: &str, state: JobState) -> JobView {
+    if let JobState::Succeeded { completed_at } = &state {
+        let succeeded = pods
+            .iter()
+            .filter(|p| controlled_by_job(p, job_uid))
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded"))
+            .count();
+        if succeeded > 1 {
+            return JobView {
+                state: JobState::Failed {
+                    reason: "AmbiguousResult".into(),
+                    message: format!(
+                        "{succeeded} succeeded pods claim to be the Job's, which completes once; no result is read"
+                    ),
+                    failed_at: *completed_at,
+                },
+                pod: Some(PodOutcome::default()),
+            };
+        }
+    }
+    let pod = result_pod(pods, job_uid, &state).map(|pod| outcome(&pod));
     JobView { state, pod }
+}
+
+/// The labels the Job controller puts on the pods it creates: the Job's uid (the older
+/// name and the one since Kubernetes 1.27; a cluster may set either or both).
+const CONTROLLER_UID_LABELS: [&str; 2] = ["batch.kubernetes.io/controller-uid", "controller-uid"];
+
+/// Whether the Job `job_uid` controls `pod`: its controller owner reference is that Job, and
+/// the Job controller's uid labels name it. Naming the Job as a mere owner is not enough:
+/// anyone who may create pods in the namespace can add such an owner reference.
+fn controlled_by_job(pod: &Pod, job_uid: &str) -> bool {
+    if job_uid.is_empty() {
+        return false;
+    }
+    let controller = pod
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true));
+    let owner = controller
+        .is_some_and(|r| r.uid == job_uid && r.kind == "Job" && r.api_version == "batch/v1");
+    let labels = pod.labels();
+    let uids: Vec<&String> = CONTROLLER_UID_LABELS
+        .iter()
+        .filter_map(|k| labels.get(*k))
+        .collect();
+    owner && !uids.is_empty() && uids.iter().all(|u| u.as_str() == job_uid)
+}
+
+/// The pod whose result decides a finished Job: among the pods the Job controls, the one in
+/// the Job's outcome phase whose stage container finished last.
+fn result_pod(pods: &[Arc<Pod>], job_uid: &str, state: &JobState) -> Option<Arc<Pod>> {
+    let phase = match state {
+        JobState::Succeeded { .. } => "Succeeded",
+        JobState::Failed { .. } => "Failed",
+        _ => return None,
+    };
+    let controlled: Vec<Arc<Pod>> = pods
+        .iter()
+        .filter(|pod| controlled_by_job(pod, job_uid))
+        .cloned()
+        .collect();
+    latest(&controlled, phase)
 }
 
 /// What a Job's conditions say.
@@ -417,7 +481,7 @@ async fn apply_serving(
             return Ok(());
         }
     };
-    let artifact = run::effective_artifact(r);
+    let artifact = run::artifact_uri(r);
     let deployment = serving::desired_deployment(p, &r.name, &r.version, &artifact, &target);
     let service = serving::desired_service(p, &r.name, &target);
     reconciler::apply(&ctx.shared, p, &ctx.deployments, &[deployment]).await?;
@@ -589,6 +653,116 @@ mod tests {
             Some(Some("ok".into()))
         );
         assert!(latest(&pods, "Running").is_none());
+    }
+
+    const JOB_UID: &str = "6f1d2c3b-0000-4000-8000-00000000a11b";
+
+    /// A pod as the Job controller creates it for Job `JOB_UID`, or as someone else might.
+    fn stage_pod(
+        finished: &str,
+        message: &str,
+        owner: serde_json::Value,
+        labels: serde_json::Value,
+    ) -> Arc<Pod> {
+        let mut p = (*pod("Succeeded", finished, 0, Some(message))).clone();
+        p.metadata.owner_references = serde_json::from_value(owner).unwrap();
+        p.metadata.labels = serde_json::from_value(labels).unwrap();
+        Arc::new(p)
+    }
+
+    fn job_owner(uid: &str, controller: bool) -> serde_json::Value {
+        json!([{"apiVersion": "batch/v1", "kind": "Job", "name": "fraud-r1-train", "uid": uid, "controller": controller}])
+    }
+
+    #[test]
+    fn only_a_pod_the_job_controls_gives_the_result() {
+        let both =
+            json!({"batch.kubernetes.io/controller-uid": JOB_UID, "controller-uid": JOB_UID});
+        let genuine = stage_pod(
+            "2026-11-26T10:00:00Z",
+            "genuine",
+            job_owner(JOB_UID, true),
+            both.clone(),
+        );
+        let impostors = [
+            // Names the Job as owner, but not as controller.
+            stage_pod(
+                "2026-11-26T10:01:00Z",
+                "not controller",
+                job_owner(JOB_UID, false),
+                both.clone(),
+            ),
+            // Controlled by the Job, without the Job controller's labels.
+            stage_pod(
+                "2026-11-26T10:02:00Z",
+                "no labels",
+                job_owner(JOB_UID, true),
+                json!({}),
+            ),
+            // The labels name another Job.
+            stage_pod(
+                "2026-11-26T10:03:00Z",
+                "other label",
+                job_owner(JOB_UID, true),
+                json!({"batch.kubernetes.io/controller-uid": JOB_UID, "controller-uid": "another"}),
+            ),
+            // Controlled by something else that names the Job only in its labels.
+            stage_pod(
+                "2026-11-26T10:04:00Z",
+                "other controller",
+                json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "x", "uid": JOB_UID, "controller": true}]),
+                both.clone(),
+            ),
+        ];
+        let done = JobState::Succeeded { completed_at: None };
+        for impostor in &impostors {
+            let pods = vec![genuine.clone(), impostor.clone()];
+            let read = result_pod(&pods, JOB_UID, &done).map(|p| outcome(&p).message);
+            assert_eq!(
+                read,
+                Some(Some("genuine".into())),
+                "{:?}",
+                outcome(impostor).message
+            );
+        }
+        assert!(result_pod(&impostors, JOB_UID, &done).is_none());
+        // Either label alone, as older and newer clusters set them, is enough.
+        let old_label = stage_pod(
+            "2026-11-26T10:00:00Z",
+            "old",
+            job_owner(JOB_UID, true),
+            json!({"controller-uid": JOB_UID}),
+        );
+        assert!(result_pod(&[old_label], JOB_UID, &done).is_some());
+        assert!(result_pod(std::slice::from_ref(&genuine), "", &done).is_none());
+        assert!(result_pod(&[genuine], JOB_UID, &JobState::Active).is_none());
+    }
+
+    #[test]
+    fn two_succeeded_pods_of_one_job_are_never_read() {
+        let both =
+            json!({"batch.kubernetes.io/controller-uid": JOB_UID, "controller-uid": JOB_UID});
+        let genuine = stage_pod(
+            "2026-11-26T10:00:00Z",
+            "genuine",
+            job_owner(JOB_UID, true),
+            both.clone(),
+        );
+        let forged = stage_pod(
+            "2026-11-26T10:01:00Z",
+            "forged",
+            job_owner(JOB_UID, true),
+            both,
+        );
+        let done = JobState::Succeeded { completed_at: None };
+        let view = decisive(&[genuine.clone(), forged], JOB_UID, done.clone());
+        assert!(
+            matches!(&view.state, JobState::Failed { reason, .. } if reason == "AmbiguousResult"),
+            "{view:?}"
+        );
+        assert_eq!(view.pod, Some(PodOutcome::default()), "no message is read");
+        let view = decisive(&[genuine], JOB_UID, done);
+        assert_eq!(view.pod.and_then(|p| p.message).as_deref(), Some("genuine"));
     }
 
     fn job(conditions: serde_json::Value, completion: Option<&str>) -> Job {

@@ -10,8 +10,10 @@
 //! Parsing is strict: a typo in a field name or a metric that is not a number fails the run
 //! with a message that says so, instead of silently gating on nothing.
 use crate::api::ArtifactRef;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::fmt;
 
 /// The only schema version this operator reads.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -43,7 +45,11 @@ pub fn parse(message: Option<&str>, required: bool) -> Result<Option<StageResult
             Ok(None)
         };
     }
-    let doc: Value = serde_json::from_str(text).map_err(|e| {
+    let doc = serde_json::from_str::<Strict>(text).map(|s| s.0).map_err(|e| {
+        // A key given twice deserializes fine but is ambiguous: say so, not "invalid JSON".
+        if e.classify() == serde_json::error::Category::Data {
+            return format!("the termination message is refused: {e} (each key may appear once: a reader could take either value)");
+        }
         let hint = if text.len() >= MAX_MESSAGE_BYTES { format!(" (the message is {} bytes: the kubelet keeps at most {MAX_MESSAGE_BYTES}, so it was probably cut off)", text.len()) } else { String::new() };
         format!("the termination message is not valid JSON: {e}{hint}")
     })?;
@@ -180,6 +186,69 @@ fn artifact(a: &Map<String, Value>) -> Result<ArtifactRef, String> {
         Some(other) => return Err(format!("artifact.sha256 must be a string, not {other}")),
     };
     Ok(ArtifactRef { uri, sha256 })
+}
+
+/// A JSON value whose objects never repeat a key. serde_json's `Map` keeps the last of two
+/// equal keys silently, so `{"f1":0.1,"f1":0.99}` would gate on one value while another
+/// reader of the same message (a log, a dashboard) sees the other.
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(de::Error::custom(format!("duplicate key {key:?}")));
+            }
+            let Strict(v) = map.next_value()?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 fn is_uri(s: &str) -> bool {
@@ -329,6 +398,35 @@ mod tests {
         );
         let err = parse(Some(&long[..MAX_MESSAGE_BYTES]), true).unwrap_err();
         assert!(err.contains("cut off"), "{err}");
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_at_any_depth() {
+        let dup_uri = format!(
+            r#"{{"schemaVersion":1,"metrics":{{}},"artifact":{{"uri":"s3://m/a/","uri":"s3://evil/b/","sha256":"{SHA}"}}}}"#
+        );
+        let cases = [
+            (
+                r#"{"schemaVersion":1,"metrics":{},"metrics":{"f1":0.99}}"#,
+                "\"metrics\"",
+            ),
+            (
+                r#"{"schemaVersion":1,"metrics":{"f1":0.1,"f1":0.99}}"#,
+                "\"f1\"",
+            ),
+            (dup_uri.as_str(), "\"uri\""),
+        ];
+        for (msg, key) in cases {
+            let err = parse(Some(msg), true).unwrap_err();
+            assert!(
+                err.contains(&format!("duplicate key {key}"))
+                    && err.contains("each key may appear once"),
+                "{msg}: {err}"
+            );
+        }
+        // Equal keys in different objects are not duplicates.
+        let ok = r#"{"schemaVersion":1,"metrics":{"f1":0.9},"baselineMetrics":{"f1":0.8}}"#;
+        assert!(parse(Some(ok), true).is_ok());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! makes the Jobs and serving objects match the status. `decide` is here; the steps it takes
 //! are in `starts` (triggers), `stages` (each stage's Job) and `approval` (gates, approval,
 //! the published candidate).
+use super::artifact;
 use super::gates::{self, Measured};
 use super::history;
 use super::jobs::{EXIT_CHECK_FAILED, Stage, job_name, pending_stages};
@@ -15,9 +16,9 @@ use super::triggers::{
 };
 use super::version;
 use crate::api::{
-    Approval, Candidate, GateStage, ModelPipeline, ModelPipelineStatus, PipelinePhase,
-    ProductionModel, Reproducibility, Run, RunInputs, RunPhase, StagePhase, Trigger, TriggerReason,
-    Verdict,
+    Approval, ApprovalResult, ArtifactRef, Candidate, GateStage, HandledApproval, ModelPipeline,
+    ModelPipelineStatus, PipelinePhase, ProductionModel, Reproducibility, Run, RunInputs, RunPhase,
+    StagePhase, Trigger, TriggerReason, Verdict,
 };
 use crate::conditions::{Status, set};
 use jiff::Timestamp;
@@ -127,13 +128,19 @@ fn seconds_between(from: Option<Timestamp>, to: Timestamp) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The artifact a run's candidate is at: where train said it wrote it, else where it was told to.
-pub fn effective_artifact(run: &Run) -> String {
-    run.stages
-        .iter()
-        .find(|s| s.name == Stage::Train)
-        .and_then(|s| s.artifact.as_ref())
-        .and_then(|a| a.uri.clone())
+/// The artifact the run evaluates, serves and publishes: the one fixed when train ended, else
+/// (train has not ended) where train was told to write it.
+pub fn effective_artifact(run: &Run) -> ArtifactRef {
+    run.trained_artifact.clone().unwrap_or_else(|| ArtifactRef {
+        uri: Some(run.artifact.clone()),
+        sha256: None,
+    })
+}
+
+/// The artifact's URI, as the candidate and the serving objects name it.
+pub fn artifact_uri(run: &Run) -> String {
+    effective_artifact(run)
+        .uri
         .unwrap_or_else(|| run.artifact.clone())
 }
 
@@ -271,7 +278,8 @@ impl<'a> Step<'a> {
         }
         let waiting = status.waiting_for_approval();
         if let Some(first) = waiting.first() {
-            let msg = format!("{first} waits for {ANNOTATION_APPROVE_RUN}={first}");
+            let value = approval::approval_value(status, first);
+            let msg = format!("{first} waits for {ANNOTATION_APPROVE_RUN}={value}");
             set(
                 &mut status.conditions,
                 "WaitingApproval",
@@ -328,8 +336,12 @@ pub fn decide(w: &World<'_>) -> Decision {
     };
     s.d.status.observed_generation = w.pipeline.metadata.generation;
     s.production();
-    s.advance();
+    // An approval is judged against the runs as they were when it was seen, before any run
+    // advances to waiting in this same decision.
+    s.rejections();
     s.approvals();
+    s.advance();
+    s.rejections();
     if let Ok(inputs) = &w.inputs {
         s.triggers(inputs);
     }
@@ -414,6 +426,7 @@ pub fn rejected(
 }
 
 mod approval;
+pub use approval::approval_value;
 mod stages;
 mod starts;
 

@@ -47,6 +47,7 @@ pub fn run(p: &ModelPipeline, name: &str) -> Run {
         version: "fraud-v1.0.0-2026-11-26-f4c9a2".into(),
         semver: "1.0.0".into(),
         artifact: "s3://models/fraud/fraud-v1.0.0-2026-11-26-f4c9a2/".into(),
+        trained_artifact: None,
         baseline: None,
         stages: pending_stages(&p.spec, &pipeline, name),
         verdict: None,

@@ -23,6 +23,14 @@ pub fn validate(p: &ModelPipeline) -> Result<(), String> {
                 .map_err(|e| format!("spec.stages.{name}.template is not a pod template: {e}"))?;
         }
     }
+    for base in &spec.model.allowed_artifact_bases {
+        // A base with a `.` or `..` segment would let a reported URI escape it.
+        if !super::artifact::under_base(&format!("{}/x", base.trim_end_matches('/')), base) {
+            return Err(format!(
+                "spec.model.allowedArtifactBases: {base:?} must be a URI without '.' or '..' segments"
+            ));
+        }
+    }
     super::schedule::Schedule::from_spec(&spec.triggers)?;
     semver::Version::parse(&spec.model.initial_version).map_err(|e| {
         format!(
@@ -55,6 +63,15 @@ mod tests {
         p.spec.triggers.schedule = Some("0 3 * * 1".into());
         p.spec.triggers.time_zone = Some("Mars/Olympus".into());
         assert!(validate(&p).unwrap_err().contains("Mars/Olympus"));
+    }
+
+    #[test]
+    fn an_allowed_artifact_base_that_could_be_escaped_is_refused() {
+        let mut p = sample();
+        p.spec.model.allowed_artifact_bases = vec!["gs://archive/models/".into()];
+        validate(&p).unwrap();
+        p.spec.model.allowed_artifact_bases = vec!["gs://archive/../models".into()];
+        assert!(validate(&p).unwrap_err().contains("allowedArtifactBases"));
     }
 
     #[test]

@@ -104,9 +104,17 @@ fn approval(md: &ModelDeployment, version: &str) -> Result<AnnotationPatch, Refu
         }
         _ => return refuse(format!("{name} is not shadowing a candidate")),
     }
-    if annotation(md, ANNOTATION_APPROVE) == Some(version) {
+    // Each value acts once: a version approved before (then retried), or whose approval went
+    // stale, needs a new value.
+    let used = md
+        .status
+        .as_ref()
+        .and_then(|s| s.approval.as_ref())
+        .map(|h| h.value.as_str());
+    let value = crate::deployment::phase::fresh_approval_value(used, version);
+    if annotation(md, ANNOTATION_APPROVE) == Some(value.as_str()) {
         return refuse(format!(
-            "{version} is already approved ({ANNOTATION_APPROVE}={version})"
+            "{version} is already approved ({ANNOTATION_APPROVE}={value})"
         ));
     }
     let effect = if awaiting_approval(md) {
@@ -116,7 +124,7 @@ fn approval(md: &ModelDeployment, version: &str) -> Result<AnnotationPatch, Refu
     };
     Ok(AnnotationPatch {
         key: ANNOTATION_APPROVE,
-        value: version.to_string(),
+        value,
         resource_version: md.resource_version(),
         effect,
     })
@@ -292,13 +300,19 @@ pub fn approve_run(mp: &ModelPipeline, run: Option<&str>) -> Result<AnnotationPa
             "{ANNOTATION_REJECT_RUN} already names {run}, and a rejection wins over an approval"
         ));
     }
-    if annotation(mp, ANNOTATION_APPROVE_RUN) == Some(run.as_str()) {
+    // Each value acts once: a value refused before (set before the run waited) needs a new one.
+    let value = mp
+        .status
+        .as_ref()
+        .map(|s| crate::pipeline::run::approval_value(s, &run))
+        .unwrap_or_else(|| run.clone());
+    if annotation(mp, ANNOTATION_APPROVE_RUN) == Some(value.as_str()) {
         return refuse(format!("run {run} is already approved"));
     }
     let version = version_of(mp, &run);
     Ok(AnnotationPatch {
         key: ANNOTATION_APPROVE_RUN,
-        value: run.clone(),
+        value,
         resource_version: mp.resource_version(),
         effect: format!("candidate {version} of run {run} is published as status.latestApproved"),
     })

@@ -183,6 +183,27 @@ fn approve_run_picks_the_one_waiting_run() {
 }
 
 #[test]
+fn approve_run_uses_a_new_value_when_the_runs_name_was_refused_before() {
+    let mut early = pipeline();
+    early
+        .annotations_mut()
+        .insert(ANNOTATION_APPROVE_RUN.into(), "r3".into());
+    early.status.as_mut().unwrap().approval = Some(crate::api::HandledApproval {
+        value: "r3".into(),
+        result: crate::api::ApprovalResult::Refused,
+        run: Some("r3".into()),
+        version: None,
+        artifact: None,
+        sha256: None,
+        seen_at: "2026-11-26T10:00:00Z".parse().unwrap(),
+        acted_at: None,
+        message: None,
+    });
+    let p = approve_run(&early, None).unwrap();
+    assert_eq!(p.value, "r3/2");
+}
+
+#[test]
 fn approve_run_refuses_a_run_that_waits_for_nothing() {
     assert_eq!(
         refusal(approve_run(&pipeline(), Some("r2"))),

@@ -94,7 +94,8 @@ fn pipeline_spec(revision: &str, f1: f64) -> serde_json::Value {
             "validate": stage("validate", json!({"schemaVersion": 1, "metrics": {"null_share": 0.001, "drift_share": 0.04}, "datasetDigest": "sha256:9f2c41d0"})),
             "train": stage("train", json!({"schemaVersion": 1, "metrics": {"loss": 0.21},
                 "artifact": {"sha256": "3b8e0c6d1f2a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4"}, "datasetDigest": "sha256:9f2c41d0"})),
-            "evaluate": stage("evaluate", json!({"schemaVersion": 1, "metrics": {"f1": f1, "auc": 0.93}})),
+            "evaluate": stage("evaluate", json!({"schemaVersion": 1, "metrics": {"f1": f1, "auc": 0.93},
+                "artifact": {"sha256": "3b8e0c6d1f2a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4"}})),
         },
         "gates": [
             {"metric": "f1", "direction": "HigherIsBetter", "min": 0.8, "maxRegression": 0.01},

@@ -58,7 +58,7 @@ impl Step<'_> {
         let candidate = Candidate {
             version: run.version.clone(),
             semver: run.semver.clone(),
-            artifact: effective_artifact(run),
+            artifact: artifact_uri(run),
             run: run.name.clone(),
             created_at: Some(now),
             approved_at: None,
@@ -68,9 +68,7 @@ impl Step<'_> {
                 data_uri: spec.data.uri.clone(),
                 data_version: run.inputs.data_version.clone(),
                 data_digest: digest,
-                artifact_sha256: stage(Stage::Train)
-                    .and_then(|st| st.artifact.as_ref())
-                    .and_then(|a| a.sha256.clone()),
+                artifact_sha256: effective_artifact(run).sha256,
                 seed: spec.seed,
                 template_hash: run.inputs.template_hash.clone(),
                 baseline_version: run.baseline.as_ref().map(|b| b.version.clone()),
@@ -123,8 +121,9 @@ impl Step<'_> {
             }
             Approval::Manual => {
                 let p = self.w.pipeline.name_any();
+                let value = approval_value(&self.d.status, &name);
                 let message = format!(
-                    "{name}: candidate {} passed its gates and waits for approval: kubectl annotate modelpipeline {p} {ANNOTATION_APPROVE_RUN}={name} (or {ANNOTATION_REJECT_RUN}={name})",
+                    "{name}: candidate {} passed its gates and waits for approval: kubectl annotate --overwrite modelpipeline {p} {ANNOTATION_APPROVE_RUN}={value} (or {ANNOTATION_REJECT_RUN}={name})",
                     candidate.version
                 );
                 let run = &mut self.d.status.runs[idx];
@@ -172,25 +171,105 @@ impl Step<'_> {
         self.finish(idx, RunPhase::Succeeded, "Approved", message);
     }
 
-    /// The approve and reject annotations, for runs waiting for them.
-    pub(super) fn approvals(&mut self) {
+    /// The reject annotation, for the run waiting that it names.
+    pub(super) fn rejections(&mut self) {
         let a = self.w.annotations;
         for idx in 0..self.d.status.runs.len() {
             let run = &self.d.status.runs[idx];
-            if run.phase != RunPhase::WaitingApproval {
-                continue;
-            }
-            // Rejection wins when both name the run: the safe side.
-            if a.reject_run.as_deref() == Some(run.name.as_str()) {
+            if run.phase == RunPhase::WaitingApproval
+                && a.reject_run.as_deref() == Some(run.name.as_str())
+            {
                 let message = format!(
                     "{}: candidate {} rejected with {ANNOTATION_REJECT_RUN}; nothing is published",
                     run.name, run.version
                 );
                 self.note(true, "CandidateRejected", message.clone());
                 self.finish(idx, RunPhase::Rejected, "Rejected", message);
-            } else if a.approve_run.as_deref() == Some(run.name.as_str()) {
-                self.approve(idx, &format!("approved with {ANNOTATION_APPROVE_RUN}"));
             }
         }
     }
+
+    /// The approve annotation. Each value acts once, when first seen, and only on a run that
+    /// waits for approval then: a value set before its run's candidate exists (or one that
+    /// approved a candidate already) never approves what comes later under the same name.
+    /// Runs after `rejections`, so a rejection naming the same run wins.
+    pub(super) fn approvals(&mut self) {
+        let now = self.w.now;
+        let Some(value) = self.w.annotations.approve_run.clone() else {
+            return;
+        };
+        if self
+            .d
+            .status
+            .approval
+            .as_ref()
+            .is_some_and(|h| h.value == value)
+        {
+            return;
+        }
+        let run_name = approval_target(&value).to_string();
+        let named = self.d.status.runs.iter().position(|r| r.name == run_name);
+        let mut record = HandledApproval {
+            value: value.clone(),
+            result: ApprovalResult::Refused,
+            run: named.map(|_| run_name.clone()),
+            version: None,
+            artifact: None,
+            sha256: None,
+            seen_at: now,
+            acted_at: None,
+            message: None,
+        };
+        match named.map(|i| (i, &self.d.status.runs[i])) {
+            Some((idx, run)) if run.phase == RunPhase::WaitingApproval => {
+                let artifact = effective_artifact(run);
+                record.result = ApprovalResult::Approved;
+                record.version = Some(run.version.clone());
+                record.artifact = artifact.uri;
+                record.sha256 = artifact.sha256;
+                record.acted_at = Some(now);
+                self.d.status.approval = Some(record);
+                self.approve(
+                    idx,
+                    &format!("approved with {ANNOTATION_APPROVE_RUN}={value}"),
+                );
+            }
+            // Approved before this operator recorded approvals: nothing to say.
+            Some((_, run)) if run.reason.as_deref() == Some("Approved") => {
+                record.result = ApprovalResult::Approved;
+                record.version = Some(run.version.clone());
+                record.acted_at = run.candidate.as_ref().and_then(|c| c.approved_at);
+                self.d.status.approval = Some(record);
+            }
+            other => {
+                let state = match other {
+                    Some((_, run)) => format!("run {} is {}", run.name, run.phase.as_str()),
+                    None => format!("there is no run {run_name}"),
+                };
+                let waiting = self.d.status.waiting_for_approval().join(", ");
+                let waiting = if waiting.is_empty() {
+                    "no run waits for approval".to_string()
+                } else {
+                    format!("waiting: {waiting}")
+                };
+                let message = format!(
+                    "{ANNOTATION_APPROVE_RUN}={value} is refused: {state}, and only a run waiting for approval when the value is first seen can be approved ({waiting}); it will not approve anything later: once the run waits, approve it with a new value (<run>, or <run>/<token> to name it again)"
+                );
+                record.message = Some(message.clone());
+                self.d.status.approval = Some(record);
+                self.note(true, "ApprovalRefused", message);
+            }
+        }
+    }
+}
+
+/// The approve-run value that would approve `run` now (each value acts once).
+pub fn approval_value(status: &ModelPipelineStatus, run: &str) -> String {
+    let used = status.approval.as_ref().map(|h| h.value.as_str());
+    crate::deployment::phase::fresh_approval_value(used, run)
+}
+
+/// The run an approve-run value names: `<run>`, or `<run>/<token>` to give a run a new value.
+pub fn approval_target(value: &str) -> &str {
+    value.split_once('/').map_or(value, |(run, _)| run)
 }

@@ -43,6 +43,23 @@ impl Step<'_> {
     }
 
     pub(super) fn start_stage(&mut self, idx: usize, si: usize, stage: Stage) {
+        // A run whose train ended under an operator that did not fix the artifact: fix it
+        // now from what train reported, with the same checks.
+        let run = &self.d.status.runs[idx];
+        if stage > Stage::Train && run.trained_artifact.is_none() {
+            let reported = run
+                .stages
+                .iter()
+                .find(|s| s.name == Stage::Train)
+                .and_then(|s| s.artifact.as_ref());
+            match artifact::fix(&run.artifact, reported, &self.w.pipeline.spec.model) {
+                Ok(fixed) => self.d.status.runs[idx].trained_artifact = Some(fixed),
+                Err(why) => {
+                    self.fail_stage(idx, si, "ArtifactRefused", why, None);
+                    return;
+                }
+            }
+        }
         let now = self.w.now;
         let pipeline = self.w.pipeline.name_any();
         let run_name = self.d.status.runs[idx].name.clone();
@@ -246,6 +263,34 @@ impl Step<'_> {
                 return false;
             }
         };
+        match stage {
+            Stage::Train => {
+                let run = &self.d.status.runs[idx];
+                match artifact::fix(
+                    &run.artifact,
+                    result.artifact.as_ref(),
+                    &self.w.pipeline.spec.model,
+                ) {
+                    Ok(fixed) => self.d.status.runs[idx].trained_artifact = Some(fixed),
+                    Err(why) => {
+                        self.d.status.runs[idx].stages[si].artifact = result.artifact;
+                        self.fail_stage(idx, si, "ArtifactRefused", why, pod.exit_code);
+                        return false;
+                    }
+                }
+            }
+            Stage::Evaluate => {
+                let fixed = effective_artifact(&self.d.status.runs[idx]);
+                if let Err(why) = artifact::check_scored(&fixed, result.artifact.as_ref()) {
+                    let st = &mut self.d.status.runs[idx].stages[si];
+                    st.artifact = result.artifact;
+                    st.metrics = result.metrics;
+                    self.fail_stage(idx, si, "ArtifactMismatch", why, pod.exit_code);
+                    return false;
+                }
+            }
+            _ => {}
+        }
         let run = &mut self.d.status.runs[idx];
         let run_name = run.name.clone();
         let st = &mut run.stages[si];

@@ -131,6 +131,7 @@ impl Step<'_> {
             version: version.clone(),
             semver,
             artifact,
+            trained_artifact: None,
             baseline: status.production.clone(),
             stages,
             verdict: None,

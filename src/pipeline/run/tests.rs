@@ -11,8 +11,9 @@ fn ts(s: &str) -> Timestamp {
     s.parse().unwrap()
 }
 
+/// A stage's result that names the artifact train reports (what evaluate must score).
 fn result(metrics: &str) -> String {
-    format!(r#"{{"schemaVersion":1,"metrics":{metrics}}}"#)
+    format!(r#"{{"schemaVersion":1,"metrics":{metrics},"artifact":{{"sha256":"{SHA}"}}}}"#)
 }
 
 /// A pipeline and what the reconciler would observe around it.
@@ -249,7 +250,9 @@ fn stages_advance_in_order_and_a_passing_run_waits_for_approval() {
     assert_eq!(s.last_successful.as_ref(), Some(&f.run("r1").inputs));
     let msg = f.run("r1").message.clone().unwrap();
     assert!(
-        msg.contains("kubectl annotate modelpipeline fraud modelship.io/approve-run=r1"),
+        msg.contains(
+            "kubectl annotate --overwrite modelpipeline fraud modelship.io/approve-run=r1"
+        ),
         "{msg}"
     );
 }
@@ -283,15 +286,56 @@ fn approval_publishes_the_candidate_and_only_for_the_named_run() {
     let mut f = Fixture::new();
     f.through_evaluate(0.9);
     f.annotations.approve_run = Some("r7".into());
+    let d = f.step();
+    assert_eq!(
+        reasons(&d),
+        vec!["ApprovalRefused"],
+        "an annotation naming another run approves nothing, and says so"
+    );
+    let refused = f.status().approval.clone().unwrap();
+    assert_eq!(
+        (refused.value.as_str(), refused.result),
+        ("r7", ApprovalResult::Refused)
+    );
+    let why = refused.message.unwrap();
     assert!(
-        f.step().notes.is_empty(),
-        "an annotation naming another run does nothing"
+        why.contains("there is no run r7") && why.contains("waiting: r1"),
+        "{why}"
     );
     assert!(f.status().latest_approved.is_none());
+    assert!(
+        f.step().notes.is_empty(),
+        "refused once, not at every round"
+    );
     f.later(60);
     f.annotations.approve_run = Some("r1".into());
     let d = f.step();
     assert_eq!(reasons(&d), vec!["CandidateApproved"]);
+    // Status records the value acted on, when, and the candidate it approved.
+    let acted = f.status().approval.clone().unwrap();
+    assert_eq!(
+        (
+            acted.value.as_str(),
+            acted.result,
+            acted.run.as_deref(),
+            acted.acted_at
+        ),
+        (
+            "r1",
+            ApprovalResult::Approved,
+            Some("r1"),
+            Some(ts("2026-11-26T10:01:00Z"))
+        )
+    );
+    assert_eq!(
+        acted.version.as_deref(),
+        Some("fraud-v1.0.0-2026-11-26-f4c9a2")
+    );
+    assert_eq!(acted.sha256.as_deref(), Some(SHA));
+    assert_eq!(
+        acted.artifact.as_deref(),
+        Some("s3://models/fraud/fraud-v1.0.0-2026-11-26-f4c9a2/")
+    );
     assert_eq!(d.finished, vec!["succeeded"]);
     let s = f.status();
     assert_eq!(s.phase, Some(PipelinePhase::Succeeded));
@@ -315,13 +359,59 @@ fn rejection_publishes_nothing_and_wins_over_approval() {
     f.annotations.approve_run = Some("r1".into());
     f.annotations.reject_run = Some("r1".into());
     let d = f.step();
-    assert_eq!(reasons(&d), vec!["CandidateRejected"]);
+    assert_eq!(reasons(&d), vec!["CandidateRejected", "ApprovalRefused"]);
     assert_eq!(d.finished, vec!["rejected"]);
     let s = f.status();
     assert_eq!(s.phase, Some(PipelinePhase::Failed));
     assert!(s.latest_approved.is_none());
     assert_eq!(f.run("r1").phase, RunPhase::Rejected);
     assert_eq!(condition(f.status(), "Succeeded"), ("False", "Rejected"));
+}
+
+#[test]
+fn an_approval_given_before_its_run_waits_never_approves_it() {
+    let mut f = Fixture::new();
+    f.step();
+    // Approved in advance, while r1 still trains: its candidate is not known yet.
+    f.annotations.approve_run = Some("r1".into());
+    let d = f.step();
+    assert_eq!(reasons(&d), vec!["ApprovalRefused"]);
+    let why = f
+        .status()
+        .approval
+        .as_ref()
+        .unwrap()
+        .message
+        .clone()
+        .unwrap();
+    assert!(why.contains("run r1 is Running"), "{why}");
+    f.succeed("fraud-r1-train", Some(&train_result()));
+    f.step();
+    f.succeed("fraud-r1-evaluate", Some(&result(r#"{"f1":0.9}"#)));
+    f.step();
+    f.step();
+    let r = f.run("r1");
+    assert_eq!(
+        r.phase,
+        RunPhase::WaitingApproval,
+        "the early value does not act later"
+    );
+    assert!(
+        r.message.as_ref().unwrap().contains("approve-run=r1/2"),
+        "the command given uses a value not handled yet: {:?}",
+        r.message
+    );
+    assert!(f.status().latest_approved.is_none());
+    // A new value for the same run approves it now that its candidate is known.
+    f.annotations.approve_run = Some("r1/2".into());
+    let d = f.step();
+    assert_eq!(reasons(&d), vec!["CandidateApproved"]);
+    let acted = f.status().approval.clone().unwrap();
+    assert_eq!(
+        (acted.value.as_str(), acted.result),
+        ("r1/2", ApprovalResult::Approved)
+    );
+    assert_eq!(acted.sha256.as_deref(), Some(SHA));
 }
 
 #[test]
@@ -397,7 +487,9 @@ fn a_baseline_measured_in_the_run_wins_over_production() {
     f.step();
     f.succeed(
         "fraud-r1-evaluate",
-        Some(r#"{"schemaVersion":1,"metrics":{"f1":0.9},"baselineMetrics":{"f1":0.88}}"#),
+        Some(&format!(
+            r#"{{"schemaVersion":1,"metrics":{{"f1":0.9}},"baselineMetrics":{{"f1":0.88}},"artifact":{{"sha256":"{SHA}"}}}}"#
+        )),
     );
     f.step();
     let r = f.run("r1");
@@ -966,15 +1058,16 @@ fn integration_without_a_serving_template_fails_with_the_reason() {
 }
 
 #[test]
-fn train_may_say_where_the_artifact_is() {
+fn train_may_say_where_the_artifact_is_under_an_allowed_base() {
     let mut f = Fixture::new();
+    f.p.spec.model.allowed_artifact_bases = vec!["gs://elsewhere".into()];
     f.step();
     f.succeed(
         "fraud-r1-train",
         Some(r#"{"schemaVersion":1,"metrics":{},"artifact":{"uri":"gs://elsewhere/model/"}}"#),
     );
     f.step();
-    assert_eq!(effective_artifact(f.run("r1")), "gs://elsewhere/model/");
+    assert_eq!(artifact_uri(f.run("r1")), "gs://elsewhere/model/");
     assert_eq!(
         stage(f.run("r1"), "train").artifact,
         Some(ArtifactRef {
@@ -982,6 +1075,129 @@ fn train_may_say_where_the_artifact_is() {
             sha256: None
         })
     );
+}
+
+#[test]
+fn a_train_uri_outside_the_artifact_base_fails_the_run() {
+    let mut f = Fixture::new();
+    f.step();
+    f.succeed(
+        "fraud-r1-train",
+        Some(&format!(
+            r#"{{"schemaVersion":1,"metrics":{{}},"artifact":{{"uri":"s3://attacker/model/","sha256":"{SHA}"}}}}"#
+        )),
+    );
+    let d = f.step();
+    let r = f.run("r1");
+    assert_eq!(r.phase, RunPhase::Failed);
+    assert_eq!(r.reason.as_deref(), Some("ArtifactRefused"));
+    assert!(
+        r.message
+            .as_ref()
+            .unwrap()
+            .contains("\"s3://attacker/model/\""),
+        "{:?}",
+        r.message
+    );
+    assert_eq!(r.trained_artifact, None);
+    assert_eq!(stage(r, "evaluate").phase, StagePhase::Pending);
+    assert!(reasons(&d).contains(&"ArtifactRefused"));
+}
+
+/// The stage's environment as its Job would have it.
+fn job_env(f: &Fixture, run: &str, stage: Stage) -> BTreeMap<String, String> {
+    let r = f.run(run);
+    crate::pipeline::jobs::environment(&f.p, r, stage, None)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+}
+
+#[test]
+fn every_stage_after_train_and_the_candidate_use_the_artifact_train_reported() {
+    let mut f = Fixture::new();
+    f.p.spec.approval = Approval::Automatic;
+    f.step();
+    let reported = "s3://models/fraud/retrained/model-7/";
+    f.succeed(
+        "fraud-r1-train",
+        Some(&format!(
+            r#"{{"schemaVersion":1,"metrics":{{}},"artifact":{{"uri":"{reported}","sha256":"sha256:{}"}}}}"#,
+            SHA.to_uppercase()
+        )),
+    );
+    f.step();
+    let fixed = ArtifactRef {
+        uri: Some(reported.into()),
+        sha256: Some(SHA.into()),
+    };
+    assert_eq!(f.run("r1").trained_artifact, Some(fixed));
+    let train = job_env(&f, "r1", Stage::Train);
+    assert_eq!(
+        train["MODELSHIP_CANDIDATE_URI"],
+        f.run("r1").artifact,
+        "train writes where it is told"
+    );
+    assert!(!train.contains_key("MODELSHIP_ARTIFACT_SHA256"));
+    let evaluate = job_env(&f, "r1", Stage::Evaluate);
+    assert_eq!(evaluate["MODELSHIP_CANDIDATE_URI"], reported);
+    assert_eq!(evaluate["MODELSHIP_ARTIFACT_URI"], reported);
+    assert_eq!(evaluate["MODELSHIP_ARTIFACT_SHA256"], SHA);
+    assert_eq!(
+        job_env(&f, "r1", Stage::Integration)["MODELSHIP_ARTIFACT_SHA256"],
+        SHA
+    );
+
+    f.succeed("fraud-r1-evaluate", Some(&result(r#"{"f1":0.9}"#)));
+    f.step();
+    let r = f.run("r1");
+    assert_eq!(r.phase, RunPhase::Succeeded);
+    let c = f.status().latest_approved.as_ref().unwrap();
+    assert_eq!(c.artifact, reported);
+    assert_eq!(
+        c.reproducibility
+            .as_ref()
+            .unwrap()
+            .artifact_sha256
+            .as_deref(),
+        Some(SHA)
+    );
+}
+
+#[test]
+fn evaluate_scoring_another_digest_or_none_fails_the_run() {
+    const OTHER: &str = "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff";
+    for (scored, want) in [
+        (
+            format!(
+                r#"{{"schemaVersion":1,"metrics":{{"f1":0.95}},"artifact":{{"sha256":"{OTHER}"}}}}"#
+            ),
+            format!("sha256 {OTHER}, but train reported sha256 {SHA}"),
+        ),
+        (
+            r#"{"schemaVersion":1,"metrics":{"f1":0.95}}"#.to_string(),
+            format!("reported no artifact.sha256, but train reported sha256 {SHA}"),
+        ),
+    ] {
+        let mut f = Fixture::new();
+        f.p.spec.approval = Approval::Automatic;
+        f.step();
+        f.succeed("fraud-r1-train", Some(&train_result()));
+        f.step();
+        f.succeed("fraud-r1-evaluate", Some(&scored));
+        let d = f.step();
+        let r = f.run("r1");
+        assert_eq!(r.phase, RunPhase::Failed, "{scored}");
+        assert_eq!(r.reason.as_deref(), Some("ArtifactMismatch"));
+        assert!(
+            r.message.as_ref().unwrap().contains(&want),
+            "{:?}",
+            r.message
+        );
+        assert!(r.candidate.is_none());
+        assert!(f.status().latest_approved.is_none());
+        assert!(reasons(&d).contains(&"ArtifactMismatch"));
+    }
 }
 
 #[test]
