@@ -475,6 +475,35 @@ mod tests {
         }
     }
 
+    #[test]
+    fn no_service_account_is_impersonated_by_default_and_a_bad_name_is_refused() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Run {
+            #[command(flatten)]
+            args: super::RunArgs,
+        }
+        let defaults = Run::try_parse_from(["run"]).unwrap().args;
+        assert_eq!(defaults.default_service_account, "", "off by default");
+        let set = Run::try_parse_from(["run", "--default-service-account=modelship-tenant"])
+            .unwrap()
+            .args;
+        assert_eq!(set.default_service_account, "modelship-tenant");
+        for bad in [
+            "Tenant",
+            "-tenant",
+            "tenant-",
+            "a..b",
+            "system:serviceaccount:x:y",
+        ] {
+            let flag = format!("--default-service-account={bad}");
+            assert!(
+                Run::try_parse_from(["run", flag.as_str()]).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
     /// Both controllers over one set of caches: each kind is listed once, not once per
     /// controller that reads it.
     #[tokio::test]
