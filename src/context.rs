@@ -22,6 +22,9 @@ pub struct Settings {
     pub concurrency: u16,
     /// What a route may reach outside its ModelDeployment's namespace.
     pub reach: crate::deployment::reach::Reach,
+    /// The ServiceAccount of an object's namespace whose identity writes its children when
+    /// the object names none (`--default-service-account`); `None`: the operator's own.
+    pub default_service_account: Option<String>,
 }
 
 /// State shared by the reconciliations of one controller.
@@ -31,6 +34,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub backoff: Arc<Backoff>,
     pub settings: Settings,
+    /// The clients that write children as a tenant's ServiceAccount (see `tenancy`).
+    pub impersonation: Arc<crate::tenancy::Impersonation>,
     /// Our own status writes that the cache has not shown yet (see `cache_is_stale`).
     written: Arc<OwnWrites>,
     /// Every cache the controller reads has its first full list.
@@ -152,8 +157,31 @@ impl Shared {
                 Duration::from_secs(300),
             )),
             settings,
+            impersonation: Arc::new(crate::tenancy::Impersonation::new(None)),
             written: Arc::default(),
             synced: Arc::default(),
+        }
+    }
+
+    /// Writes children as ServiceAccounts through clients that `connect` builds.
+    pub fn impersonating(mut self, connect: crate::tenancy::Connect) -> Self {
+        self.impersonation = Arc::new(crate::tenancy::Impersonation::new(Some(connect)));
+        self
+    }
+
+    /// The identity `owner`'s children are written with: the ServiceAccount it names (or
+    /// `--default-service-account`) of its namespace, impersonated; else the operator's own.
+    pub fn writer<O: crate::tenancy::Tenant>(
+        &self,
+        owner: &O,
+    ) -> crate::Result<crate::tenancy::Writer> {
+        use crate::tenancy::{Writer, account_of};
+        match account_of(owner, self.settings.default_service_account.as_deref()) {
+            None => Ok(Writer::own(self.client.clone())),
+            Some(account) => Ok(Writer::impersonating(
+                self.impersonation.client(&account)?,
+                account,
+            )),
         }
     }
 

@@ -28,6 +28,12 @@ pub enum Error {
     #[error("not ours: {0}")]
     NotOwned(String),
 
+    /// A write sent as a tenant's ServiceAccount (see `tenancy`) was refused (403): the
+    /// message names the ServiceAccount and what it may not do. Reported and looked at again
+    /// later (the namespace's RBAC may grant it).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+
     /// Prometheus could not be queried.
     #[error("prometheus: {0}")]
     Prometheus(String),
@@ -67,6 +73,7 @@ impl Error {
             Error::Rejected(_) => "rejected",
             Error::InvalidObject(_) => "invalid_object",
             Error::NotOwned(_) => "not_owned",
+            Error::Forbidden(_) => "forbidden",
             Error::Prometheus(_) => "prometheus",
             Error::Lease(_) => "leader_election",
             Error::Config(_) => "config",

@@ -22,5 +22,6 @@ pub mod plugin;
 pub mod reconciler;
 pub mod scope;
 pub mod telemetry;
+pub mod tenancy;
 
 pub use error::{Error, Result};

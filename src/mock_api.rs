@@ -14,6 +14,8 @@ pub struct Sent {
     pub method: String,
     pub uri: String,
     pub body: Value,
+    /// The user the request was sent as (`Impersonate-User`), if not the operator's own.
+    pub impersonate: Option<String>,
 }
 
 /// An answer of the mock server other than the default: status code and body.
@@ -31,6 +33,33 @@ pub fn failure(code: u16, reason: &str, message: &str) -> Value {
 /// write is answered with the written object (a status write with `whole` and the written
 /// status), stamped `resourceVersion: "101"`, and every GET with 404 Not Found.
 pub fn client(whole: Value, answer: fn(&str, &str) -> Answer) -> (Client, Arc<Mutex<Vec<Sent>>>) {
+    let (service, log) = server(whole, answer);
+    (Client::new(service, "default"), log)
+}
+
+/// Like `client`, plus how to connect to the same server as a ServiceAccount: with the
+/// impersonation header kube's own configuration adds.
+pub fn client_and_connect(
+    whole: Value,
+    answer: fn(&str, &str) -> Answer,
+) -> (Client, crate::tenancy::Connect, Arc<Mutex<Vec<Sent>>>) {
+    use kube::client::ConfigExt;
+    let (service, log) = server(whole, answer);
+    let client = Client::new(service.clone(), "default");
+    let connect: crate::tenancy::Connect = Arc::new(move |user: &str| {
+        let mut config = kube::Config::new("http://mock.invalid".parse().expect("a URI"));
+        config.auth_info.impersonate = Some(user.to_string());
+        let layer = config.extra_headers_layer()?;
+        Ok(kube::client::ClientBuilder::new(service.clone(), "default")
+            .with_layer(&layer)
+            .build())
+    });
+    (client, connect, log)
+}
+
+type Service = tower_test::mock::Mock<Request<Body>, Response<Body>>;
+
+fn server(whole: Value, answer: fn(&str, &str) -> Answer) -> (Service, Arc<Mutex<Vec<Sent>>>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let log = Arc::new(Mutex::new(Vec::new()));
     let sent = log.clone();
@@ -43,6 +72,11 @@ pub fn client(whole: Value, answer: fn(&str, &str) -> Answer) -> (Client, Arc<Mu
                 method: parts.method.to_string(),
                 uri: parts.uri.to_string(),
                 body: body.clone(),
+                impersonate: parts
+                    .headers
+                    .get("impersonate-user")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
             });
             if let Some((code, answer)) = answer(parts.method.as_str(), parts.uri.path()) {
                 reply.send_response(
@@ -80,7 +114,7 @@ pub fn client(whole: Value, answer: fn(&str, &str) -> Answer) -> (Client, Arc<Mu
             );
         }
     });
-    (Client::new(service, "default"), log)
+    (service, log)
 }
 
 /// The controllers' shared state over `client`, as `controller` would run with it.
@@ -92,6 +126,7 @@ pub fn shared(client: Client, controller: &str) -> crate::context::Shared {
         resync: std::time::Duration::from_secs(300),
         concurrency: 4,
         reach: Default::default(),
+        default_service_account: None,
     };
     let reporter = kube::runtime::events::Reporter {
         controller: controller.into(),

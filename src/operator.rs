@@ -83,6 +83,19 @@ pub struct RunArgs {
     )]
     pub allowed_gateways: Vec<String>,
 
+    /// A ServiceAccount, by name, of each ModelDeployment's and ModelPipeline's own namespace
+    /// that the operator impersonates to write their workloads (Deployments, Services, Jobs,
+    /// routes) when the object names none in spec.serviceAccountName: the namespace's RBAC
+    /// then decides what may be created. Empty: the operator writes with its own rights,
+    /// unless an object names one. The setting for shared clusters.
+    #[arg(
+        long,
+        env = "MODELSHIP_DEFAULT_SERVICE_ACCOUNT",
+        default_value = "",
+        value_parser = parse_service_account
+    )]
+    pub default_service_account: String,
+
     /// The cluster's DNS domain, for telling a Service host of the namespace from others.
     #[arg(
         long,
@@ -138,6 +151,23 @@ fn parse_allowed_prefix(s: &str) -> std::result::Result<reqwest::Url, String> {
     reqwest::Url::parse(&s).map_err(|e| e.to_string())
 }
 
+/// A ServiceAccount name (a DNS-1123 subdomain), or empty for none.
+fn parse_service_account(s: &str) -> std::result::Result<String, String> {
+    let s = s.trim();
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if s.is_empty() || (s.len() <= 253 && s.split('.').all(label_ok)) {
+        Ok(s.to_string())
+    } else {
+        Err("a ServiceAccount name: lower-case letters, digits, '-' and '.', for example modelship-tenant".into())
+    }
+}
+
 /// The namespace the operator runs in, from its service account.
 fn own_namespace(client: &Client) -> String {
     std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -157,8 +187,12 @@ pub async fn run(
     args: RunArgs,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let client = Client::try_default()
+    let config = kube::Config::infer()
         .await
+        .map_err(|e| Error::Config(format!("no usable Kubernetes configuration: {e}")))?;
+    // Kept: the clients that impersonate tenants' ServiceAccounts are built from it.
+    let connect = crate::tenancy::connect_from(config.clone());
+    let client = Client::try_from(config)
         .map_err(|e| Error::Config(format!("no usable Kubernetes configuration: {e}")))?;
     let metrics = Metrics::new();
     let readiness = Readiness::default();
@@ -183,9 +217,27 @@ pub async fn run(
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), %identity, namespace = ?args.namespace, "starting");
     let result = if args.leader_elect {
-        lead(&args, client, &identity, metrics, readiness, stop.clone()).await
+        lead(
+            &args,
+            client,
+            connect,
+            &identity,
+            metrics,
+            readiness,
+            stop.clone(),
+        )
+        .await
     } else {
-        controllers(&args, client, &identity, metrics, readiness, stop.clone()).await;
+        controllers(
+            &args,
+            client,
+            connect,
+            &identity,
+            metrics,
+            readiness,
+            stop.clone(),
+        )
+        .await;
         Ok(())
     };
     stop.cancel();
@@ -198,6 +250,7 @@ pub async fn run(
 async fn lead(
     args: &RunArgs,
     client: Client,
+    connect: crate::tenancy::Connect,
     identity: &str,
     metrics: Metrics,
     readiness: Readiness,
@@ -259,7 +312,16 @@ async fn lead(
         }
         watch_stop.cancel();
     });
-    controllers(args, client, identity, metrics.clone(), readiness, run_stop).await;
+    controllers(
+        args,
+        client,
+        connect,
+        identity,
+        metrics.clone(),
+        readiness,
+        run_stop,
+    )
+    .await;
     metrics.leader.set(0);
     // Releasing the lease lets a standby take over at once.
     drop(leader);
@@ -278,6 +340,7 @@ fn expect_parts(readiness: &Readiness) {
 async fn controllers(
     args: &RunArgs,
     client: Client,
+    connect: crate::tenancy::Connect,
     identity: &str,
     metrics: Metrics,
     readiness: Readiness,
@@ -300,7 +363,12 @@ async fn controllers(
             allowed_gateways: non_empty(&args.allowed_gateways),
             cluster_domain: args.cluster_domain.clone(),
         },
+        default_service_account: Some(args.default_service_account.clone())
+            .filter(|s| !s.is_empty()),
     };
+    if let Some(account) = &settings.default_service_account {
+        tracing::info!(%account, "writing workloads as each namespace's ServiceAccount");
+    }
     let reporter = |controller: &str| Reporter {
         controller: format!("modelship-{controller}"),
         instance: Some(identity.to_string()),
@@ -314,7 +382,8 @@ async fn controllers(
             reporter("deployment"),
             metrics.clone(),
             settings.clone(),
-        ),
+        )
+        .impersonating(connect.clone()),
         analysis::prometheus::Clients::new(args.prometheus_timeout)
             .max_response_bytes(args.prometheus_max_response_bytes)
             .counted_in(metrics.clone()),
@@ -324,7 +393,7 @@ async fn controllers(
     let pipelines = pipeline::run(
         &mut caches,
         client.clone(),
-        Shared::new(client, reporter("pipeline"), metrics, settings),
+        Shared::new(client, reporter("pipeline"), metrics, settings).impersonating(connect),
         readiness,
         stop.cancelled_owned(),
     );
@@ -403,6 +472,35 @@ mod tests {
             "--prometheus-max-response-bytes=10",
         ] {
             assert!(Run::try_parse_from(["run", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn no_service_account_is_impersonated_by_default_and_a_bad_name_is_refused() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Run {
+            #[command(flatten)]
+            args: super::RunArgs,
+        }
+        let defaults = Run::try_parse_from(["run"]).unwrap().args;
+        assert_eq!(defaults.default_service_account, "", "off by default");
+        let set = Run::try_parse_from(["run", "--default-service-account=modelship-tenant"])
+            .unwrap()
+            .args;
+        assert_eq!(set.default_service_account, "modelship-tenant");
+        for bad in [
+            "Tenant",
+            "-tenant",
+            "tenant-",
+            "a..b",
+            "system:serviceaccount:x:y",
+        ] {
+            let flag = format!("--default-service-account={bad}");
+            assert!(
+                Run::try_parse_from(["run", flag.as_str()]).is_err(),
+                "{bad}"
+            );
         }
     }
 

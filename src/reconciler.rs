@@ -209,10 +209,12 @@ pub async fn apply<K, O>(
 ) -> Result<()>
 where
     K: Watched + Slim + Serialize,
-    O: Resource<DynamicType = ()>,
+    O: crate::tenancy::Tenant,
 {
+    let writer = shared.writer(owner)?;
     for d in desired {
         let ns = d.namespace().unwrap_or_default();
+        // Looked up with the operator's own identity; written with the owner's (`tenancy`).
         let api: Api<K> = Api::namespaced(shared.client.clone(), &ns);
         let name = d.name_any();
         if taken(&api, owner, children, &ns, &name).await? {
@@ -220,8 +222,9 @@ where
         }
         let live = children.compact(&ns, &name);
         if shared
-            .apply_child(&api, d, live.map(|l| l.value()).as_ref())
-            .await?
+            .apply_child(&writer.api(&ns), d, live.map(|l| l.value()).as_ref())
+            .await
+            .map_err(|e| writer.error(e))?
         {
             tracing::debug!(kind = %K::kind(&()), name = %d.name_any(), "applied");
         }
@@ -280,20 +283,25 @@ pub async fn prune<K, O>(
 ) -> Result<()>
 where
     K: Watched + Slim,
-    O: Resource,
+    O: crate::tenancy::Tenant,
 {
     let Some(uid) = owner.meta().uid.as_deref() else {
         return Ok(());
     };
+    let mut writer = None;
     for child in children.owned_by(uid) {
         if keep(&child) {
             continue;
         }
-        let api: Api<K> = Api::namespaced(
-            shared.client.clone(),
-            &child.namespace().unwrap_or_default(),
-        );
-        if crate::apply::delete_if_exists(&api, &child.name_any()).await? {
+        let writer = match &writer {
+            Some(w) => w,
+            None => writer.insert(shared.writer(owner)?),
+        };
+        let api: Api<K> = writer.api(&child.namespace().unwrap_or_default());
+        if crate::apply::delete_if_exists(&api, &child.name_any())
+            .await
+            .map_err(|e| writer.error(e))?
+        {
             tracing::info!(kind = %K::kind(&()), name = %child.name_any(), "deleted a child no longer wanted");
         }
     }

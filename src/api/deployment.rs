@@ -80,6 +80,17 @@ pub struct ModelDeploymentSpec {
     #[serde(default = "default_history_limit")]
     #[schemars(range(min = 1, max = 100))]
     pub revision_history_limit: i32,
+
+    /// A ServiceAccount of this object's namespace whose identity creates its workloads
+    /// (Deployments, Services, Jobs, routes): the operator impersonates it, so the
+    /// namespace's RBAC decides what may be created. Unset: the operator's
+    /// `--default-service-account`, or, when that is unset too, the operator's own identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
+        length(min = 1, max = 253)
+    )]
+    pub service_account_name: Option<String>,
 }
 
 fn default_replicas() -> i32 {

@@ -504,3 +504,208 @@ async fn a_provider_route_someone_else_made_is_left_alone() {
         ready.message
     );
 }
+
+/// Answers like an API server whose RBAC lets `models/tenant` write Services but not
+/// Deployments: a write of a Deployment is refused with the authorizer's wording.
+fn tenant_may_not_write_deployments(method: &str, path: &str) -> mock_api::Answer {
+    (method != "GET" && path.contains("/deployments/")).then(|| {
+        let name = path.rsplit('/').next().unwrap_or_default();
+        let message = format!(
+            "deployments.apps \"{name}\" is forbidden: User \"system:serviceaccount:models:tenant\" cannot patch resource \"deployments\" in API group \"apps\" in the namespace \"models\""
+        );
+        (403, mock_api::failure(403, "Forbidden", &message))
+    })
+}
+
+/// A context whose children are written as ServiceAccounts through `connect`, with
+/// `--default-service-account` set to `default`.
+fn impersonating_context(
+    client: Client,
+    connect: crate::tenancy::Connect,
+    default: Option<&str>,
+) -> Arc<Context> {
+    let mut shared = mock_api::shared(client, "modelship-deployment").impersonating(connect);
+    shared.settings.default_service_account = default.map(str::to_string);
+    Arc::new(Context {
+        shared,
+        deployments: Children::from_objects(vec![]),
+        services: Children::from_objects(vec![]),
+        pipelines: store(vec![]),
+        prometheus: crate::analysis::prometheus::Clients::new(Duration::from_secs(1)),
+    })
+}
+
+const TENANT: &str = "system:serviceaccount:models:tenant";
+
+#[tokio::test]
+async fn a_child_the_tenants_rbac_refuses_is_reported_as_forbidden_and_tried_again() {
+    let mut md = sample();
+    md.spec.service_account_name = Some("tenant".into());
+    let whole = serde_json::to_value(&md).unwrap();
+    let (client, connect, log) =
+        mock_api::client_and_connect(whole, tenant_may_not_write_deployments);
+    let action = reconcile(
+        Arc::new(md.clone()),
+        impersonating_context(client, connect, None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(15)),
+        "RBAC is not watched: looked at again"
+    );
+    let sent = log.lock().unwrap().clone();
+    let refused: Vec<&Sent> = sent
+        .iter()
+        .filter(|s| s.method == "PATCH" && s.uri.contains("/deployments/"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{:?}", writes(&sent));
+    assert_eq!(
+        refused[0].impersonate.as_deref(),
+        Some(TENANT),
+        "the child is written as the ServiceAccount"
+    );
+    assert!(
+        !writes(&sent).iter().any(|w| w.contains("/services/")),
+        "nothing after the refused write: {:?}",
+        writes(&sent)
+    );
+    for s in sent
+        .iter()
+        .filter(|s| s.uri.contains("/status") || s.uri.contains("/events"))
+    {
+        assert_eq!(
+            s.impersonate, None,
+            "status and events are the operator's own: {s:?}"
+        );
+    }
+    let status = last_status_written(&sent);
+    let ready = status.condition("Ready").unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "Forbidden")
+    );
+    assert!(
+        ready.message.starts_with(
+            "ServiceAccount models/tenant may not patch deployments.apps in models: grant it in the namespace's RBAC"
+        ),
+        "{}",
+        ready.message
+    );
+    let events: Vec<&Sent> = sent.iter().filter(|s| s.uri.contains("/events")).collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.body["reason"] == "Forbidden" && e.body["type"] == "Warning"),
+        "a Warning event says so: {events:?}"
+    );
+
+    // Still refused at the recheck: the write is tried again, the status and events stay.
+    md.status = Some(status.clone());
+    md.metadata.resource_version = Some("102".into());
+    let whole = serde_json::to_value(&md).unwrap();
+    let (client, connect, log) =
+        mock_api::client_and_connect(whole, tenant_may_not_write_deployments);
+    let action = reconcile(
+        Arc::new(md.clone()),
+        impersonating_context(client, connect, None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(15))
+    );
+    let sent = log.lock().unwrap().clone();
+    assert!(
+        writes(&sent).iter().all(|w| w.contains("/deployments/")),
+        "no status write, no event: {:?}",
+        writes(&sent)
+    );
+
+    // Granted: the children are created, as the ServiceAccount, and the condition clears.
+    let whole = serde_json::to_value(&md).unwrap();
+    let (client, connect, log) = mock_api::client_and_connect(whole, |_, _| None);
+    let action = reconcile(
+        Arc::new(md.clone()),
+        impersonating_context(client, connect, None),
+    )
+    .await
+    .unwrap();
+    assert_ne!(
+        action,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(15))
+    );
+    let sent = log.lock().unwrap().clone();
+    let children: Vec<&Sent> = sent
+        .iter()
+        .filter(|s| {
+            s.method == "PATCH" && (s.uri.contains("/deployments/") || s.uri.contains("/services/"))
+        })
+        .collect();
+    assert!(
+        children
+            .iter()
+            .any(|s| s.uri.contains("/services/fraud-stable")),
+        "{:?}",
+        writes(&sent)
+    );
+    assert!(
+        children
+            .iter()
+            .all(|s| s.impersonate.as_deref() == Some(TENANT))
+    );
+    let ready = last_status_written(&sent);
+    assert_ne!(ready.condition("Ready").unwrap().reason, "Forbidden");
+}
+
+#[tokio::test]
+async fn without_a_service_account_nothing_is_impersonated() {
+    let md = sample();
+    assert_eq!(md.spec.service_account_name, None);
+    let whole = serde_json::to_value(&md).unwrap();
+    let (client, connect, log) = mock_api::client_and_connect(whole, |_, _| None);
+    run(&md, impersonating_context(client, connect, None)).await;
+    let sent = log.lock().unwrap().clone();
+    assert!(
+        writes(&sent).iter().any(|w| w.contains("/deployments/")),
+        "{:?}",
+        writes(&sent)
+    );
+    assert!(
+        sent.iter().all(|s| s.impersonate.is_none()),
+        "no request carries an Impersonate-User header: {sent:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_default_service_account_writes_children_of_objects_that_name_none() {
+    let md = sample();
+    let whole = serde_json::to_value(&md).unwrap();
+    let (client, connect, log) = mock_api::client_and_connect(whole, |_, _| None);
+    run(
+        &md,
+        impersonating_context(client, connect, Some("modelship-tenant")),
+    )
+    .await;
+    let sent = log.lock().unwrap().clone();
+    let children: Vec<&Sent> = sent
+        .iter()
+        .filter(|s| s.method == "PATCH" && !s.uri.contains("/status"))
+        .collect();
+    assert!(!children.is_empty(), "{:?}", writes(&sent));
+    for s in &children {
+        assert_eq!(
+            s.impersonate.as_deref(),
+            Some("system:serviceaccount:models:modelship-tenant"),
+            "{s:?}"
+        );
+    }
+    assert!(
+        sent.iter()
+            .filter(|s| s.method == "GET" || s.uri.contains("/status") || s.uri.contains("/events"))
+            .all(|s| s.impersonate.is_none()),
+        "reads, status and events stay the operator's own"
+    );
+}

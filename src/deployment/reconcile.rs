@@ -117,6 +117,9 @@ async fn reconcile(
     if still_taken(&md, &ctx, &v, &current).await? {
         return Ok(Action::requeue(NAME_TAKEN_RECHECK));
     }
+    if let Some(action) = still_forbidden(&md, &ctx, &v, &current, now).await? {
+        return Ok(action);
+    }
     let desired = match resolve_desired(&md, &ctx.pipelines, &current) {
         Ok(d) => d,
         Err(message) => return waiting(&md, &ctx, &current, &message, now).await,
@@ -148,6 +151,68 @@ const NAME_TAKEN: &str = "NameTaken";
 
 /// How often a taken name is looked at again (the other object is not watched).
 const NAME_TAKEN_RECHECK: Duration = Duration::from_secs(15);
+
+/// The reason of a `Ready=False` condition while the ServiceAccount that writes this
+/// ModelDeployment's children (see `tenancy`) may not write them.
+const FORBIDDEN: &str = "Forbidden";
+
+/// How often writes the namespace's RBAC refused are tried again (RBAC is not watched).
+const FORBIDDEN_RECHECK: Duration = Duration::from_secs(15);
+
+/// When the last pass on this generation was refused by RBAC: tries the children's writes
+/// again, on the status the API server holds, before anything else. Still refused for the
+/// same reason: nothing is written to status and no event is sent, so a waiting
+/// ModelDeployment costs a few refused writes per recheck; refused for another reason: that
+/// is reported. `None` when the writes went through (or were not refused): the pass goes on.
+async fn still_forbidden(
+    md: &ModelDeployment,
+    ctx: &Context,
+    v: &Validated,
+    status: &ModelDeploymentStatus,
+    now: Timestamp,
+) -> Result<Option<Action>> {
+    let was_forbidden = status
+        .condition(super::status::READY)
+        .is_some_and(|c| c.reason == FORBIDDEN && c.observed_generation == md.meta().generation);
+    if !was_forbidden {
+        return Ok(None);
+    }
+    let route = traffic::observe(&ctx.shared.client, md).await?;
+    if traffic::taken(md, &route).is_some() {
+        return Ok(None);
+    }
+    let shadowing = desired::shadow_version(md, status).is_some();
+    let retried = match apply_children(md, ctx, v, status).await {
+        Ok(()) => {
+            let writer = ctx.shared.writer(md)?;
+            traffic::converge(md, &writer, &route, shadowing, now)
+                .await
+                .map(|_| ())
+        }
+        Err(e) => Err(e),
+    };
+    match retried {
+        // The same refusal sets the same condition: `invalid` writes nothing then.
+        Err(Error::Forbidden(message)) => {
+            let held = (status, md.meta().resource_version.as_deref());
+            Ok(Some(forbidden(md, ctx, held, &message, now).await?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Reports that the namespace's RBAC refused a write of a child (a condition and a Warning
+/// event when it starts or its message changes), and looks again later.
+async fn forbidden(
+    md: &ModelDeployment,
+    ctx: &Context,
+    held: (&ModelDeploymentStatus, Option<&str>),
+    message: &str,
+    now: Timestamp,
+) -> Result<Action> {
+    invalid(&ctx.shared, md, held, FORBIDDEN, message, now).await?;
+    Ok(Action::requeue(FORBIDDEN_RECHECK))
+}
 
 /// Whether the last pass on this generation found a child's name taken and it still is:
 /// the names of the children `status` asks for, and the provider's route, looked up again.
@@ -233,13 +298,27 @@ async fn step(
             // Their object is not watched: look again later for it to be renamed or deleted.
             return Ok(Action::requeue(NAME_TAKEN_RECHECK));
         }
+        Err(Error::Forbidden(message)) => {
+            return forbidden(md, ctx, (&next, written.as_deref()), &message, now).await;
+        }
         other => other?,
     }
+    let writer = ctx.shared.writer(md)?;
     // A refusal found (or cleared) by this apply is reported by the next pass, at once.
-    let traffic_changed = traffic::converge(md, &route, shadowing, now).await?;
+    let traffic_changed = match traffic::converge(md, &writer, &route, shadowing, now).await {
+        Err(Error::Forbidden(message)) => {
+            return forbidden(md, ctx, (&next, written.as_deref()), &message, now).await;
+        }
+        other => other?,
+    };
     // The provider only changes with the spec: look for another provider's leftovers then.
     if current.observed_generation != md.meta().generation {
-        traffic::remove_others(&ctx.shared.client, md).await?;
+        match traffic::remove_others(&ctx.shared.client, &writer, md).await {
+            Err(Error::Forbidden(message)) => {
+                return forbidden(md, ctx, (&next, written.as_deref()), &message, now).await;
+            }
+            other => other?,
+        }
     }
 
     report(md, ctx, &next, awaiting_approval, &transitions, now).await;

@@ -155,10 +155,10 @@ pub enum Route {
     Builtin,
     /// The provider's kind is not served by this cluster.
     NotInstalled(GroupVersionKind),
-    /// The kind is served; `live` is the object, if it exists.
+    /// The kind is served (as `resource`); `live` is the object, if it exists.
     Served {
         gvk: GroupVersionKind,
-        api: Box<Api<DynamicObject>>,
+        resource: Box<ApiResource>,
         live: Option<Value>,
     },
 }
@@ -182,7 +182,7 @@ pub async fn observe(client: &Client, md: &ModelDeployment) -> Result<Route, cra
     };
     Ok(Route::Served {
         gvk,
-        api: Box::new(api),
+        resource: Box::new(ar),
         live,
     })
 }
@@ -296,18 +296,24 @@ fn apply_due(desired: &Value, live: Option<&Value>, now: jiff::Timestamp) -> boo
 }
 
 /// Applies the provider's object when [`apply_due`], after the status was written like every
-/// other child. When the installed CRD cannot hold the mirroring settings, routes to stable
-/// alone and records the refusal on the object. Returns whether [`state`] now reads
-/// differently from `route`.
+/// other child, with `writer`'s identity. When the installed CRD cannot hold the mirroring
+/// settings, routes to stable alone and records the refusal on the object. Returns whether
+/// [`state`] now reads differently from `route`.
 pub async fn converge(
     md: &ModelDeployment,
+    writer: &crate::tenancy::Writer,
     route: &Route,
     shadowing: bool,
     now: jiff::Timestamp,
 ) -> Result<bool, crate::Error> {
-    let Route::Served { api, live, .. } = route else {
+    let Route::Served { resource, live, .. } = route else {
         return Ok(false);
     };
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        writer.client().clone(),
+        &md.namespace().unwrap_or_default(),
+        resource.as_ref(),
+    );
     let desired = desired(md, shadowing);
     if !apply_due(&desired, live.as_ref(), now) {
         return Ok(false);
@@ -319,7 +325,7 @@ pub async fn converge(
         Err(kube::Error::Api(s)) if s.message.contains("field not declared in schema") => {
             Some(s.message)
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(writer.error(e)),
         // A schema that prunes instead drops the field silently.
         Ok(applied) => (!is_subset(&desired["spec"], &serde_json::to_value(applied)?["spec"]))
             .then(|| "the server dropped part of the spec".to_string()),
@@ -335,7 +341,9 @@ pub async fn converge(
         fallback["metadata"]["annotations"][REFUSED_HASH] = json!(hash);
         fallback["metadata"]["annotations"][REFUSED_AT] = json!(now.to_string());
     }
-    api.patch(&name, &params, &Patch::Apply(&fallback)).await?;
+    api.patch(&name, &params, &Patch::Apply(&fallback))
+        .await
+        .map_err(|e| writer.error(e))?;
     Ok(!was_refused)
 }
 
@@ -349,8 +357,13 @@ fn not_installed(gvk: &GroupVersionKind) -> TrafficError {
     )
 }
 
-/// Removes the object of a provider no longer chosen.
-pub async fn remove_others(client: &Client, md: &ModelDeployment) -> Result<(), crate::Error> {
+/// Removes the object of a provider no longer chosen: read with the operator's `client`,
+/// deleted with `writer`'s identity.
+pub async fn remove_others(
+    client: &Client,
+    writer: &crate::tenancy::Writer,
+    md: &ModelDeployment,
+) -> Result<(), crate::Error> {
     for provider in [TrafficProvider::GatewayApi, TrafficProvider::Istio] {
         if provider == md.spec.traffic.provider {
             continue;
@@ -369,7 +382,11 @@ pub async fn remove_others(client: &Client, md: &ModelDeployment) -> Result<(), 
                 .iter()
                 .any(|o| Some(&o.uid) == md.meta().uid.as_ref())
         {
-            api.delete(&md.name_any(), &Default::default()).await?;
+            let ns = md.namespace().unwrap_or_default();
+            let api: Api<DynamicObject> = Api::namespaced_with(writer.client().clone(), &ns, &ar);
+            api.delete(&md.name_any(), &Default::default())
+                .await
+                .map_err(|e| writer.error(e))?;
         }
     }
     Ok(())

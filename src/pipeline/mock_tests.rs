@@ -148,3 +148,47 @@ async fn a_job_the_api_server_refuses_fails_the_run_with_its_reason() {
     let message = run.message.clone().unwrap_or_default();
     assert!(message.contains("Required value"), "{message}");
 }
+
+#[tokio::test]
+async fn a_job_the_tenants_rbac_refuses_fails_the_run_naming_the_service_account() {
+    let mut p = sample();
+    p.spec.service_account_name = Some("trainer".into());
+    let (client, connect, log) = mock_api::client_and_connect(
+        serde_json::to_value(&p).unwrap(),
+        |method, path| {
+            (method == "POST" && path.ends_with("/jobs")).then(|| {
+                let message = "jobs.batch is forbidden: User \"system:serviceaccount:models:trainer\" cannot create resource \"jobs\" in API group \"batch\" in the namespace \"models\"";
+                (403, mock_api::failure(403, "Forbidden", message))
+            })
+        },
+    );
+    let ctx = Arc::new(Context {
+        shared: mock_api::shared(client.clone(), "modelship-pipeline").impersonating(connect),
+        jobs: Children::from_objects(vec![]),
+        pods: Children::from_objects(vec![]),
+        deployments: Children::from_objects(vec![]),
+        services: Children::from_objects(vec![]),
+        configmaps: store(vec![]),
+        data_source: DataSource::new(client),
+        model_deployments: ModelDeployments::from_objects(vec![]),
+    });
+    run(&p, ctx).await.unwrap();
+    let sent = log.lock().unwrap().clone();
+    let jobs: Vec<&Sent> = sent
+        .iter()
+        .filter(|s| s.method == "POST" && s.uri.contains("/jobs"))
+        .collect();
+    assert_eq!(jobs.len(), 1, "one attempt: {:?}", writes(&sent));
+    assert_eq!(
+        jobs[0].impersonate.as_deref(),
+        Some("system:serviceaccount:models:trainer")
+    );
+    let status = last_status(&sent);
+    let run = &status.runs[0];
+    assert_eq!(run.phase, crate::api::RunPhase::Failed, "{run:?}");
+    let message = run.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("ServiceAccount models/trainer may not create jobs.batch in models"),
+        "{message}"
+    );
+}

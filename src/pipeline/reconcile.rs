@@ -403,8 +403,9 @@ async fn apply_children(
     mds: &[&ModelDeployment],
 ) -> Result<Vec<(String, Stage, String, String)>> {
     let ns = p.namespace().unwrap_or_default();
-    let client = ctx.shared.client.clone();
-    let jobs_api: Api<Job> = Api::namespaced(client.clone(), &ns);
+    // Looked up with the operator's own identity; created with the pipeline's (`tenancy`).
+    let jobs_api: Api<Job> = Api::namespaced(ctx.shared.client.clone(), &ns);
+    let writer = ctx.shared.writer(p)?;
     let mut refused = Vec::new();
     for r in status.runs.iter().filter(|r| r.phase == RunPhase::Running) {
         for st in &r.stages {
@@ -414,16 +415,18 @@ async fn apply_children(
                 && let Err(why) = apply_serving(p, ctx, r, mds).await
             {
                 match why {
-                    // Refused by the API server, or a name someone else's object holds.
-                    Error::Rejected(why) | Error::NotOwned(why) => refused.push((
-                        r.name.clone(),
-                        stage,
-                        format!(
-                            "the serving objects {}",
-                            serving_name(&p.name_any(), &r.name)
-                        ),
-                        why,
-                    )),
+                    // Refused by the API server or the namespace's RBAC, or a name someone
+                    // else's object holds.
+                    Error::Rejected(why) | Error::NotOwned(why) | Error::Forbidden(why) => refused
+                        .push((
+                            r.name.clone(),
+                            stage,
+                            format!(
+                                "the serving objects {}",
+                                serving_name(&p.name_any(), &r.name)
+                            ),
+                            why,
+                        )),
                     other => return Err(other),
                 }
                 continue;
@@ -444,7 +447,7 @@ async fn apply_children(
                 field_manager: Some(crate::apply::FIELD_MANAGER.into()),
                 ..PostParams::default()
             };
-            match jobs_api.create(&params, &job).await {
+            match writer.api::<Job>(&ns).create(&params, &job).await {
                 Ok(_) => tracing::info!(job = %st.job, run = %r.name, "created the stage's Job"),
                 // The Job a previous round (or operator) created, unless someone else made
                 // one of this name: then the stage's results would be theirs.
@@ -454,8 +457,8 @@ async fn apply_children(
                         refused.push((r.name.clone(), stage, format!("Job {}", st.job), why));
                     }
                 }
-                Err(e) => match Error::from(e) {
-                    Error::Rejected(why) => {
+                Err(e) => match writer.error(e) {
+                    Error::Rejected(why) | Error::Forbidden(why) => {
                         refused.push((r.name.clone(), stage, format!("Job {}", st.job), why))
                     }
                     other => return Err(other),
