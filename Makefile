@@ -7,7 +7,8 @@
 #   make test          start the local cluster, its real node (as root) and Prometheus (or
 #                      reuse running ones), build the images the real node runs, build the
 #                      workspace binaries, check formatting and clippy, run every test (unit
-#                      and end-to-end)
+#                      and end-to-end), then check the chart's RBAC against the operator's
+#                      calls in the API server's audit log (e2e/src/bin/rbac-audit.rs)
 #   make install-plugin install the kubectl plugin (kubectl modelship) into $(PREFIX)/bin
 #   make test-alerts   unit-test the chart's alerts with promtool (e2e/alerts/test); part of make test
 #   make crds          regenerate crds/ (and the chart's copy) from the Rust types
@@ -30,7 +31,9 @@ demo: cluster-up node-up images prometheus-up build
 	$(CARGO) run -q -p modelship-e2e --bin demo
 
 test: cluster-up node-up images prometheus-up provider-crds build lint test-alerts
-	$(CARGO) test --workspace --no-fail-fast -- --show-output
+	since=$$(date -u +%Y-%m-%dT%H:%M:%SZ); \
+	$(CARGO) test --workspace --no-fail-fast -- --show-output; \
+	$(CARGO) run -q -p modelship-e2e --bin rbac-audit -- --since "$$since"
 
 # The chart's PrometheusRule, rendered, under `promtool test rules` (e2e/alerts/rules.test.yaml).
 test-alerts:
