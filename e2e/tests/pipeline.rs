@@ -318,10 +318,13 @@ async fn stages_run_in_order_and_a_failed_validation_stops_before_training() {
         env_vars["MODEL_URI"],
         format!("s3://models/fraud/{version}/")
     );
-    assert!(
-        services.get_opt("fraud-r1-serve").await.unwrap().is_some(),
-        "the Service the test calls"
-    );
+    // The Service the test calls, applied after the Deployment.
+    wait_for(
+        "the integration stage's temporary Service",
+        TIMEOUT,
+        || async { Ok(services.get_opt("fraud-r1-serve").await?) },
+    )
+    .await;
     wait_for("the integration Job to exist", TIMEOUT, || async {
         Ok(env.api::<Job>().get_opt("fraud-r1-integration").await?)
     })

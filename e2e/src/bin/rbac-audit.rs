@@ -38,6 +38,18 @@ const RARE: &[(&str, &str, &str, &str)] = &[
         "a stage Job's name already exists when the Job is created (409): whose Job is it",
     ),
     (
+        "gateway.networking.k8s.io",
+        "httproutes",
+        "delete",
+        "spec.traffic.provider changed from GatewayAPI: the HTTPRoute left behind is deleted",
+    ),
+    (
+        "networking.istio.io",
+        "virtualservices",
+        "delete",
+        "spec.traffic.provider changed from Istio: the VirtualService left behind is deleted",
+    ),
+    (
         "events.k8s.io",
         "events",
         "patch",
@@ -100,6 +112,11 @@ fn calls(log: &str, user: &str, since: jiff::Timestamp) -> anyhow::Result<BTreeM
                 event["verb"].as_str().unwrap_or_default().to_string(),
             )
         };
+        // A server-side apply that creates the object (201) is also authorized as `create`.
+        if grant.2 == "patch" && event["responseStatus"]["code"] == 201 {
+            let created = (grant.0.clone(), grant.1.clone(), "create".to_string());
+            *out.entry(created).or_insert(0) += 1;
+        }
         *out.entry(grant).or_insert(0) += 1;
     }
     Ok(out)
@@ -215,6 +232,8 @@ mod tests {
         let op = "system:serviceaccount:modelship-system:modelship";
         let log = [
             event(op, "2026-12-03T10:00:01Z", "patch", serde_json::json!({"apiGroup": "apps", "resource": "deployments"}), false),
+            event(op, "2026-12-03T10:00:01Z", "patch", serde_json::json!({"resource": "services"}), false)
+                .replace("\"verb\"", "\"responseStatus\":{\"code\":201},\"verb\""),
             event(op, "2026-12-03T10:00:02Z", "patch", serde_json::json!({"apiGroup": "modelship.io", "resource": "modeldeployments", "subresource": "status"}), false),
             event(op, "2026-12-03T10:00:03Z", "create", serde_json::json!({"apiGroup": "batch", "resource": "jobs"}), true),
             event(op, "2026-12-03T09:59:59Z", "delete", serde_json::json!({"resource": "services"}), false),
@@ -228,6 +247,8 @@ mod tests {
             keys,
             [
                 "/serviceaccounts/impersonate",
+                "/services/create",
+                "/services/patch",
                 "apps/deployments/patch",
                 "modelship.io/modeldeployments/status/patch",
             ]
