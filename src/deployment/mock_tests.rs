@@ -97,6 +97,26 @@ fn last_status_written(sent: &[Sent]) -> ModelDeploymentStatus {
     serde_json::from_value(s.body["status"].clone()).unwrap()
 }
 
+/// The last status written, after asserting that it says `Ready=False` for `reason` with a
+/// message containing `message`, and that a Warning event with that reason was sent.
+fn reported(sent: &[Sent], reason: &str, message: &str) -> ModelDeploymentStatus {
+    let status = last_status_written(sent);
+    let ready = status.condition("Ready").unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", reason)
+    );
+    assert!(ready.message.contains(message), "{}", ready.message);
+    let events: Vec<&Sent> = sent.iter().filter(|s| s.uri.contains("/events")).collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.body["reason"] == reason && e.body["type"] == "Warning"),
+        "a Warning event says so: {events:?}"
+    );
+    status
+}
+
 fn status_written(sent: &[Sent]) -> ModelDeploymentStatus {
     let s = sent
         .iter()
@@ -414,25 +434,10 @@ async fn a_child_name_someone_else_holds_is_reported_and_their_object_left_alone
         "their Service is never written: {:?}",
         writes(&sent)
     );
-    let status = last_status_written(&sent);
-    let ready = status.condition("Ready").unwrap();
-    assert_eq!(
-        (ready.status.as_str(), ready.reason.as_str()),
-        ("False", "NameTaken")
-    );
-    assert!(
-        ready.message.contains(
-            "Service models/fraud-stable already exists and was not created by this ModelDeployment"
-        ),
-        "{}",
-        ready.message
-    );
-    let events: Vec<&Sent> = sent.iter().filter(|s| s.uri.contains("/events")).collect();
-    assert!(
-        events
-            .iter()
-            .any(|e| e.body["reason"] == "NameTaken" && e.body["type"] == "Warning"),
-        "a Warning event names it: {events:?}"
+    let status = reported(
+        &sent,
+        "NameTaken",
+        "Service models/fraud-stable already exists and was not created by this ModelDeployment",
     );
 
     // Still there at the recheck: reads only, no write, no new event.
@@ -580,25 +585,10 @@ async fn a_child_the_tenants_rbac_refuses_is_reported_as_forbidden_and_tried_aga
             "status and events are the operator's own: {s:?}"
         );
     }
-    let status = last_status_written(&sent);
-    let ready = status.condition("Ready").unwrap();
-    assert_eq!(
-        (ready.status.as_str(), ready.reason.as_str()),
-        ("False", "Forbidden")
-    );
-    assert!(
-        ready.message.starts_with(
-            "ServiceAccount models/tenant may not patch deployments.apps in models: grant it in the namespace's RBAC"
-        ),
-        "{}",
-        ready.message
-    );
-    let events: Vec<&Sent> = sent.iter().filter(|s| s.uri.contains("/events")).collect();
-    assert!(
-        events
-            .iter()
-            .any(|e| e.body["reason"] == "Forbidden" && e.body["type"] == "Warning"),
-        "a Warning event says so: {events:?}"
+    let status = reported(
+        &sent,
+        "Forbidden",
+        "ServiceAccount models/tenant may not patch deployments.apps in models: grant it in the namespace's RBAC",
     );
 
     // Still refused at the recheck: the write is tried again, the status and events stay.
