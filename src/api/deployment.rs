@@ -170,6 +170,16 @@ pub struct ShadowSpec {
     /// How the built-in router compares the shadow's answers with production's.
     #[serde(default)]
     pub compare: CompareSpec,
+
+    /// Request headers the built-in router removes from every copy it sends to the shadow,
+    /// on top of `Authorization`, `Cookie`, `Proxy-Authorization` and `X-Api-Key`, which are
+    /// always removed. Names are case-insensitive. Production requests keep every header.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        inner(regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$"))
+    )]
+    pub strip_headers: Vec<String>,
 }
 
 impl Default for ShadowSpec {
@@ -182,6 +192,7 @@ impl Default for ShadowSpec {
             min_requests: default_min_requests(),
             promotion: Promotion::default(),
             compare: CompareSpec::default(),
+            strip_headers: Vec::new(),
         }
     }
 }

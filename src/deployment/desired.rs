@@ -1,6 +1,7 @@
 //! The children of a ModelDeployment, computed from its spec and the versions its status
 //! says each track serves. Pure: no I/O.
 use crate::api::{ModelDeployment, TrafficProvider, VersionRef};
+use crate::mirror::CREDENTIAL_HEADERS;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
@@ -271,6 +272,14 @@ pub fn router_args(md: &ModelDeployment, mirror: bool) -> Vec<String> {
         for p in &spec.shadow.compare.pointers {
             args.push(format!("--compare-pointer={p}"));
         }
+        let mut strip: Vec<String> = CREDENTIAL_HEADERS.iter().map(|h| h.to_string()).collect();
+        for header in &spec.shadow.strip_headers {
+            let header = header.trim().to_ascii_lowercase();
+            if !strip.contains(&header) {
+                strip.push(header);
+            }
+        }
+        args.push(format!("--strip-headers={}", strip.join(",")));
     }
     args
 }
@@ -612,6 +621,20 @@ mod tests {
         );
         assert!(args.iter().any(|a| a == "--compare-pointer=/predictions"));
         assert!(args.iter().any(|a| a == "--mirror-percent=100"));
+    }
+
+    #[test]
+    fn copies_lose_credentials_and_the_headers_the_spec_adds() {
+        let mut md = sample();
+        let args = router_args(&md, true);
+        assert!(
+            args.iter()
+                .any(|a| a == "--strip-headers=authorization,cookie,proxy-authorization,x-api-key")
+        );
+        md.spec.shadow.strip_headers = vec!["X-Tenant-Token".into(), "Cookie".into()];
+        let args = router_args(&md, true);
+        assert!(args.iter().any(|a| a
+            == "--strip-headers=authorization,cookie,proxy-authorization,x-api-key,x-tenant-token"));
     }
 
     #[test]

@@ -83,12 +83,30 @@ pub struct MirrorArgs {
     #[arg(long, env = "MODELSHIP_MIRROR_MAX_IN_FLIGHT", default_value_t = 512)]
     pub max_in_flight: usize,
 
+    /// Memory all mirrored copies together may hold for their bodies (request and both
+    /// answers), reserved as the bytes arrive; a copy that does not fit is dropped.
+    #[arg(long, env = "MODELSHIP_MIRROR_MAX_COPY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_copy_bytes: usize,
+
+    /// How long a client may take to send a request body the router reads (a sampled one);
+    /// past it the client gets a 408. Other bodies stream to stable within --stable-timeout.
+    #[arg(long, env = "MODELSHIP_MIRROR_REQUEST_BODY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub request_body_timeout: Duration,
+
+    /// How long a client may take to send a request's headers before its connection closes.
+    #[arg(long, env = "MODELSHIP_MIRROR_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Most client connections served at once; further ones wait in the listen backlog.
+    #[arg(long, env = "MODELSHIP_MIRROR_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
     /// Request headers removed from mirrored copies (comma-separated, case-insensitive).
     #[arg(
         long,
         env = "MODELSHIP_MIRROR_STRIP_HEADERS",
         value_delimiter = ',',
-        default_value = "authorization,cookie"
+        default_value = "authorization,cookie,proxy-authorization,x-api-key"
     )]
     pub strip_headers: Vec<String>,
 
@@ -150,6 +168,10 @@ pub struct Config {
     pub shadow_pause: Duration,
     pub max_body_bytes: usize,
     pub max_in_flight: usize,
+    pub max_copy_bytes: usize,
+    pub request_body_timeout: Duration,
+    pub header_timeout: Duration,
+    pub max_connections: usize,
     pub strip_headers: Vec<HeaderName>,
     pub request_id_header: HeaderName,
     pub max_labels: usize,
@@ -202,6 +224,8 @@ impl MirrorArgs {
             ("--stable-timeout", self.stable_timeout),
             ("--shadow-timeout", self.shadow_timeout),
             ("--connect-timeout", self.connect_timeout),
+            ("--request-body-timeout", self.request_body_timeout),
+            ("--header-timeout", self.header_timeout),
         ] {
             if value.is_zero() {
                 return Err(config(format!("{flag} must be greater than zero")));
@@ -209,6 +233,15 @@ impl MirrorArgs {
         }
         if self.max_in_flight == 0 {
             return Err(config("--max-in-flight must be at least 1".into()));
+        }
+        if self.max_connections == 0 {
+            return Err(config("--max-connections must be at least 1".into()));
+        }
+        if self.max_copy_bytes < self.max_body_bytes {
+            return Err(config(format!(
+                "--max-copy-bytes ({}) must be at least --max-body-bytes ({}), or no body that may be mirrored would fit",
+                self.max_copy_bytes, self.max_body_bytes
+            )));
         }
         let mut strip_headers = Vec::new();
         for name in self
@@ -257,6 +290,10 @@ impl MirrorArgs {
             shadow_pause: self.shadow_pause,
             max_body_bytes: self.max_body_bytes,
             max_in_flight: self.max_in_flight,
+            max_copy_bytes: self.max_copy_bytes,
+            request_body_timeout: self.request_body_timeout,
+            header_timeout: self.header_timeout,
+            max_connections: self.max_connections,
             strip_headers,
             request_id_header,
             max_labels: self.max_labels,
@@ -341,7 +378,9 @@ mod tests {
             config.strip_headers,
             vec![
                 HeaderName::from_static("authorization"),
-                HeaderName::from_static("cookie")
+                HeaderName::from_static("cookie"),
+                HeaderName::from_static("proxy-authorization"),
+                HeaderName::from_static("x-api-key"),
             ]
         );
         assert_eq!(
@@ -393,6 +432,9 @@ mod tests {
             (&["--tolerance=-0.1"], "--tolerance"),
             (&["--shadow-timeout=0s"], "--shadow-timeout"),
             (&["--max-in-flight=0"], "--max-in-flight"),
+            (&["--max-connections=0"], "--max-connections"),
+            (&["--request-body-timeout=0s"], "--request-body-timeout"),
+            (&["--max-copy-bytes=1000"], "--max-copy-bytes"),
             (&["--strip-headers=bad header"], "--strip-headers"),
             (&["--prediction-buckets=1,0.5"], "--prediction-buckets"),
         ] {

@@ -9,6 +9,7 @@ use hyper::HeaderMap;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::oneshot;
 
+use super::budget::Reservation;
 use super::upstream::PooledBody;
 
 /// Stable's response body as the router reads it.
@@ -168,8 +169,10 @@ pub enum Captured {
     Complete {
         status: u16,
         body: Bytes,
+        /// The body's share of the copies' memory, held as long as the body.
+        _reserved: Reservation,
     },
-    /// The body was larger than the router keeps.
+    /// The body was larger than the router keeps, or than the copies' memory could hold.
     TooLarge,
     /// No complete answer: stable failed, or the client went away before the end of the body.
     Failed,
@@ -185,11 +188,17 @@ pub struct Tap {
     more: Vec<Bytes>,
     overflow: bool,
     done: bool,
+    reserved: Option<Reservation>,
     tx: Option<oneshot::Sender<Captured>>,
 }
 
 impl Tap {
-    pub fn new(status: u16, limit: usize, tx: oneshot::Sender<Captured>) -> Self {
+    pub fn new(
+        status: u16,
+        limit: usize,
+        reserved: Reservation,
+        tx: oneshot::Sender<Captured>,
+    ) -> Self {
         Tap {
             status,
             limit,
@@ -198,6 +207,7 @@ impl Tap {
             more: Vec::new(),
             overflow: false,
             done: false,
+            reserved: Some(reserved),
             tx: Some(tx),
         }
     }
@@ -207,8 +217,10 @@ impl Tap {
             return;
         }
         self.len += data.len();
-        if self.len > self.limit {
+        let reserved = self.reserved.as_mut().is_some_and(|r| r.grow(data.len()));
+        if self.len > self.limit || !reserved {
             self.overflow = true;
+            self.reserved = None;
             self.first = None;
             self.more = Vec::new();
         } else if self.first.is_none() {
@@ -222,11 +234,10 @@ impl Tap {
     /// Sends what was seen; called once, when the client body is dropped.
     fn finish(&mut self, complete: bool) {
         let Some(tx) = self.tx.take() else { return };
+        let reserved = self.reserved.take();
         let captured = if !complete {
             Captured::Failed
-        } else if self.overflow {
-            Captured::TooLarge
-        } else {
+        } else if let (false, Some(reserved)) = (self.overflow, reserved) {
             let first = self.first.take().unwrap_or_default();
             let body = if self.more.is_empty() {
                 first
@@ -239,7 +250,10 @@ impl Tap {
             Captured::Complete {
                 status: self.status,
                 body,
+                _reserved: reserved,
             }
+        } else {
+            Captured::TooLarge
         };
         // The mirror task may have given up already; nothing to do then.
         let _ = tx.send(captured);
@@ -331,6 +345,7 @@ impl Drop for ClientBody {
 
 #[cfg(test)]
 mod tests {
+    use super::super::budget::Budget;
     use super::*;
     use http_body_util::{Full, StreamBody};
 
@@ -398,12 +413,12 @@ mod tests {
     #[test]
     fn tap_joins_chunks_and_bounds_them() {
         let (tx, mut rx) = oneshot::channel();
-        let mut tap = Tap::new(200, 10, tx);
+        let mut tap = Tap::new(200, 10, Budget::new(1 << 20).reservation(), tx);
         tap.observe(&Bytes::from_static(b"{\"a\":"));
         tap.observe(&Bytes::from_static(b"1}"));
         tap.finish(true);
         match rx.try_recv().unwrap() {
-            Captured::Complete { status, body } => {
+            Captured::Complete { status, body, .. } => {
                 assert_eq!(status, 200);
                 assert_eq!(body, "{\"a\":1}");
             }
@@ -411,15 +426,39 @@ mod tests {
         }
 
         let (tx, mut rx) = oneshot::channel();
-        let mut tap = Tap::new(200, 4, tx);
+        let mut tap = Tap::new(200, 4, Budget::new(1 << 20).reservation(), tx);
         tap.observe(&Bytes::from_static(b"12345"));
         tap.finish(true);
         assert!(matches!(rx.try_recv().unwrap(), Captured::TooLarge));
 
         let (tx, mut rx) = oneshot::channel();
-        let mut tap = Tap::new(200, 4, tx);
+        let mut tap = Tap::new(200, 4, Budget::new(1 << 20).reservation(), tx);
         tap.observe(&Bytes::from_static(b"12"));
         tap.finish(false);
         assert!(matches!(rx.try_recv().unwrap(), Captured::Failed));
+    }
+
+    #[test]
+    fn tap_keeps_only_what_the_budget_holds() {
+        let budget = Budget::new(1024);
+        let (tx, mut rx) = oneshot::channel();
+        let mut tap = Tap::new(200, 1 << 20, budget.reservation(), tx);
+        tap.observe(&Bytes::from(vec![b'1'; 1000]));
+        assert_eq!(budget.available(), 0);
+        // Past the budget: the copy is given up and its reservation released at once.
+        tap.observe(&Bytes::from(vec![b'1'; 100]));
+        assert_eq!(budget.available(), 1024);
+        tap.finish(true);
+        assert!(matches!(rx.try_recv().unwrap(), Captured::TooLarge));
+
+        // A kept answer holds its reservation until the comparison drops it.
+        let (tx, mut rx) = oneshot::channel();
+        let mut tap = Tap::new(200, 1 << 20, budget.reservation(), tx);
+        tap.observe(&Bytes::from(vec![b'1'; 10]));
+        tap.finish(true);
+        let captured = rx.try_recv().unwrap();
+        assert_eq!(budget.available(), 0);
+        drop(captured);
+        assert_eq!(budget.available(), 1024);
     }
 }

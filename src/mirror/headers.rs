@@ -6,6 +6,15 @@ use hyper::header::{self, HeaderName, HeaderValue};
 /// Marks a request as a mirrored copy, so the shadow can tell it from real traffic.
 pub const SHADOW_HEADER: HeaderName = HeaderName::from_static("x-modelship-shadow");
 
+/// Credentials a copy never carries: the shadow is a model being tried, not one trusted with
+/// clients' secrets. The router's `--strip-headers` default, and what the operator always passes.
+pub const CREDENTIAL_HEADERS: [&str; 4] = [
+    "authorization",
+    "cookie",
+    "proxy-authorization",
+    "x-api-key",
+];
+
 /// Headers that belong to one connection (RFC 9110 section 7.6.1), plus the de-facto ones.
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,

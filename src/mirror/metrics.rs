@@ -45,13 +45,17 @@ pub enum DropReason {
     InFlightLimit,
     /// The shadow could not be reached lately and copies are paused (see `breaker`).
     ShadowUnavailable,
+    /// The copies' memory budget (`--max-copy-bytes`) could not hold the request or the
+    /// shadow's answer.
+    MemoryLimit,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 3] = [
+    pub const ALL: [DropReason; 4] = [
         DropReason::BodyTooLarge,
         DropReason::InFlightLimit,
         DropReason::ShadowUnavailable,
+        DropReason::MemoryLimit,
     ];
 
     pub fn label(self) -> &'static str {
@@ -59,6 +63,7 @@ impl DropReason {
             DropReason::BodyTooLarge => "body_too_large",
             DropReason::InFlightLimit => "in_flight_limit",
             DropReason::ShadowUnavailable => "shadow_unavailable",
+            DropReason::MemoryLimit => "memory_limit",
         }
     }
 }
@@ -87,7 +92,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     tracks: [TrackMetrics; 2],
     comparisons: [IntCounter; 4],
-    dropped: [IntCounter; 3],
+    dropped: [IntCounter; 4],
     abs_diff: Histogram,
     in_flight: IntGauge,
 }

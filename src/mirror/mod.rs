@@ -9,7 +9,8 @@
 //! One module per concern: `args` (flags and validation), `sample` (which requests are
 //! mirrored), `headers` (what is forwarded and what the copy loses), `body` (bounded reading,
 //! and the copy of stable's answer taken while it streams), `proxy` (the client path),
-//! `shadow` (the background copy), `breaker` (pausing copies to an unreachable shadow), `compare` (the comparison rules), `metrics`, `server`
+//! `shadow` (the background copy), `breaker` (pausing copies to an unreachable shadow), `budget`
+//! (the memory copies may hold), `compare` (the comparison rules), `metrics`, `server`
 //! (listeners and shutdown), `upstream` (the pooled HTTP/1.1 client for each track).
 use std::future::Future;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tokio::net::TcpListener;
 mod args;
 mod body;
 mod breaker;
+mod budget;
 pub mod compare;
 mod headers;
 mod metrics;
@@ -30,7 +32,7 @@ mod shadow;
 mod upstream;
 
 pub use args::{Config, MirrorArgs, invalid_escape};
-pub use headers::SHADOW_HEADER;
+pub use headers::{CREDENTIAL_HEADERS, SHADOW_HEADER};
 
 use crate::Error;
 

@@ -11,13 +11,14 @@ use hyper::header::{self, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::http::uri::{self, PathAndQuery};
 use hyper::{Request, Response, StatusCode, Uri};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::args::{Config, Upstream};
 use super::body::{Captured, ClientBody, Collected, Tap, UpstreamBody, collect_bounded};
 use super::breaker::Breaker;
+use super::budget::Budget;
 use super::compare::{Outcome, Pointer};
-use super::headers::{shadow_headers, strip_hop_by_hop};
+use super::headers::{SHADOW_HEADER, shadow_headers, strip_hop_by_hop};
 use super::metrics::{Code, DropReason, Metrics, Track};
 use super::sample::{Decision, Sampler};
 use super::shadow;
@@ -32,6 +33,8 @@ pub struct Router {
     /// Present when there is a shadow.
     pub(super) shadow_client: Option<upstream::Client<Full<Bytes>>>,
     in_flight: Arc<Semaphore>,
+    /// The memory every copy's bodies draw on.
+    pub(super) budget: Budget,
     pub(super) breaker: Breaker,
     /// `config.pointers`, parsed once.
     pub(super) pointers: Vec<Pointer>,
@@ -54,6 +57,7 @@ impl Router {
             }),
             pointers: config.pointers.iter().map(|p| Pointer::parse(p)).collect(),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            budget: Budget::new(config.max_copy_bytes),
             breaker: Breaker::new(config.shadow_failures_before_pause, config.shadow_pause),
             sampler,
             metrics,
@@ -71,42 +75,62 @@ impl Router {
         // Each upstream gets its own Host, as a client calling it directly would send.
         parts.headers.remove(header::HOST);
 
+        // A client cannot make stable believe a request is a mirrored copy.
+        parts.headers.remove(SHADOW_HEADER);
+
         let decision = self.sampler.by_request_id(
             parts
                 .headers
                 .get(&self.config.request_id_header)
                 .map(HeaderValue::as_bytes),
         );
-        let (body, copy) = match decision {
-            Decision::Skip => (UpstreamBody::streamed(body), None),
-            Decision::Mirror | Decision::NeedsBody => {
-                match collect_bounded(body, self.config.max_body_bytes).await {
-                    Ok(Collected::Complete { body, trailers }) => {
-                        let mirror =
-                            decision == Decision::Mirror || self.sampled_by_content(&parts, &body);
-                        let copy = mirror.then(|| body.clone());
-                        (UpstreamBody::buffered(body, trailers), copy)
-                    }
-                    Ok(Collected::TooLarge { prefix, rest }) => {
-                        // Decide on the first `limit` bytes, so the same request is judged the same way.
-                        let head = &prefix[..prefix.len().min(self.config.max_body_bytes)];
-                        if decision == Decision::Mirror || self.sampled_by_content(&parts, head) {
-                            self.metrics.dropped(DropReason::BodyTooLarge);
-                        }
-                        (UpstreamBody::chained(prefix, rest), None)
-                    }
-                    Err(error) => {
-                        tracing::debug!(%error, "reading the request body");
-                        return Ok(plain(
-                            StatusCode::BAD_REQUEST,
-                            "could not read the request body\n",
-                        ));
-                    }
+        // Whether a copy can be sent at all is known before the body is read: a request is
+        // buffered only when a copy of it will be sent (or, sampled by its content, may be).
+        let slot = match decision {
+            Decision::Skip => None,
+            Decision::Mirror | Decision::NeedsBody => self.copy_slot(decision),
+        };
+        let Some(slot) = slot else {
+            return Ok(self
+                .forward(parts, UpstreamBody::streamed(body), None)
+                .await);
+        };
+        let collected = tokio::time::timeout(
+            self.config.request_body_timeout,
+            collect_bounded(body, self.config.max_body_bytes),
+        )
+        .await;
+        let (body, copy) = match collected {
+            Ok(Ok(Collected::Complete { body, trailers })) => {
+                let mirror = decision == Decision::Mirror || self.sampled_by_content(&parts, &body);
+                let copy = mirror.then(|| body.clone());
+                (UpstreamBody::buffered(body, trailers), copy)
+            }
+            Ok(Ok(Collected::TooLarge { prefix, rest })) => {
+                // Decide on the first `limit` bytes, so the same request is judged the same way.
+                let head = &prefix[..prefix.len().min(self.config.max_body_bytes)];
+                if decision == Decision::Mirror || self.sampled_by_content(&parts, head) {
+                    self.metrics.dropped(DropReason::BodyTooLarge);
                 }
+                (UpstreamBody::chained(prefix, rest), None)
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "reading the request body");
+                return Ok(plain(
+                    StatusCode::BAD_REQUEST,
+                    "could not read the request body\n",
+                ));
+            }
+            Err(_) => {
+                tracing::debug!(timeout = ?self.config.request_body_timeout, "reading the request body timed out");
+                return Ok(plain(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body did not arrive in time\n",
+                ));
             }
         };
 
-        let captured = copy.and_then(|copy| self.start_mirror(&parts, copy));
+        let captured = copy.and_then(|copy| self.start_mirror(&parts, copy, slot));
         Ok(self.forward(parts, body, captured).await)
     }
 
@@ -116,24 +140,45 @@ impl Router {
             .by_content(parts.method.as_str().as_bytes(), path.as_bytes(), body)
     }
 
-    /// Starts the background copy, unless too many are in flight. Returns where the
-    /// client path reports stable's answer.
+    /// A place for one more copy, unless the shadow is paused or too many copies are in
+    /// flight. Drops are counted only for requests known to be sampled (`Mirror`): one
+    /// sampled by its content is not read to find out.
+    fn copy_slot(&self, decision: Decision) -> Option<OwnedSemaphorePermit> {
+        self.config.shadow.as_ref()?;
+        let known = decision == Decision::Mirror;
+        if !self.breaker.allows() {
+            // The shadow is down: that is what the comparison says, without trying again.
+            if known {
+                self.metrics.dropped(DropReason::ShadowUnavailable);
+                self.metrics.comparison(Outcome::ShadowError);
+            }
+            return None;
+        }
+        match self.in_flight.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                if known {
+                    self.metrics.dropped(DropReason::InFlightLimit);
+                }
+                None
+            }
+        }
+    }
+
+    /// Starts the background copy in `slot`, unless the copies' memory budget cannot hold
+    /// its request. Returns where the client path reports stable's answer.
     fn start_mirror(
         self: &Arc<Self>,
         parts: &Parts,
         body: Bytes,
+        slot: OwnedSemaphorePermit,
     ) -> Option<oneshot::Sender<Captured>> {
         let shadow = self.config.shadow.as_ref()?;
-        if !self.breaker.allows() {
-            // The shadow is down: that is what the comparison says, without trying again.
-            self.metrics.dropped(DropReason::ShadowUnavailable);
-            self.metrics.comparison(Outcome::ShadowError);
+        let mut reservation = self.budget.reservation();
+        if !reservation.grow(body.len()) {
+            self.metrics.dropped(DropReason::MemoryLimit);
             return None;
         }
-        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
-            self.metrics.dropped(DropReason::InFlightLimit);
-            return None;
-        };
         let uri = match upstream_uri(shadow, parts.uri.path_and_query()) {
             Ok(uri) => uri,
             Err(error) => {
@@ -146,7 +191,15 @@ impl Router {
         *request.uri_mut() = uri;
         *request.headers_mut() = shadow_headers(&parts.headers, &self.config.strip_headers);
         let (tx, rx) = oneshot::channel();
-        tokio::spawn(shadow::mirror(self.clone(), request, rx, permit));
+        tokio::spawn(shadow::mirror(
+            self.clone(),
+            request,
+            rx,
+            shadow::Held {
+                _slot: slot,
+                _request: reservation,
+            },
+        ));
         Some(tx)
     }
 
@@ -184,8 +237,14 @@ impl Router {
                     .request(Track::Stable, Code::Status(status.as_u16()), elapsed);
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                let tap =
-                    captured.map(|tx| Tap::new(status.as_u16(), self.config.max_body_bytes, tx));
+                let tap = captured.map(|tx| {
+                    Tap::new(
+                        status.as_u16(),
+                        self.config.max_body_bytes,
+                        self.budget.reservation(),
+                        tx,
+                    )
+                });
                 Response::from_parts(parts, ClientBody::upstream(body, tap))
             }
             Ok(Err(error)) => {

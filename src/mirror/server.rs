@@ -14,7 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::Encoder;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use super::metrics::Metrics;
 use super::proxy::Router;
@@ -29,11 +29,22 @@ pub async fn serve_clients(
     closing: Arc<AtomicBool>,
 ) {
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).keep_alive(true);
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(router.config.header_timeout);
+    // A connection is accepted only with a place for it: past the limit, clients wait in the
+    // kernel's listen backlog instead of each costing the router a task and buffers.
+    let connections = Arc::new(Semaphore::new(router.config.max_connections));
     // Each connection holds a receiver; `closed()` on the sender resolves when all are gone.
     let (stop, stopping) = watch::channel(());
     tokio::pin!(shutdown);
     loop {
+        let place = tokio::select! {
+            () = &mut shutdown => break,
+            place = connections.clone().acquire_owned() => place,
+        };
+        let Ok(place) = place else { break };
         let accepted = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => accepted,
@@ -55,6 +66,7 @@ pub async fn serve_clients(
         let mut stopping = stopping.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
+            let _place = place;
             let service = service_fn(move |request| {
                 let (router, closing) = (router.clone(), closing.clone());
                 async move {

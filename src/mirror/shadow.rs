@@ -9,23 +9,35 @@ use hyper::Request;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::body::{Captured, Collected, collect_bounded};
+use super::budget::{Metered, MeteredError, Reservation};
 use super::compare::{Answer, for_each_prediction, judge};
-use super::metrics::{Code, Track};
+use super::metrics::{Code, DropReason, Track};
 use super::proxy::Router;
 
 /// The shadow's answer as the mirror saw it.
 enum ShadowAnswer {
-    Complete { status: u16, body: Bytes },
+    Complete {
+        status: u16,
+        body: Bytes,
+        _reserved: Reservation,
+    },
     TooLarge,
     Failed,
 }
 
-/// Runs one mirrored request to completion. `_permit` bounds how many run at once.
+/// What a copy holds until its comparison ends, given back when dropped: its place among
+/// the copies in flight, and the memory reserved for its request.
+pub struct Held {
+    pub _slot: OwnedSemaphorePermit,
+    pub _request: Reservation,
+}
+
+/// Runs one mirrored request to completion.
 pub async fn mirror(
     router: Arc<Router>,
     request: Request<Full<Bytes>>,
     stable: oneshot::Receiver<Captured>,
-    _permit: OwnedSemaphorePermit,
+    _held: Held,
 ) {
     let metrics = &router.metrics;
     metrics.in_flight().inc();
@@ -52,12 +64,23 @@ pub async fn mirror(
             // Timed to the response head, as stable is, so the two tracks' latencies compare.
             let head = start.elapsed().as_secs_f64();
             let status = response.status().as_u16();
-            match collect_bounded(response.into_body(), config.max_body_bytes).await {
-                Ok(Collected::Complete { body, .. }) => {
-                    Ok((status, head, ShadowAnswer::Complete { status, body }))
-                }
+            let mut body = Metered::new(response.into_body(), router.budget.reservation());
+            match collect_bounded(&mut body, config.max_body_bytes).await {
+                Ok(Collected::Complete { body: bytes, .. }) => Ok((
+                    status,
+                    head,
+                    ShadowAnswer::Complete {
+                        status,
+                        body: bytes,
+                        _reserved: body.into_reservation(),
+                    },
+                )),
                 Ok(Collected::TooLarge { .. }) => Ok((status, head, ShadowAnswer::TooLarge)),
-                Err(error) => {
+                Err(MeteredError::Exhausted) => {
+                    metrics.dropped(DropReason::MemoryLimit);
+                    Ok((status, head, ShadowAnswer::TooLarge))
+                }
+                Err(MeteredError::Body(error)) => {
                     tracing::debug!(%error, "reading the shadow's answer");
                     Err(Code::Error)
                 }
@@ -87,7 +110,7 @@ pub async fn mirror(
     let (shadow, stable) = tokio::join!(shadow, stable);
 
     let stable = match &stable {
-        Captured::Complete { status, body } => Answer::Response {
+        Captured::Complete { status, body, .. } => Answer::Response {
             status: *status,
             body,
         },
@@ -95,7 +118,7 @@ pub async fn mirror(
         Captured::Failed => Answer::Failed,
     };
     let shadow = match &shadow {
-        ShadowAnswer::Complete { status, body } => Answer::Response {
+        ShadowAnswer::Complete { status, body, .. } => Answer::Response {
             status: *status,
             body,
         },

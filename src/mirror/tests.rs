@@ -548,3 +548,5 @@ async fn shutdown_finishes_in_flight_requests() {
     // No longer accepting.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+mod abuse;
