@@ -49,7 +49,19 @@ fn abs_diff(a: f64, b: f64) -> f64 {
     }
 }
 
-/// Compares two answers to the same request. A NaN or negative tolerance counts as 0.
+/// Whether two floats agree: NaN only with NaN, an infinity only with itself, finite numbers
+/// within the tolerance.
+fn floats_agree(a: f64, b: f64, tolerance: f64) -> bool {
+    if a.is_finite() && b.is_finite() {
+        (a - b).abs() <= tolerance
+    } else {
+        a == b || (a.is_nan() && b.is_nan())
+    }
+}
+
+/// Compares two answers to the same request. Floats agree within the absolute `tolerance`
+/// (a NaN or negative one counts as 0), NaN only with NaN and an infinity only with itself;
+/// integers, booleans and bytes agree when equal.
 /// Every element pair is checked; only the recorded differences are bounded by `max_diffs`.
 pub fn compare(
     stable: &ModelInferResponse,
@@ -102,12 +114,11 @@ pub fn compare(
             compared += 1;
             agree &= match (x, y) {
                 (Scalar::Float(x), Scalar::Float(y)) => {
-                    let d = abs_diff(x, y);
                     if sample.take(k) {
-                        abs_diffs.push(d);
+                        abs_diffs.push(abs_diff(x, y));
                     }
                     k += 1;
-                    d <= tolerance
+                    floats_agree(x, y, tolerance)
                 }
                 (x, y) => x == y,
             };

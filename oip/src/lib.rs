@@ -22,8 +22,9 @@ mod values;
 pub use compare::{Comparison, Side, compare, compare_grpc_bodies};
 pub use frame::{DecodeError, FRAME_HEADER_LEN, decode_unary, encode_frame};
 pub use proto::{
-    InferOutputTensor, InferParameter, InferTensorContents, ModelInferRequest,
-    ModelInferResponse,
+    InferOutputTensor, InferParameter, InferTensorContents, ModelInferRequest, ModelInferResponse,
 };
 pub use values::{Value, for_each_output_value};
 
+#[cfg(test)]
+mod tests;
