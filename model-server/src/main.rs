@@ -173,16 +173,63 @@ async fn predict(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -
     response
 }
 
+/// An error the `error_rate` knob injects.
+struct Injected;
+
+impl App {
+    /// What every predict request goes through first, whatever its protocol: the added
+    /// latency, then maybe an injected error. Gives the knobs the request is served with.
+    async fn degrade(&self) -> Result<Knobs, Injected> {
+        let knobs = self.knobs.get();
+        let n = self.requests.fetch_add(1, Ordering::Relaxed);
+        if knobs.latency_ms > 0.0 {
+            let ms = knobs.latency_ms * knobs::latency_factor(n, knobs.latency_spread);
+            tokio::time::sleep(Duration::from_secs_f64(ms / 1000.0)).await;
+        }
+        if knobs::fails(n, knobs.error_rate) {
+            return Err(Injected);
+        }
+        Ok(knobs)
+    }
+
+    /// Predicts every instance, or says why one is invalid; all the predictions are altered
+    /// when the request's key (its `x-request-id`, or its body) falls in `alter_share`.
+    fn predict_all<I>(
+        &self,
+        instances: I,
+        key: &[u8],
+        knobs: &Knobs,
+    ) -> Result<Vec<Prediction<'_>>, String>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[f64]>,
+    {
+        let mut predictions = instances
+            .into_iter()
+            .map(|instance| {
+                self.model
+                    .predict_shifted(instance.as_ref(), knobs.score_shift)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if knobs::altered(key, knobs.alter_share) {
+            self.metrics.altered.inc();
+            for p in &mut predictions {
+                *p = self.model.alter(p);
+            }
+        }
+        Ok(predictions)
+    }
+}
+
+/// The key that decides whether a request's predictions are altered.
+fn alter_key<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> &'a [u8] {
+    headers.get(REQUEST_ID).map_or(body, |id| id.as_bytes())
+}
+
 async fn answer(app: &App, headers: &HeaderMap, body: &[u8]) -> Response {
-    let knobs = app.knobs.get();
-    let n = app.requests.fetch_add(1, Ordering::Relaxed);
-    if knobs.latency_ms > 0.0 {
-        let ms = knobs.latency_ms * knobs::latency_factor(n, knobs.latency_spread);
-        tokio::time::sleep(Duration::from_secs_f64(ms / 1000.0)).await;
-    }
-    if knobs::fails(n, knobs.error_rate) {
+    let Ok(knobs) = app.degrade().await else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "injected error");
-    }
+    };
     let request: PredictRequest = match serde_json::from_slice(body) {
         Ok(request) => request,
         Err(e) => {
@@ -192,20 +239,10 @@ async fn answer(app: &App, headers: &HeaderMap, body: &[u8]) -> Response {
             );
         }
     };
-    let mut predictions = Vec::with_capacity(request.instances.len());
-    for instance in &request.instances {
-        match app.model.predict_shifted(instance, knobs.score_shift) {
-            Ok(p) => predictions.push(p),
-            Err(e) => return error(StatusCode::BAD_REQUEST, e),
-        }
-    }
-    let key = headers.get(REQUEST_ID).map_or(body, |id| id.as_bytes());
-    if knobs::altered(key, knobs.alter_share) {
-        app.metrics.altered.inc();
-        for p in &mut predictions {
-            *p = app.model.alter(p);
-        }
-    }
+    let predictions = match app.predict_all(&request.instances, alter_key(headers, body), &knobs) {
+        Ok(predictions) => predictions,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
     match serde_json::to_vec(&PredictResponse {
         model_version: &app.version,
         predictions,
