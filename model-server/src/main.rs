@@ -5,6 +5,11 @@
 //! - `GET /metrics`: `model_server_requests_total{code}`, `model_server_request_duration_seconds`,
 //!   `model_server_altered_total` (requests answered with altered predictions).
 //! - `GET /healthz`.
+//! - With `--grpc-listen`, the Open Inference Protocol over gRPC (HTTP/2 cleartext) on a
+//!   listener of its own: `ModelInfer` with one FP32 input `[N, features]` answers outputs
+//!   `score` (FP32 `[N]`) and `label` (BYTES `[N]`) from the same model and knobs as
+//!   `/predict`; see `grpc.rs`. Its calls count in `model_server_requests_total` under the
+//!   HTTP status of the same meaning (INTERNAL as 500, INVALID_ARGUMENT as 400).
 //! - `GET /admin/knobs` and `PUT /admin/knobs` (JSON, partial) read and change the degradation
 //!   knobs at runtime: `error_rate`, `latency_ms`, `latency_spread`, `alter_share`,
 //!   `score_shift`.
@@ -24,6 +29,7 @@ use clap::Parser;
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
 
+mod grpc;
 mod knobs;
 mod model;
 
@@ -37,6 +43,10 @@ struct Args {
     /// Address to serve on.
     #[arg(long, env = "MODEL_SERVER_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
+    /// Address of the gRPC endpoint (Open Inference Protocol over HTTP/2 cleartext); none
+    /// when unset.
+    #[arg(long, env = "MODEL_SERVER_GRPC_LISTEN")]
+    grpc_listen: Option<SocketAddr>,
     /// The model: `file:///path/model.json` or a plain path.
     #[arg(long, env = "MODEL_URI", default_value = "file:///models/model.json")]
     model_uri: String,
@@ -350,8 +360,15 @@ async fn run(args: Args) -> Result<(), String> {
             tracing::debug!(error = %e, "setting TCP_NODELAY");
         }
     });
+    if let Some(addr) = args.grpc_listen {
+        let grpc = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("binding {addr}: {e}"))?;
+        tokio::spawn(grpc::serve(grpc, app.clone()));
+    }
     tracing::info!(
         listen = %args.listen,
+        grpc_listen = ?args.grpc_listen,
         model = %args.model_uri,
         version = %app.version,
         inputs = app.model.inputs(),

@@ -21,6 +21,8 @@ mod values;
 
 pub use compare::{Comparison, Side, compare, compare_grpc_bodies};
 pub use frame::{DecodeError, FRAME_HEADER_LEN, decode_unary, encode_frame};
+/// The prost this crate's messages are built with, for its `Message` trait.
+pub use prost;
 pub use proto::{
     InferOutputTensor, InferParameter, InferTensorContents, ModelInferRequest, ModelInferResponse,
 };
