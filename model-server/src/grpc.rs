@@ -343,38 +343,14 @@ pub(crate) async fn serve(listener: TcpListener, app: Arc<App>) {
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
-    use std::sync::atomic::AtomicU64;
 
     use axum::http::Method;
     use modelship_oip::proto::InferInputTensor;
     use modelship_oip::{Value, compare, for_each_output_value};
 
     use super::*;
-    use crate::knobs::{Knobs, LiveKnobs};
-    use crate::model::Model;
-
-    const MODEL: &[u8] = br#"{"kind":"logistic","weights":[0.8,-1.2,0.3],"bias":0.1,"labels":["stay","churn"],"threshold":0.5}"#;
-
-    fn app(knobs: Knobs) -> Arc<App> {
-        Arc::new(App {
-            model: Model::parse(MODEL).unwrap(),
-            version: "v1".into(),
-            knobs: LiveKnobs::new(knobs),
-            metrics: crate::Metrics::new().unwrap(),
-            requests: AtomicU64::new(0),
-            forging_since: None,
-        })
-    }
-
-    fn calm() -> Knobs {
-        Knobs {
-            error_rate: 0.0,
-            latency_ms: 0.0,
-            alter_share: 0.0,
-            latency_spread: 0.0,
-            score_shift: 0.0,
-        }
-    }
+    use crate::knobs::Knobs;
+    use crate::testing::{app, calm};
 
     async fn start(app: Arc<App>) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -2,6 +2,9 @@
 //!
 //! - `POST /predict` with `{"instances": [[x1, x2, ...], ...]}` answers
 //!   `{"model_version": "...", "predictions": [{"score": s, "label": "..."}, ...]}`.
+//! - `POST /v2/models/{name}/infer`, the Open Inference Protocol over REST: one FP32 input
+//!   `[N, features]` (`data` flat or nested) answers outputs `score` (FP32 `[N]`) and `label`
+//!   (BYTES `[N]`); see `rest.rs`.
 //! - `GET /metrics`: `model_server_requests_total{code}`, `model_server_request_duration_seconds`,
 //!   `model_server_altered_total` (requests answered with altered predictions).
 //! - `GET /healthz`.
@@ -32,6 +35,7 @@ use serde::{Deserialize, Serialize};
 mod grpc;
 mod knobs;
 mod model;
+mod rest;
 
 use knobs::{Knobs, KnobsPatch, LiveKnobs};
 use model::{Model, Prediction};
@@ -347,6 +351,7 @@ async fn run(args: Args) -> Result<(), String> {
     });
     let router = axum::Router::new()
         .route("/predict", post(predict))
+        .route("/v2/models/{name}/infer", post(rest::infer))
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/admin/knobs", get(get_knobs).put(put_knobs))
@@ -400,4 +405,35 @@ async fn run(args: Args) -> Result<(), String> {
         })
         .await
         .map_err(|e| e.to_string())
+}
+
+/// An app for the tests of every endpoint.
+#[cfg(test)]
+mod testing {
+    use super::*;
+
+    /// A logistic model of three features, labels `stay` and `churn`.
+    const MODEL: &[u8] = br#"{"kind":"logistic","weights":[0.8,-1.2,0.3],"bias":0.1,"labels":["stay","churn"],"threshold":0.5}"#;
+
+    pub fn app(knobs: Knobs) -> Arc<App> {
+        Arc::new(App {
+            model: Model::parse(MODEL).expect("the test model"),
+            version: "v1".into(),
+            knobs: LiveKnobs::new(knobs),
+            metrics: Metrics::new().expect("metrics"),
+            requests: AtomicU64::new(0),
+            forging_since: None,
+        })
+    }
+
+    /// No degradation.
+    pub fn calm() -> Knobs {
+        Knobs {
+            error_rate: 0.0,
+            latency_ms: 0.0,
+            alter_share: 0.0,
+            latency_spread: 0.0,
+            score_shift: 0.0,
+        }
+    }
 }
