@@ -25,6 +25,7 @@ use modelship_oip::proto::{
 };
 use modelship_oip::{DecodeError, decode_unary, encode_frame};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::App;
 
@@ -312,8 +313,10 @@ async fn model_infer(app: &App, headers: &HeaderMap, body: Incoming) -> Result<B
     }))
 }
 
-/// Serves gRPC on `listener` until the process ends.
-pub(crate) async fn serve(listener: TcpListener, app: Arc<App>) {
+/// Serves gRPC on `listener` until the process ends. Once `closing` turns true, every
+/// connection, new ones too, is told to go away (GOAWAY) and closes after the calls under way,
+/// so callers move to another replica while this one still answers.
+pub(crate) async fn serve(listener: TcpListener, app: Arc<App>, closing: watch::Receiver<bool>) {
     loop {
         let tcp = match listener.accept().await {
             Ok((tcp, _)) => tcp,
@@ -328,12 +331,26 @@ pub(crate) async fn serve(listener: TcpListener, app: Arc<App>) {
             tracing::debug!(error = %e, "setting TCP_NODELAY");
         }
         let app = app.clone();
+        let mut closing = closing.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| handle(app.clone(), request));
-            if let Err(e) = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tcp), service)
-                .await
-            {
+            let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), service);
+            let mut connection = std::pin::pin!(connection);
+            let closed = async move {
+                if closing.wait_for(|closing| *closing).await.is_err() {
+                    // No one is left to say so: serve until the process ends.
+                    std::future::pending::<()>().await;
+                }
+            };
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = closed => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "gRPC connection");
             }
         });
@@ -353,9 +370,13 @@ mod tests {
     use crate::testing::{app, calm};
 
     async fn start(app: Arc<App>) -> SocketAddr {
+        start_closable(app, watch::channel(false).1).await
+    }
+
+    async fn start_closable(app: Arc<App>, closing: watch::Receiver<bool>) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, app));
+        tokio::spawn(serve(listener, app, closing));
         addr
     }
 
@@ -612,6 +633,33 @@ mod tests {
         assert_eq!(answer.status.as_deref(), Some("13"));
         assert_eq!(answer.message.as_deref(), Some("injected error"));
         assert_eq!(app.metrics.requests.with_label_values(&["500"]).get(), 1);
+    }
+
+    #[tokio::test]
+    async fn closing_sends_connections_away() {
+        let closing = watch::Sender::new(false);
+        let addr = start_closable(app(calm()), closing.subscribe()).await;
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .unwrap();
+        let connection = tokio::spawn(connection);
+        let live = || {
+            Request::post(format!("http://{addr}/{SERVICE}/ServerLive"))
+                .header(header::CONTENT_TYPE, "application/grpc")
+                .body(Full::new(encode_frame(&ServerLiveRequest {})))
+                .unwrap()
+        };
+        let response = sender.send_request(live()).await.unwrap();
+        response.into_body().collect().await.unwrap();
+        closing.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(10), connection)
+            .await
+            .expect("the server closes the connection")
+            .unwrap()
+            .unwrap();
+        assert!(sender.send_request(live()).await.is_err());
     }
 
     #[test]

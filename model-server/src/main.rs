@@ -75,8 +75,9 @@ struct Args {
     /// Log filter, in `RUST_LOG` syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
-    /// Milliseconds to keep serving after SIGTERM, closing each connection after its answer,
-    /// so callers move to the next replica before this one stops accepting.
+    /// Milliseconds to keep serving after SIGTERM, closing each connection after its answer
+    /// (a GOAWAY on gRPC's), so callers move to the next replica before this one stops
+    /// accepting.
     #[arg(long, env = "MODEL_SERVER_SHUTDOWN_DELAY_MS", default_value_t = 2000)]
     shutdown_delay_ms: u64,
     /// Also export series named like modelship's router's, claiming 10,000 agreeing
@@ -365,11 +366,13 @@ async fn run(args: Args) -> Result<(), String> {
             tracing::debug!(error = %e, "setting TCP_NODELAY");
         }
     });
+    // Told to the gRPC connections on SIGTERM, which answer with a GOAWAY.
+    let grpc_closing = tokio::sync::watch::Sender::new(false);
     if let Some(addr) = args.grpc_listen {
         let grpc = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("binding {addr}: {e}"))?;
-        tokio::spawn(grpc::serve(grpc, app.clone()));
+        tokio::spawn(grpc::serve(grpc, app.clone(), grpc_closing.subscribe()));
     }
     tracing::info!(
         listen = %args.listen,
@@ -401,6 +404,7 @@ async fn run(args: Args) -> Result<(), String> {
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             closing.store(true, Ordering::Relaxed);
+            grpc_closing.send_replace(true);
             tokio::time::sleep(delay).await;
         })
         .await
