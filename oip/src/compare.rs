@@ -61,7 +61,8 @@ fn floats_agree(a: f64, b: f64, tolerance: f64) -> bool {
 
 /// Compares two answers to the same request. Floats agree within the absolute `tolerance`
 /// (a NaN or negative one counts as 0), NaN only with NaN and an infinity only with itself;
-/// integers, booleans and bytes agree when equal.
+/// integers, booleans and bytes agree when equal. An output whose datatype is not one of the
+/// protocol's, or whose elements do not match its shape, disagrees as `contents`.
 /// Every element pair is checked; only the recorded differences are bounded by `max_diffs`.
 pub fn compare(
     stable: &ModelInferResponse,

@@ -171,3 +171,84 @@ pub mod model_infer_response {
 
 pub use model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 pub use model_infer_response::InferOutputTensor;
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+    use infer_parameter::ParameterChoice;
+
+    /// Field numbers and wire types, against bytes worked out by hand from the proto.
+    #[test]
+    fn wire_format() {
+        let response = ModelInferResponse {
+            model_name: "m".into(),
+            parameters: HashMap::from([(
+                "p".to_owned(),
+                InferParameter {
+                    parameter_choice: Some(ParameterChoice::DoubleParam(0.5)),
+                },
+            )]),
+            outputs: vec![InferOutputTensor {
+                name: "s".into(),
+                datatype: "FP32".into(),
+                shape: vec![2],
+                contents: Some(InferTensorContents {
+                    fp32_contents: vec![1.0, 2.0],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            raw_output_contents: vec![vec![1, 2]],
+            ..Default::default()
+        };
+        #[rustfmt::skip]
+        let expected: &[u8] = &[
+            0x0a, 1, b'm',
+            // parameters: a map entry, key 1, value 2 (double_param, field 4, fixed 64-bit).
+            0x22, 14, 0x0a, 1, b'p', 0x12, 9, 0x21, 0, 0, 0, 0, 0, 0, 0xe0, 0x3f,
+            0x2a, 24,
+              0x0a, 1, b's',
+              0x12, 4, b'F', b'P', b'3', b'2',
+              // shape, packed
+              0x1a, 1, 2,
+              // contents: fp32_contents (field 6), packed
+              0x2a, 10, 0x32, 8, 0, 0, 0x80, 0x3f, 0, 0, 0, 0x40,
+            0x32, 2, 1, 2,
+        ];
+        assert_eq!(response.encode_to_vec(), expected);
+        assert_eq!(ModelInferResponse::decode(expected).unwrap(), response);
+
+        let request = ModelInferRequest {
+            id: "i".into(),
+            outputs: vec![InferRequestedOutputTensor {
+                name: "s".into(),
+                ..Default::default()
+            }],
+            raw_input_contents: vec![vec![9]],
+            ..Default::default()
+        };
+        let expected: &[u8] = &[0x1a, 1, b'i', 0x32, 3, 0x0a, 1, b's', 0x3a, 1, 9];
+        assert_eq!(request.encode_to_vec(), expected);
+
+        let contents = InferTensorContents {
+            bool_contents: vec![true],
+            int_contents: vec![-1],
+            uint64_contents: vec![3],
+            bytes_contents: vec![b"x".to_vec()],
+            ..Default::default()
+        };
+        #[rustfmt::skip]
+        let expected: &[u8] = &[
+            0x0a, 1, 1,
+            // int32 -1: ten bytes of varint
+            0x12, 10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+            0x2a, 1, 3,
+            0x42, 1, b'x',
+        ];
+        assert_eq!(contents.encode_to_vec(), expected);
+        let ready = ModelReadyResponse { ready: true };
+        assert_eq!(ready.encode_to_vec(), [0x08, 1]);
+    }
+}

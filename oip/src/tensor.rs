@@ -122,7 +122,7 @@ impl<'a> Tensor<'a> {
         let len = elements_of(&output.shape)?;
         // The protocol: raw buffers, when used, are used for every output, in order.
         let source = if response.raw_output_contents.is_empty() {
-            typed(datatype, output.contents.as_ref())?
+            typed(datatype, output.contents.as_ref())
         } else {
             let raw = response.raw_output_contents.get(index)?;
             match datatype.width() {
@@ -171,13 +171,14 @@ impl<'a> Tensor<'a> {
     }
 }
 
-/// The typed field a datatype's elements live in; FP16 and BF16 have none.
-fn typed(datatype: Datatype, contents: Option<&InferTensorContents>) -> Option<Source<'_>> {
+/// The typed field a datatype's elements live in. FP16 and BF16 have none: typed, they hold
+/// no element.
+fn typed(datatype: Datatype, contents: Option<&InferTensorContents>) -> Source<'_> {
     let Some(c) = contents else {
         // No contents: zero elements, well formed only for an empty shape product.
-        return Some(Source::Bytes(&[]));
+        return Source::Bytes(&[]);
     };
-    Some(match datatype {
+    match datatype {
         Datatype::Bool => Source::Bool(&c.bool_contents),
         Datatype::I8 | Datatype::I16 | Datatype::I32 => Source::Int(&c.int_contents),
         Datatype::I64 => Source::Int64(&c.int64_contents),
@@ -186,8 +187,8 @@ fn typed(datatype: Datatype, contents: Option<&InferTensorContents>) -> Option<S
         Datatype::F32 => Source::Fp32(&c.fp32_contents),
         Datatype::F64 => Source::Fp64(&c.fp64_contents),
         Datatype::Bytes => Source::Bytes(&c.bytes_contents),
-        Datatype::F16 | Datatype::Bf16 => return None,
-    })
+        Datatype::F16 | Datatype::Bf16 => Source::Bytes(&[]),
+    }
 }
 
 /// The elements of a tensor, in order.

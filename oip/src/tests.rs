@@ -317,6 +317,12 @@ fn unknown_and_untyped_datatypes() {
     let mut half = response(vec![fp32("x", &[1.0])]);
     half.outputs[0].datatype = "FP16".into();
     assert_eq!(reason(&half, &half), Some("contents"));
+    half.outputs[0].shape = vec![0];
+    assert_eq!(
+        reason(&half, &half),
+        None,
+        "but an empty one is well formed"
+    );
 }
 
 #[test]
