@@ -2,7 +2,7 @@
 //! its own speaking HTTP/2 cleartext: `ModelInfer` runs the same model, knobs and metrics as
 //! `/predict`; `ServerLive`, `ServerReady` and `ModelReady` answer true.
 //!
-//! `ModelInfer` takes one FP32 input of shape `[N, F]`, typed (`fp32_contents`) or raw
+//! `ModelInfer` takes one FP32 input of shape `[N, features]`, typed (`fp32_contents`) or raw
 //! (`raw_input_contents`), and answers `score` (FP32 `[N]`) and `label` (BYTES `[N]`) in the
 //! form the request used. Every answer is HTTP 200 `application/grpc` with the status in the
 //! trailers: 3 for a malformed request, 8 for one over the size limit, 12 for an unknown
@@ -199,12 +199,15 @@ async fn handle(
     Ok(reply(result))
 }
 
-/// The instances of a request: its first input, FP32 `[N, features]`, as rows of `f64`.
+/// The instances of a request, flat, `features` values each: its one input, FP32
+/// `[N, features]`, typed or raw.
 fn instances(request: &ModelInferRequest, features: usize) -> Result<Vec<f64>, String> {
-    let input = request
-        .inputs
-        .first()
-        .ok_or("a request needs one input, FP32 [N, features]")?;
+    let [input] = request.inputs.as_slice() else {
+        return Err(format!(
+            "expected one input, FP32 [N, {features}]; got {}",
+            request.inputs.len()
+        ));
+    };
     if input.datatype != "FP32" {
         return Err(format!(
             "input {:?} is {}, expected FP32",
@@ -213,7 +216,7 @@ fn instances(request: &ModelInferRequest, features: usize) -> Result<Vec<f64>, S
     }
     let &[n, f] = input.shape.as_slice() else {
         return Err(format!(
-            "input shape {:?}, expected [N, features]",
+            "input shape {:?}, expected [N, {features}]",
             input.shape
         ));
     };
@@ -225,22 +228,25 @@ fn instances(request: &ModelInferRequest, features: usize) -> Result<Vec<f64>, S
     let count = usize::try_from(n)
         .ok()
         .and_then(|n| n.checked_mul(features))
-        .ok_or_else(|| format!("input shape {:?}, expected [N, features]", input.shape))?;
-    let values: Vec<f64> = match request.raw_input_contents.first() {
-        Some(raw) => raw
-            .chunks_exact(4)
-            .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
-            .collect(),
-        None => input
-            .contents
-            .as_ref()
-            .map(|c| c.fp32_contents.iter().map(|&x| f64::from(x)).collect())
-            .unwrap_or_default(),
+        .ok_or_else(|| format!("input shape {:?}, expected [N, {features}]", input.shape))?;
+    let (values, whole): (Vec<f64>, bool) = match request.raw_input_contents.first() {
+        Some(raw) => {
+            let (floats, rest) = raw.as_chunks::<4>();
+            let values = floats
+                .iter()
+                .map(|b| f64::from(f32::from_le_bytes(*b)))
+                .collect();
+            (values, rest.is_empty())
+        }
+        None => {
+            let values = input
+                .contents
+                .as_ref()
+                .map(|c| c.fp32_contents.iter().map(|&x| f64::from(x)).collect())
+                .unwrap_or_default();
+            (values, true)
+        }
     };
-    let whole = request
-        .raw_input_contents
-        .first()
-        .is_none_or(|raw| raw.len() % 4 == 0);
     if values.len() != count || !whole {
         return Err(format!(
             "input shape {:?} holds {count} values, the input has {}",
@@ -567,6 +573,19 @@ mod tests {
         short.raw_input_contents[0].pop();
         let answer = call(addr, "ModelInfer", encode_frame(&short), None).await;
         assert_eq!(answer.status.as_deref(), Some("3"));
+        let mut two = infer_request(false);
+        two.inputs.push(two.inputs[0].clone());
+        let answer = call(addr, "ModelInfer", encode_frame(&two), None).await;
+        assert_eq!(answer.status.as_deref(), Some("3"));
+        // A frame that says 5 MiB: over the limit, whatever follows.
+        let answer = call(
+            addr,
+            "ModelInfer",
+            Bytes::from_static(&[0, 0, 0x50, 0, 0]),
+            None,
+        )
+        .await;
+        assert_eq!(answer.status.as_deref(), Some("8"));
         let mut compressed = encode_frame(&infer_request(false)).to_vec();
         compressed[0] = 1;
         let answer = call(addr, "ModelInfer", compressed.into(), None).await;
@@ -581,7 +600,7 @@ mod tests {
         assert_eq!(answer.status.as_deref(), Some("12"));
         assert_eq!(
             app.metrics.requests.with_label_values(&["400"]).get(),
-            4,
+            5,
             "malformed ModelInfer calls are counted"
         );
         // Health calls.
