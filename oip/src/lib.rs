@@ -11,8 +11,12 @@
 //!   picked evenly; [`for_each_output_value`] yields at most `max` values. Work is linear in
 //!   the size of the decoded messages.
 //!
-//! Outputs compare by name whether their elements are in the typed contents or in
-//! `raw_output_contents` (little-endian; BYTES elements with a 4-byte length prefix).
+//! Outputs compare by name (order aside) whether their elements are in the typed contents or
+//! in `raw_output_contents` (little-endian; BYTES elements with a 4-byte length prefix).
+//! Datatypes and shapes must be equal; floats (FP16, BF16, FP32, FP64) agree within an
+//! absolute tolerance, NaN only with NaN; integers, booleans and bytes agree when equal. An
+//! output of a datatype outside the protocol's, or whose elements do not match its shape,
+//! disagrees as `contents`.
 mod compare;
 mod frame;
 pub mod proto;
