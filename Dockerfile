@@ -6,13 +6,16 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY e2e/Cargo.toml e2e/Cargo.toml
 COPY model-server/Cargo.toml model-server/Cargo.toml
-RUN mkdir -p src e2e/src model-server/src \
+COPY oip/Cargo.toml oip/Cargo.toml
+RUN mkdir -p src e2e/src model-server/src oip/src \
  && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
  && touch e2e/src/lib.rs && echo 'fn main() {}' > model-server/src/main.rs \
+ && touch oip/src/lib.rs \
  && cargo build --release --locked -p modelship \
  && rm -rf src
 COPY src src
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked -p modelship --bin modelship
+COPY oip/src oip/src
+RUN touch src/main.rs src/lib.rs oip/src/lib.rs && cargo build --release --locked -p modelship --bin modelship
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/modelship /usr/local/bin/modelship

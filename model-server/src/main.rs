@@ -2,9 +2,17 @@
 //!
 //! - `POST /predict` with `{"instances": [[x1, x2, ...], ...]}` answers
 //!   `{"model_version": "...", "predictions": [{"score": s, "label": "..."}, ...]}`.
+//! - `POST /v2/models/{name}/infer`, the Open Inference Protocol over REST: one FP32 input
+//!   `[N, features]` (`data` flat or nested) answers outputs `score` (FP32 `[N]`) and `label`
+//!   (BYTES `[N]`); see `rest.rs`.
 //! - `GET /metrics`: `model_server_requests_total{code}`, `model_server_request_duration_seconds`,
 //!   `model_server_altered_total` (requests answered with altered predictions).
 //! - `GET /healthz`.
+//! - With `--grpc-listen`, the Open Inference Protocol over gRPC (HTTP/2 cleartext) on a
+//!   listener of its own: `ModelInfer` with one FP32 input `[N, features]` answers outputs
+//!   `score` (FP32 `[N]`) and `label` (BYTES `[N]`) from the same model and knobs as
+//!   `/predict`; see `grpc.rs`. Its calls count in `model_server_requests_total` under the
+//!   HTTP status of the same meaning (INTERNAL as 500, INVALID_ARGUMENT as 400).
 //! - `GET /admin/knobs` and `PUT /admin/knobs` (JSON, partial) read and change the degradation
 //!   knobs at runtime: `error_rate`, `latency_ms`, `latency_spread`, `alter_share`,
 //!   `score_shift`.
@@ -24,8 +32,10 @@ use clap::Parser;
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
 
+mod grpc;
 mod knobs;
 mod model;
+mod rest;
 
 use knobs::{Knobs, KnobsPatch, LiveKnobs};
 use model::{Model, Prediction};
@@ -37,6 +47,10 @@ struct Args {
     /// Address to serve on.
     #[arg(long, env = "MODEL_SERVER_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
+    /// Address of the gRPC endpoint (Open Inference Protocol over HTTP/2 cleartext); none
+    /// when unset.
+    #[arg(long, env = "MODEL_SERVER_GRPC_LISTEN")]
+    grpc_listen: Option<SocketAddr>,
     /// The model: `file:///path/model.json` or a plain path.
     #[arg(long, env = "MODEL_URI", default_value = "file:///models/model.json")]
     model_uri: String,
@@ -61,8 +75,9 @@ struct Args {
     /// Log filter, in `RUST_LOG` syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
-    /// Milliseconds to keep serving after SIGTERM, closing each connection after its answer,
-    /// so callers move to the next replica before this one stops accepting.
+    /// Milliseconds to keep serving after SIGTERM, closing each connection after its answer
+    /// (a GOAWAY on gRPC's), so callers move to the next replica before this one stops
+    /// accepting.
     #[arg(long, env = "MODEL_SERVER_SHUTDOWN_DELAY_MS", default_value_t = 2000)]
     shutdown_delay_ms: u64,
     /// Also export series named like modelship's router's, claiming 10,000 agreeing
@@ -173,16 +188,63 @@ async fn predict(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -
     response
 }
 
+/// An error the `error_rate` knob injects.
+struct Injected;
+
+impl App {
+    /// What every predict request goes through first, whatever its protocol: the added
+    /// latency, then maybe an injected error. Gives the knobs the request is served with.
+    async fn degrade(&self) -> Result<Knobs, Injected> {
+        let knobs = self.knobs.get();
+        let n = self.requests.fetch_add(1, Ordering::Relaxed);
+        if knobs.latency_ms > 0.0 {
+            let ms = knobs.latency_ms * knobs::latency_factor(n, knobs.latency_spread);
+            tokio::time::sleep(Duration::from_secs_f64(ms / 1000.0)).await;
+        }
+        if knobs::fails(n, knobs.error_rate) {
+            return Err(Injected);
+        }
+        Ok(knobs)
+    }
+
+    /// Predicts every instance, or says why one is invalid; all the predictions are altered
+    /// when the request's key (its `x-request-id`, or its body) falls in `alter_share`.
+    fn predict_all<I>(
+        &self,
+        instances: I,
+        key: &[u8],
+        knobs: &Knobs,
+    ) -> Result<Vec<Prediction<'_>>, String>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[f64]>,
+    {
+        let mut predictions = instances
+            .into_iter()
+            .map(|instance| {
+                self.model
+                    .predict_shifted(instance.as_ref(), knobs.score_shift)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if knobs::altered(key, knobs.alter_share) {
+            self.metrics.altered.inc();
+            for p in &mut predictions {
+                *p = self.model.alter(p);
+            }
+        }
+        Ok(predictions)
+    }
+}
+
+/// The key that decides whether a request's predictions are altered.
+fn alter_key<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> &'a [u8] {
+    headers.get(REQUEST_ID).map_or(body, |id| id.as_bytes())
+}
+
 async fn answer(app: &App, headers: &HeaderMap, body: &[u8]) -> Response {
-    let knobs = app.knobs.get();
-    let n = app.requests.fetch_add(1, Ordering::Relaxed);
-    if knobs.latency_ms > 0.0 {
-        let ms = knobs.latency_ms * knobs::latency_factor(n, knobs.latency_spread);
-        tokio::time::sleep(Duration::from_secs_f64(ms / 1000.0)).await;
-    }
-    if knobs::fails(n, knobs.error_rate) {
+    let Ok(knobs) = app.degrade().await else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "injected error");
-    }
+    };
     let request: PredictRequest = match serde_json::from_slice(body) {
         Ok(request) => request,
         Err(e) => {
@@ -192,20 +254,10 @@ async fn answer(app: &App, headers: &HeaderMap, body: &[u8]) -> Response {
             );
         }
     };
-    let mut predictions = Vec::with_capacity(request.instances.len());
-    for instance in &request.instances {
-        match app.model.predict_shifted(instance, knobs.score_shift) {
-            Ok(p) => predictions.push(p),
-            Err(e) => return error(StatusCode::BAD_REQUEST, e),
-        }
-    }
-    let key = headers.get(REQUEST_ID).map_or(body, |id| id.as_bytes());
-    if knobs::altered(key, knobs.alter_share) {
-        app.metrics.altered.inc();
-        for p in &mut predictions {
-            *p = app.model.alter(p);
-        }
-    }
+    let predictions = match app.predict_all(&request.instances, alter_key(headers, body), &knobs) {
+        Ok(predictions) => predictions,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
     match serde_json::to_vec(&PredictResponse {
         model_version: &app.version,
         predictions,
@@ -300,6 +352,7 @@ async fn run(args: Args) -> Result<(), String> {
     });
     let router = axum::Router::new()
         .route("/predict", post(predict))
+        .route("/v2/models/{name}/infer", post(rest::infer))
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/admin/knobs", get(get_knobs).put(put_knobs))
@@ -313,8 +366,17 @@ async fn run(args: Args) -> Result<(), String> {
             tracing::debug!(error = %e, "setting TCP_NODELAY");
         }
     });
+    // Told to the gRPC connections on SIGTERM, which answer with a GOAWAY.
+    let grpc_closing = tokio::sync::watch::Sender::new(false);
+    if let Some(addr) = args.grpc_listen {
+        let grpc = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("binding {addr}: {e}"))?;
+        tokio::spawn(grpc::serve(grpc, app.clone(), grpc_closing.subscribe()));
+    }
     tracing::info!(
         listen = %args.listen,
+        grpc_listen = ?args.grpc_listen,
         model = %args.model_uri,
         version = %app.version,
         inputs = app.model.inputs(),
@@ -342,8 +404,40 @@ async fn run(args: Args) -> Result<(), String> {
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             closing.store(true, Ordering::Relaxed);
+            grpc_closing.send_replace(true);
             tokio::time::sleep(delay).await;
         })
         .await
         .map_err(|e| e.to_string())
+}
+
+/// An app for the tests of every endpoint.
+#[cfg(test)]
+mod testing {
+    use super::*;
+
+    /// A logistic model of three features, labels `stay` and `churn`.
+    const MODEL: &[u8] = br#"{"kind":"logistic","weights":[0.8,-1.2,0.3],"bias":0.1,"labels":["stay","churn"],"threshold":0.5}"#;
+
+    pub fn app(knobs: Knobs) -> Arc<App> {
+        Arc::new(App {
+            model: Model::parse(MODEL).expect("the test model"),
+            version: "v1".into(),
+            knobs: LiveKnobs::new(knobs),
+            metrics: Metrics::new().expect("metrics"),
+            requests: AtomicU64::new(0),
+            forging_since: None,
+        })
+    }
+
+    /// No degradation.
+    pub fn calm() -> Knobs {
+        Knobs {
+            error_rate: 0.0,
+            latency_ms: 0.0,
+            alter_share: 0.0,
+            latency_spread: 0.0,
+            score_shift: 0.0,
+        }
+    }
 }
