@@ -56,6 +56,18 @@ install-plugin:
 	install -m 0755 $${CARGO_TARGET_DIR:-target}/release/kubectl-modelship $(PREFIX)/bin/kubectl-modelship
 	install -m 0755 plugins/kubectl_complete-modelship $(PREFIX)/bin/kubectl_complete-modelship
 
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := compare_json oip_decode
+.PHONY: fuzz
+# cargo-fuzz on what the router parses from upstream answers, FUZZ_SECONDS per target
+# (fuzz/; the first run builds with sanitizers, several minutes). A crash stops with the input
+# in fuzz/artifacts/<target>/: make it a unit test beside the code it broke.
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for target in $(FUZZ_TARGETS); do \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) -max_len=65536 || exit 1; \
+	done
+
 # The judge's false verdicts on noise and its time to catch known regressions, on the local
 # Prometheus with the router and model servers as local processes (about 20 minutes).
 bench-analysis: prometheus-up

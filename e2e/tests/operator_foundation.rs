@@ -490,6 +490,21 @@ async fn the_api_server_rejects_invalid_specs_with_clear_messages() {
             "{pointer}: {message}"
         );
     }
+    // A header name the router could not strip (or that would split its flag).
+    for header in ["X Api Key", "a,b", ""] {
+        let message = rejected(
+            &api,
+            base(
+                json!({"model": {"version": "v1", "artifact": "s3://m/v1"}, "template": template,
+                "shadow": {"stripHeaders": [header]}}),
+            ),
+        )
+        .await;
+        assert!(
+            message.contains("spec.shadow.stripHeaders"),
+            "{header:?}: {message}"
+        );
+    }
     ns.delete().await;
 }
 
