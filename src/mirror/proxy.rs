@@ -48,9 +48,14 @@ impl Router {
             stable_client: upstream::Client::new(
                 config.stable.authority.clone(),
                 config.connect_timeout,
+                config.stable_protocol,
             ),
             shadow_client: config.shadow.as_ref().map(|shadow| {
-                upstream::Client::new(shadow.authority.clone(), config.connect_timeout)
+                upstream::Client::new(
+                    shadow.authority.clone(),
+                    config.connect_timeout,
+                    config.shadow_protocol,
+                )
             }),
             pointers: config.pointers.iter().map(|p| Pointer::parse(p)).collect(),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),

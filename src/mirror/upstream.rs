@@ -1,6 +1,12 @@
-//! The client for one upstream: HTTP/1.1 keep-alive connections in a pool of its own, on
-//! hyper's connection API.
+//! The client for one upstream, on hyper's connection API: HTTP/1.1 keep-alive connections in
+//! a pool of its own, or for an h2c upstream one HTTP/2 connection that all requests share.
 //!
+//! Whatever the client spoke, a request leaves in the upstream's protocol: its version is set
+//! to it, and an HTTP/2 upstream gets none of HTTP/1.1's connection-specific headers (RFC 9113
+//! section 8.2.2) and no `Host` (its `:authority` comes from the absolute URI); `te: trailers`,
+//! which gRPC servers require, goes only to HTTP/2 upstreams.
+//!
+//! HTTP/1.1:
 //! It does what the router needs of hyper-util's pooled client (connect with a timeout,
 //! `TCP_NODELAY`, `Host` set from the upstream, origin-form request targets, idle connections
 //! reused last-in first-out and closed after 90 s, a request that a pooled connection closed
@@ -22,11 +28,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{HOST, HeaderValue};
+use hyper::client::conn::http2;
+use hyper::header::{self, HOST, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::Authority;
-use hyper::{Request, Response, Uri};
-use hyper_util::rt::TokioIo;
+use hyper::{Request, Response, Uri, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
+
+use super::args::Protocol;
 
 /// Idle connections older than this are closed, as hyper-util's pool does by default.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -111,13 +120,22 @@ fn expire<B>(idle: &mut VecDeque<Idle<B>>, now: Instant) {
     }
 }
 
-/// A pooled HTTP/1.1 client for one upstream.
+/// The connection to an h2c upstream, opened on first use and again once it has closed.
+struct Shared<B> {
+    builder: http2::Builder<TokioExecutor>,
+    /// An async lock: requests arriving while it connects wait for that one connection.
+    sender: tokio::sync::Mutex<Option<http2::SendRequest<B>>>,
+}
+
+/// A client for one upstream: pooled HTTP/1.1, or one multiplexed h2c connection.
 pub struct Client<B> {
     authority: Authority,
     host: HeaderValue,
     connect_timeout: Duration,
     builder: http1::Builder,
     pool: Arc<Pool<B>>,
+    /// Present for an h2c upstream.
+    h2: Option<Shared<B>>,
 }
 
 impl<B> Client<B>
@@ -126,7 +144,7 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    pub fn new(authority: Authority, connect_timeout: Duration) -> Self {
+    pub fn new(authority: Authority, connect_timeout: Duration, protocol: Protocol) -> Self {
         // As hyper-util sets it: the host, and the port unless it is HTTP's default.
         let host = match authority.port_u16() {
             Some(port) if port != 80 => format!("{}:{port}", authority.host()),
@@ -140,12 +158,23 @@ where
             pool: Arc::new(Pool {
                 idle: Mutex::new(VecDeque::new()),
             }),
+            h2: (protocol == Protocol::H2c).then(|| Shared {
+                builder: http2::Builder::new(TokioExecutor::new()),
+                sender: tokio::sync::Mutex::new(None),
+            }),
         }
     }
 
-    /// Sends `request` (whose URI may be absolute: it is sent in origin form) and returns the
-    /// response, whose body puts the connection back in the pool once read to the end.
+    /// Sends `request` and returns the response. Over HTTP/1.1 the URI (which may be absolute)
+    /// is sent in origin form, and the response body puts the connection back in the pool once
+    /// read to the end; over HTTP/2 the URI must be absolute.
     pub async fn request(&self, mut request: Request<B>) -> Result<Response<PooledBody<B>>, Error> {
+        if let Some(h2) = &self.h2 {
+            return self.request_h2(h2, request).await;
+        }
+        *request.version_mut() = Version::HTTP_11;
+        // Only HTTP/2 peers get `te: trailers`; in HTTP/1.1 it belongs to the client's hop.
+        request.headers_mut().remove(header::TE);
         request
             .headers_mut()
             .entry(HOST)
@@ -180,7 +209,65 @@ where
         }
     }
 
+    async fn request_h2(
+        &self,
+        h2: &Shared<B>,
+        mut request: Request<B>,
+    ) -> Result<Response<PooledBody<B>>, Error> {
+        *request.version_mut() = Version::HTTP_2;
+        http2_headers(request.headers_mut());
+        loop {
+            let (mut sender, fresh) = {
+                let mut shared = h2.sender.lock().await;
+                match shared.as_ref().filter(|sender| !sender.is_closed()) {
+                    Some(sender) => (sender.clone(), false),
+                    None => {
+                        let stream = Box::pin(self.connect_tcp()).await?;
+                        let (sender, connection) = h2
+                            .builder
+                            .handshake(TokioIo::new(stream))
+                            .await
+                            .map_err(Error::Http)?;
+                        tokio::spawn(async move {
+                            if let Err(error) = connection.await {
+                                tracing::debug!(%error, "upstream HTTP/2 connection");
+                            }
+                        });
+                        *shared = Some(sender.clone());
+                        (sender, true)
+                    }
+                }
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    return Ok(response.map(|body| PooledBody { body, home: None }));
+                }
+                Err(mut error) => match error.take_message() {
+                    // Not sent: the shared connection closed meanwhile; open another one.
+                    Some(unsent) if !fresh => request = unsent,
+                    _ => return Err(Error::Http(error.into_error())),
+                },
+            }
+        }
+    }
+
     async fn connect(&self) -> Result<SendRequest<B>, Error> {
+        let stream = self.connect_tcp().await?;
+        let (sender, connection) = self
+            .builder
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(Error::Http)?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "upstream connection");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// A TCP connection to the upstream, within the connect timeout.
+    async fn connect_tcp(&self) -> Result<TcpStream, Error> {
         let host = self.authority.host();
         let host = host
             .strip_prefix('[')
@@ -214,19 +301,37 @@ where
             };
             // Small JSON requests and answers: never wait for Nagle.
             stream.set_nodelay(true).map_err(Error::Connect)?;
-            let (sender, connection) = self
-                .builder
-                .handshake(TokioIo::new(stream))
-                .await
-                .map_err(Error::Http)?;
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!(%error, "upstream connection");
-                }
-            });
-            return Ok(sender);
+            return Ok(stream);
         }
         Err(Error::Connect(last))
+    }
+}
+
+/// Headers of HTTP/1.1 connections, which HTTP/2 forbids (RFC 9113 section 8.2.2).
+const CONNECTION_SPECIFIC: [HeaderName; 5] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Makes request headers fit for HTTP/2: no connection-specific headers, no `Host` (the URI's
+/// authority is sent as `:authority`), and `te` only as `trailers`.
+fn http2_headers(headers: &mut HeaderMap) {
+    for name in &CONNECTION_SPECIFIC {
+        headers.remove(name);
+    }
+    headers.remove(HOST);
+    let trailers = headers.get_all(header::TE).iter().any(|value| {
+        value.to_str().is_ok_and(|list| {
+            list.split(',')
+                .any(|coding| coding.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
+    headers.remove(header::TE);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
@@ -321,11 +426,50 @@ mod tests {
             Client::<http_body_util::Full<Bytes>>::new(
                 authority.parse().unwrap(),
                 Duration::from_secs(1),
+                Protocol::Http1,
             )
         };
         assert_eq!(client("model:8080").host, "model:8080");
         assert_eq!(client("model:80").host, "model");
         assert_eq!(client("model").host, "model");
         assert_eq!(client("[::1]:9000").host, "[::1]:9000");
+    }
+
+    #[test]
+    fn http2_gets_no_connection_specific_headers_but_te_trailers() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("host", "router"),
+            ("te", "trailers"),
+            ("content-type", "application/grpc"),
+        ] {
+            headers.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        http2_headers(&mut headers);
+        let mut left: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            vec![("content-type", "application/grpc"), ("te", "trailers")]
+        );
+
+        let mut headers = HeaderMap::new();
+        headers.insert(header::TE, HeaderValue::from_static("gzip"));
+        http2_headers(&mut headers);
+        assert!(headers.is_empty());
+        headers.insert(header::TE, HeaderValue::from_static("deflate, Trailers"));
+        http2_headers(&mut headers);
+        assert_eq!(headers.get(header::TE).unwrap(), "trailers");
     }
 }
