@@ -9,6 +9,7 @@ use hyper::HeaderMap;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::oneshot;
 
+use super::grpc::Grpc;
 use super::upstream::PooledBody;
 
 /// Stable's response body as the router reads it.
@@ -168,6 +169,8 @@ pub enum Captured {
     Complete {
         status: u16,
         body: Bytes,
+        /// For a gRPC answer, its `grpc-status` from the headers or the trailers.
+        grpc: Option<Grpc>,
     },
     /// The body was larger than the router keeps.
     TooLarge,
@@ -185,6 +188,7 @@ pub struct Tap {
     more: Vec<Bytes>,
     overflow: bool,
     done: bool,
+    grpc: Option<Grpc>,
     tx: Option<oneshot::Sender<Captured>>,
 }
 
@@ -198,8 +202,15 @@ impl Tap {
             more: Vec::new(),
             overflow: false,
             done: false,
+            grpc: None,
             tx: Some(tx),
         }
+    }
+
+    /// For a gRPC answer (see `grpc::Grpc::of`): its status is also captured.
+    pub fn grpc(mut self, grpc: Option<Grpc>) -> Self {
+        self.grpc = grpc;
+        self
     }
 
     fn observe(&mut self, data: &Bytes) {
@@ -239,6 +250,7 @@ impl Tap {
             Captured::Complete {
                 status: self.status,
                 body,
+                grpc: self.grpc,
             }
         };
         // The mirror task may have given up already; nothing to do then.
@@ -291,6 +303,10 @@ impl Body for ClientBody {
                         Some(Ok(frame)) => {
                             if let Some(data) = frame.data_ref() {
                                 tap.observe(data);
+                            } else if let (Some(grpc), Some(trailers)) =
+                                (tap.grpc.as_mut(), frame.trailers_ref())
+                            {
+                                grpc.trailers(trailers);
                             }
                         }
                         None => tap.done = true,
@@ -403,7 +419,7 @@ mod tests {
         tap.observe(&Bytes::from_static(b"1}"));
         tap.finish(true);
         match rx.try_recv().unwrap() {
-            Captured::Complete { status, body } => {
+            Captured::Complete { status, body, .. } => {
                 assert_eq!(status, 200);
                 assert_eq!(body, "{\"a\":1}");
             }

@@ -10,7 +10,11 @@
 //! mirrored), `headers` (what is forwarded and what the copy loses), `body` (bounded reading,
 //! and the copy of stable's answer taken while it streams), `proxy` (the client path),
 //! `shadow` (the background copy), `breaker` (pausing copies to an unreachable shadow), `compare` (the comparison rules), `metrics`, `server`
-//! (listeners and shutdown), `upstream` (the pooled HTTP/1.1 client for each track).
+//! (listeners and shutdown), `upstream` (the HTTP/1.1 or h2c client for each track), `grpc`
+//! (gRPC answers: status and comparison).
+//!
+//! Clients speak HTTP/1.1 or h2c on the same port; each track is spoken to in its own protocol
+//! (`--stable-protocol`, `--shadow-protocol`).
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +25,7 @@ mod args;
 mod body;
 mod breaker;
 pub mod compare;
+mod grpc;
 mod headers;
 mod metrics;
 mod proxy;

@@ -17,6 +17,7 @@ use super::args::{Config, Upstream};
 use super::body::{Captured, ClientBody, Collected, Tap, UpstreamBody, collect_bounded};
 use super::breaker::Breaker;
 use super::compare::{Outcome, Pointer};
+use super::grpc::{self, strip_hop_by_hop_keeping_te_trailers};
 use super::headers::{shadow_headers, strip_hop_by_hop};
 use super::metrics::{Code, DropReason, Metrics, Track};
 use super::sample::{Decision, Sampler};
@@ -72,7 +73,7 @@ impl Router {
         request: Request<Incoming>,
     ) -> Result<Response<ClientBody>, Infallible> {
         let (mut parts, body) = request.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
+        strip_hop_by_hop_keeping_te_trailers(&mut parts.headers);
         // Each upstream gets its own Host, as a client calling it directly would send.
         parts.headers.remove(header::HOST);
 
@@ -189,8 +190,10 @@ impl Router {
                     .request(Track::Stable, Code::Status(status.as_u16()), elapsed);
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                let tap =
-                    captured.map(|tx| Tap::new(status.as_u16(), self.config.max_body_bytes, tx));
+                let tap = captured.map(|tx| {
+                    Tap::new(status.as_u16(), self.config.max_body_bytes, tx)
+                        .grpc(grpc::Grpc::of(&parts.headers))
+                });
                 Response::from_parts(parts, ClientBody::upstream(body, tap))
             }
             Ok(Err(error)) => {

@@ -10,12 +10,17 @@ use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::body::{Captured, Collected, collect_bounded};
 use super::compare::{Answer, for_each_prediction, judge};
+use super::grpc::{self, Grpc};
 use super::metrics::{Code, Track};
 use super::proxy::Router;
 
 /// The shadow's answer as the mirror saw it.
 enum ShadowAnswer {
-    Complete { status: u16, body: Bytes },
+    Complete {
+        status: u16,
+        body: Bytes,
+        grpc: Option<Grpc>,
+    },
     TooLarge,
     Failed,
 }
@@ -52,9 +57,13 @@ pub async fn mirror(
             // Timed to the response head, as stable is, so the two tracks' latencies compare.
             let head = start.elapsed().as_secs_f64();
             let status = response.status().as_u16();
+            let mut grpc = Grpc::of(response.headers());
             match collect_bounded(response.into_body(), config.max_body_bytes).await {
-                Ok(Collected::Complete { body, .. }) => {
-                    Ok((status, head, ShadowAnswer::Complete { status, body }))
+                Ok(Collected::Complete { body, trailers }) => {
+                    if let (Some(grpc), Some(trailers)) = (grpc.as_mut(), trailers.as_ref()) {
+                        grpc.trailers(trailers);
+                    }
+                    Ok((status, head, ShadowAnswer::Complete { status, body, grpc }))
                 }
                 Ok(Collected::TooLarge { .. }) => Ok((status, head, ShadowAnswer::TooLarge)),
                 Err(error) => {
@@ -86,23 +95,36 @@ pub async fn mirror(
     };
     let (shadow, stable) = tokio::join!(shadow, stable);
 
-    let stable = match &stable {
-        Captured::Complete { status, body } => Answer::Response {
-            status: *status,
-            body,
-        },
-        Captured::TooLarge => Answer::TooLarge,
-        Captured::Failed => Answer::Failed,
+    let (stable, stable_grpc) = match &stable {
+        Captured::Complete { status, body, grpc } => (
+            Answer::Response {
+                status: *status,
+                body,
+            },
+            *grpc,
+        ),
+        Captured::TooLarge => (Answer::TooLarge, None),
+        Captured::Failed => (Answer::Failed, None),
     };
-    let shadow = match &shadow {
-        ShadowAnswer::Complete { status, body } => Answer::Response {
-            status: *status,
-            body,
-        },
-        ShadowAnswer::TooLarge => Answer::TooLarge,
-        ShadowAnswer::Failed => Answer::Failed,
+    let (shadow, shadow_grpc) = match &shadow {
+        ShadowAnswer::Complete { status, body, grpc } => (
+            Answer::Response {
+                status: *status,
+                body,
+            },
+            *grpc,
+        ),
+        ShadowAnswer::TooLarge => (Answer::TooLarge, None),
+        ShadowAnswer::Failed => (Answer::Failed, None),
     };
-    let judgement = judge(stable, shadow, &router.pointers, config.tolerance);
+    let judgement = match stable_grpc {
+        Some(_) => grpc::judge(
+            (stable, stable_grpc),
+            (shadow, shadow_grpc),
+            config.tolerance,
+        ),
+        None => judge(stable, shadow, &router.pointers, config.tolerance),
+    };
     if let Some(outcome) = judgement.outcome {
         metrics.comparison(outcome);
     }
