@@ -18,9 +18,11 @@
 use std::collections::VecDeque;
 use std::error::Error as StdError;
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
@@ -124,7 +126,82 @@ fn expire<B>(idle: &mut VecDeque<Idle<B>>, now: Instant) {
 struct Shared<B> {
     builder: http2::Builder<TokioExecutor>,
     /// An async lock: requests arriving while it connects wait for that one connection.
-    sender: tokio::sync::Mutex<Option<http2::SendRequest<B>>>,
+    state: tokio::sync::Mutex<SharedState<B>>,
+    /// Failed attempts to connect, so far.
+    failures: AtomicU64,
+}
+
+struct SharedState<B> {
+    sender: Option<http2::SendRequest<B>>,
+    /// Why the last attempt to connect failed.
+    failure: Option<(io::ErrorKind, String)>,
+}
+
+impl<B> Shared<B> {
+    fn new() -> Self {
+        Shared {
+            builder: http2::Builder::new(TokioExecutor::new()),
+            state: tokio::sync::Mutex::new(SharedState {
+                sender: None,
+                failure: None,
+            }),
+            failures: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<B> Shared<B>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    /// The open connection, or a new one (then `true`). Requests that waited while an attempt
+    /// to connect failed fail with it, rather than each trying again in turn.
+    async fn sender(
+        &self,
+        connect: impl Future<Output = Result<TcpStream, Error>>,
+    ) -> Result<(http2::SendRequest<B>, bool), Error> {
+        let failures = self.failures.load(Ordering::Acquire);
+        let mut state = self.state.lock().await;
+        if let Some(sender) = state.sender.as_ref().filter(|sender| !sender.is_closed()) {
+            return Ok((sender.clone(), false));
+        }
+        if self.failures.load(Ordering::Acquire) != failures
+            && let Some((kind, message)) = &state.failure
+        {
+            return Err(Error::Connect(io::Error::new(*kind, message.clone())));
+        }
+        let connected = match connect.await {
+            Ok(stream) => self
+                .builder
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(Error::Http),
+            Err(error) => Err(error),
+        };
+        match connected {
+            Ok((sender, connection)) => {
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%error, "upstream HTTP/2 connection");
+                    }
+                });
+                state.sender = Some(sender.clone());
+                state.failure = None;
+                Ok((sender, true))
+            }
+            Err(error) => {
+                let kind = match &error {
+                    Error::Connect(error) => error.kind(),
+                    Error::Http(_) => io::ErrorKind::Other,
+                };
+                state.failure = Some((kind, error.to_string()));
+                self.failures.fetch_add(1, Ordering::Release);
+                Err(error)
+            }
+        }
+    }
 }
 
 /// A client for one upstream: pooled HTTP/1.1, or one multiplexed h2c connection.
@@ -158,10 +235,7 @@ where
             pool: Arc::new(Pool {
                 idle: Mutex::new(VecDeque::new()),
             }),
-            h2: (protocol == Protocol::H2c).then(|| Shared {
-                builder: http2::Builder::new(TokioExecutor::new()),
-                sender: tokio::sync::Mutex::new(None),
-            }),
+            h2: (protocol == Protocol::H2c).then(Shared::new),
         }
     }
 
@@ -217,27 +291,8 @@ where
         *request.version_mut() = Version::HTTP_2;
         http2_headers(request.headers_mut());
         loop {
-            let (mut sender, fresh) = {
-                let mut shared = h2.sender.lock().await;
-                match shared.as_ref().filter(|sender| !sender.is_closed()) {
-                    Some(sender) => (sender.clone(), false),
-                    None => {
-                        let stream = Box::pin(self.connect_tcp()).await?;
-                        let (sender, connection) = h2
-                            .builder
-                            .handshake(TokioIo::new(stream))
-                            .await
-                            .map_err(Error::Http)?;
-                        tokio::spawn(async move {
-                            if let Err(error) = connection.await {
-                                tracing::debug!(%error, "upstream HTTP/2 connection");
-                            }
-                        });
-                        *shared = Some(sender.clone());
-                        (sender, true)
-                    }
-                }
-            };
+            // Boxed: connecting is rare (see `request`).
+            let (mut sender, fresh) = Box::pin(h2.sender(self.connect_tcp())).await?;
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     return Ok(response.map(|body| PooledBody { body, home: None }));
@@ -433,6 +488,38 @@ mod tests {
         assert_eq!(client("model:80").host, "model");
         assert_eq!(client("model").host, "model");
         assert_eq!(client("[::1]:9000").host, "[::1]:9000");
+    }
+
+    #[tokio::test]
+    async fn requests_waiting_on_a_failed_h2_connect_fail_with_it() {
+        let shared = Shared::<http_body_util::Full<Bytes>>::new();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let tried_again = std::sync::atomic::AtomicBool::new(false);
+        let refused = || Error::Connect(io::Error::new(io::ErrorKind::ConnectionRefused, "no"));
+        // Polled in order: the first takes the lock and connects until released, the second
+        // waits for the lock meanwhile.
+        let (first, second, ()) = tokio::join!(
+            shared.sender(async {
+                let _ = released.await;
+                Err(refused())
+            }),
+            shared.sender(async {
+                tried_again.store(true, Ordering::Relaxed);
+                Err(refused())
+            }),
+            async {
+                release.send(()).unwrap();
+            },
+        );
+        assert!(first.unwrap_err().is_connect());
+        let second = second.unwrap_err();
+        assert!(second.is_connect());
+        assert!(second.to_string().contains("no"), "{second}");
+        assert!(!tried_again.load(Ordering::Relaxed));
+        // A later request tries again.
+        let later = shared.sender(async { Err(refused()) }).await;
+        assert!(later.is_err());
+        assert_eq!(shared.failures.load(Ordering::Relaxed), 2);
     }
 
     #[test]
