@@ -835,3 +835,52 @@ async fn grpc_calls_keep_their_trailers_and_are_compared_by_status_and_message()
         assert_eq!(headers.get("te").unwrap(), "trailers");
     }
 }
+
+#[tokio::test]
+async fn while_closing_an_h2c_connection_gets_a_goaway_after_an_answer() {
+    let stable_addr = start_upstream(Upstream {
+        label: "a",
+        ..Default::default()
+    })
+    .await;
+    let mut router = start_router(&flags(stable_addr, None, &["--shutdown-delay=30s"])).await;
+    let stream = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let closed = tokio::spawn(connection);
+    let addr = router.addr;
+    let request = || {
+        Request::post(format!("http://{addr}/predict"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(BODY.as_bytes())))
+            .unwrap()
+    };
+    assert_eq!(sender.send_request(request()).await.unwrap().status(), 201);
+
+    router.stop.take().unwrap().send(()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = client()
+            .get(format!("http://{}/readyz", router.metrics).parse().unwrap())
+            .await
+            .unwrap();
+        if response.status() == 503 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the router never became unready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Still served while closing, without `Connection: close` (an HTTP/2 client would reject
+    // the answer), then the connection closes long before the shutdown delay is over.
+    let response = sender.send_request(request()).await.unwrap();
+    assert_eq!(response.status(), 201);
+    assert!(response.headers().get("connection").is_none());
+    response.into_body().collect().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .expect("the connection is still open")
+        .unwrap()
+        .unwrap();
+}
