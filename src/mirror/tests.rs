@@ -676,6 +676,7 @@ async fn h2c_clients_get_stables_answer_over_either_upstream_protocol() {
             .request(
                 Request::post(format!("http://{}/predict", router.addr))
                     .header("content-type", "application/json")
+                    .header("te", "trailers")
                     .body(Full::new(Bytes::from_static(BODY.as_bytes())))
                     .unwrap(),
             )
@@ -696,6 +697,12 @@ async fn h2c_clients_get_stables_answer_over_either_upstream_protocol() {
         };
         assert_eq!(seen.len(), 1, "{protocol}");
         assert_eq!(seen[0].0, expected, "{protocol}");
+        // `te: trailers` is for HTTP/2 peers only.
+        assert_eq!(
+            seen[0].1.get("te").is_some(),
+            protocol == "h2c",
+            "{protocol}"
+        );
     }
 }
 

@@ -6,8 +6,7 @@
 //! section 8.2.2) and no `Host` (its `:authority` comes from the absolute URI); `te: trailers`,
 //! which gRPC servers require, goes only to HTTP/2 upstreams.
 //!
-//! HTTP/1.1:
-//! It does what the router needs of hyper-util's pooled client (connect with a timeout,
+//! Over HTTP/1.1 it does what the router needs of hyper-util's pooled client (connect with a timeout,
 //! `TCP_NODELAY`, `Host` set from the upstream, origin-form request targets, idle connections
 //! reused last-in first-out and closed after 90 s, a request that a pooled connection closed
 //! before it was sent tried again on another), without that client's costs on every request:
@@ -405,7 +404,8 @@ fn origin_form(uri: &mut Uri) {
     };
 }
 
-/// A response body that puts its connection back in the pool once read to the end.
+/// A response body that puts its HTTP/1.1 connection back in the pool once read to the end
+/// (an HTTP/2 answer's body has no connection of its own: `home` is `None`).
 pub struct PooledBody<B> {
     body: Incoming,
     home: Option<(SendRequest<B>, Arc<Pool<B>>)>,
