@@ -95,27 +95,29 @@ pub async fn mirror(
     };
     let (shadow, stable) = tokio::join!(shadow, stable);
 
-    let (stable, stable_grpc) = match &stable {
-        Captured::Complete { status, body, grpc } => (
-            Answer::Response {
-                status: *status,
-                body,
-            },
-            *grpc,
-        ),
-        Captured::TooLarge => (Answer::TooLarge, None),
-        Captured::Failed => (Answer::Failed, None),
+    let stable_grpc = match &stable {
+        Captured::Complete { grpc, .. } => *grpc,
+        _ => None,
     };
-    let (shadow, shadow_grpc) = match &shadow {
-        ShadowAnswer::Complete { status, body, grpc } => (
-            Answer::Response {
-                status: *status,
-                body,
-            },
-            *grpc,
-        ),
-        ShadowAnswer::TooLarge => (Answer::TooLarge, None),
-        ShadowAnswer::Failed => (Answer::Failed, None),
+    let shadow_grpc = match &shadow {
+        ShadowAnswer::Complete { grpc, .. } => *grpc,
+        _ => None,
+    };
+    let stable = match &stable {
+        Captured::Complete { status, body, .. } => Answer::Response {
+            status: *status,
+            body,
+        },
+        Captured::TooLarge => Answer::TooLarge,
+        Captured::Failed => Answer::Failed,
+    };
+    let shadow = match &shadow {
+        ShadowAnswer::Complete { status, body, .. } => Answer::Response {
+            status: *status,
+            body,
+        },
+        ShadowAnswer::TooLarge => Answer::TooLarge,
+        ShadowAnswer::Failed => Answer::Failed,
     };
     let judgement = match stable_grpc {
         Some(_) => grpc::judge(
