@@ -561,6 +561,8 @@ enum Reply {
     Json(&'static str),
     /// A unary gRPC answer: this message, then `grpc-status` in the trailers.
     Grpc(&'static [u8], &'static str),
+    /// A gRPC error without a message, its `grpc-status` in the headers.
+    GrpcStatusOnly(&'static str),
 }
 
 /// A test upstream served by hyper on either protocol, recording each request's version and
@@ -605,6 +607,7 @@ async fn start_served(upstream: Served) -> SocketAddr {
                             .lock()
                             .unwrap()
                             .push((parts.version, parts.headers));
+                        let mut status_header = None;
                         let (content_type, frames) = match upstream.reply {
                             Reply::Json(label) => (
                                 "application/json",
@@ -626,6 +629,10 @@ async fn start_served(upstream: Served) -> SocketAddr {
                                     ],
                                 )
                             }
+                            Reply::GrpcStatusOnly(status) => {
+                                status_header = Some(status);
+                                ("application/grpc", vec![])
+                            }
                         };
                         let frames: Vec<Result<_, Infallible>> =
                             frames.into_iter().map(Ok).collect();
@@ -634,6 +641,11 @@ async fn start_served(upstream: Served) -> SocketAddr {
                         response
                             .headers_mut()
                             .insert("content-type", content_type.parse().unwrap());
+                        if let Some(status) = status_header {
+                            response
+                                .headers_mut()
+                                .insert("grpc-status", status.parse().unwrap());
+                        }
                         Ok::<hyper::Response<Frames>, hyper::Error>(response)
                     }
                 });
@@ -890,4 +902,43 @@ async fn while_closing_an_h2c_connection_gets_a_goaway_after_an_answer() {
         .expect("the connection is still open")
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_grpc_error_of_stable_reaches_the_client_and_is_uncomparable() {
+    let stable_addr = start_served(Served::new(Reply::GrpcStatusOnly("5"))).await;
+    let shadow_addr = start_served(Served::new(Reply::Grpc(b"\x0a\x01a", "0"))).await;
+    let router = start_router(&flags(
+        stable_addr,
+        Some(shadow_addr),
+        &["--stable-protocol=h2c", "--shadow-protocol=h2c"],
+    ))
+    .await;
+    let response = h2c_client()
+        .request(
+            Request::post(format!("http://{}/pkg.Service/Method", router.addr))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(Full::new(Bytes::from(grpc_frame(b"\x0a\x01q"))))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers().get("grpc-status").unwrap(), "5");
+    assert!(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .is_empty()
+    );
+    wait_for_metric(
+        router.metrics,
+        r#"modelship_mirror_comparisons_total{result="uncomparable"}"#,
+        1.0,
+    )
+    .await;
 }
