@@ -101,6 +101,7 @@ pub fn judge(
     shadow: (Answer<'_>, Option<Grpc>),
     tolerance: f64,
 ) -> Judgement {
+    let mut abs_diffs = Vec::new();
     let outcome = match (succeeded(stable.0, stable.1), shadow.0) {
         (None, _) => Outcome::Uncomparable,
         (Some(_), Answer::TooLarge) => Outcome::Uncomparable,
@@ -108,12 +109,9 @@ pub fn judge(
             None => Outcome::ShadowError,
             Some(shadow) => match (unary_message(stable), unary_message(shadow)) {
                 (Some(stable), Some(shadow)) => {
-                    let (outcome, abs_diffs) = judge_grpc(stable, shadow, tolerance);
-                    return Judgement {
-                        outcome: Some(outcome),
-                        abs_diffs,
-                        ..Default::default()
-                    };
+                    let outcome;
+                    (outcome, abs_diffs) = judge_grpc(stable, shadow, tolerance);
+                    outcome
                 }
                 _ => Outcome::Uncomparable,
             },
@@ -121,6 +119,7 @@ pub fn judge(
     };
     Judgement {
         outcome: Some(outcome),
+        abs_diffs,
         ..Default::default()
     }
 }
