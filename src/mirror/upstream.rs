@@ -6,12 +6,12 @@
 //! section 8.2.2) and no `Host` (its `:authority` comes from the absolute URI); `te: trailers`,
 //! which gRPC servers require, goes only to HTTP/2 upstreams.
 //!
-//! Over HTTP/1.1 it does what the router needs of hyper-util's pooled client (connect with a timeout,
-//! `TCP_NODELAY`, `Host` set from the upstream, origin-form request targets, idle connections
-//! reused last-in first-out and closed after 90 s, a request that a pooled connection closed
-//! before it was sent tried again on another), without that client's costs on every request:
-//! no pool key built and hashed, no `Host` formatted, and no task spawned to put the
-//! connection back. A connection goes back to the pool when its response body has been read
+//! Over HTTP/1.1 it does what the router needs of hyper-util's pooled client (connect with a
+//! timeout, `TCP_NODELAY`, `Host` set from the upstream, origin-form request targets, idle
+//! connections reused last-in first-out and closed after 90 s, a request that a pooled
+//! connection closed before it was sent tried again on another), without that client's costs
+//! on every request: no pool key built and hashed, no `Host` formatted, and no task spawned to
+//! put the connection back. A connection goes back to the pool when its response body has been read
 //! to the end, and the next request waits for it to be ready, which it is once its
 //! connection task has seen that end.
 use std::collections::VecDeque;
@@ -172,11 +172,12 @@ where
             return Err(Error::Connect(io::Error::new(*kind, message.clone())));
         }
         let connected = match connect.await {
+            // A failed handshake is a connection not made, as a refused one is.
             Ok(stream) => self
                 .builder
                 .handshake(TokioIo::new(stream))
                 .await
-                .map_err(Error::Http),
+                .map_err(|error| Error::Connect(io::Error::other(error))),
             Err(error) => Err(error),
         };
         match connected {
@@ -191,11 +192,10 @@ where
                 Ok((sender, true))
             }
             Err(error) => {
-                let kind = match &error {
-                    Error::Connect(error) => error.kind(),
-                    Error::Http(_) => io::ErrorKind::Other,
-                };
-                state.failure = Some((kind, error.to_string()));
+                state.failure = Some(match &error {
+                    Error::Connect(error) => (error.kind(), error.to_string()),
+                    Error::Http(error) => (io::ErrorKind::Other, error.to_string()),
+                });
                 self.failures.fetch_add(1, Ordering::Release);
                 Err(error)
             }
@@ -514,7 +514,7 @@ mod tests {
         assert!(first.unwrap_err().is_connect());
         let second = second.unwrap_err();
         assert!(second.is_connect());
-        assert!(second.to_string().contains("no"), "{second}");
+        assert_eq!(second.to_string(), "client error (Connect): no");
         assert!(!tried_again.load(Ordering::Relaxed));
         // A later request tries again.
         let later = shared.sender(async { Err(refused()) }).await;
