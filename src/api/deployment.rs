@@ -64,6 +64,14 @@ pub struct ModelDeploymentSpec {
     #[schemars(range(min = 1, max = 65535))]
     pub service_port: i32,
 
+    /// The protocol the model serves on `port` and clients speak to the `<name>` Service:
+    /// `HTTP` (HTTP/1.1), `H2C` (HTTP/2 cleartext with prior knowledge) or `GRPC` (gRPC, on
+    /// h2c). With `H2C` and `GRPC` the Services announce `appProtocol: kubernetes.io/h2c` and
+    /// the built-in router speaks h2c to both tracks; it compares gRPC answers by their
+    /// `grpc-status` and messages, whichever protocol is set.
+    #[serde(default)]
+    pub protocol: ModelProtocol,
+
     /// How a new version is tried before it serves users.
     #[serde(default)]
     pub shadow: ShadowSpec,
@@ -104,6 +112,28 @@ fn default_service_port() -> i32 {
 }
 fn default_history_limit() -> i32 {
     10
+}
+
+/// The protocol a model serves.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ModelProtocol {
+    /// HTTP/1.1.
+    #[default]
+    #[serde(rename = "HTTP")]
+    Http,
+    /// HTTP/2 cleartext with prior knowledge.
+    #[serde(rename = "H2C")]
+    H2c,
+    /// gRPC, on HTTP/2 cleartext.
+    #[serde(rename = "GRPC")]
+    Grpc,
+}
+
+impl ModelProtocol {
+    /// Whether the model speaks HTTP/2 cleartext (the router's `h2c` protocol).
+    pub fn is_h2c(self) -> bool {
+        matches!(self, ModelProtocol::H2c | ModelProtocol::Grpc)
+    }
 }
 
 /// A model version and where its artifact lives.

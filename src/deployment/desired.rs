@@ -21,6 +21,9 @@ pub const LABEL_COMPONENT: &str = "modelship.io/component";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "modelship";
 
+/// A Service port's `appProtocol` for HTTP/2 cleartext with prior knowledge (KEP-3726).
+pub const H2C_APP_PROTOCOL: &str = "kubernetes.io/h2c";
+
 /// Port the router serves clients on, and its metrics port.
 pub const ROUTER_PORT: i32 = 8080;
 pub const ROUTER_METRICS_PORT: i32 = 9090;
@@ -199,6 +202,8 @@ fn service(
                 port,
                 target_port: Some(IntOrString::Int(target)),
                 protocol: Some("TCP".into()),
+                // So that meshes and gateways speak HTTP/2 to it, not HTTP/1.1.
+                app_protocol: md.spec.protocol.is_h2c().then(|| H2C_APP_PROTOCOL.into()),
                 ..ServicePort::default()
             }]),
             ..ServiceSpec::default()
@@ -260,8 +265,14 @@ pub fn router_args(md: &ModelDeployment, mirror: bool) -> Vec<String> {
         format!("--metrics-listen=0.0.0.0:{ROUTER_METRICS_PORT}"),
         format!("--stable={}", track_url(md, Track::Stable)),
     ];
+    if spec.protocol.is_h2c() {
+        args.push("--stable-protocol=h2c".into());
+    }
     if mirror {
         args.push(format!("--shadow={}", track_url(md, Track::Shadow)));
+        if spec.protocol.is_h2c() {
+            args.push("--shadow-protocol=h2c".into());
+        }
         args.push(format!("--mirror-percent={}", spec.shadow.mirror_percent));
         // In milliseconds: the spec's form (`1.5s`, `1m30s`) is not what the router parses.
         let timeout = super::validate::parse_duration("", &spec.traffic.router.shadow_timeout)
@@ -635,6 +646,54 @@ mod tests {
         let args = router_args(&md, true);
         assert!(args.iter().any(|a| a
             == "--strip-headers=authorization,cookie,proxy-authorization,x-api-key,x-tenant-token"));
+    }
+
+    #[test]
+    fn h2c_and_grpc_models_get_h2c_services_and_router_tracks() {
+        use crate::api::ModelProtocol;
+        let app_protocols = |md: &ModelDeployment| {
+            [
+                client_service(md),
+                track_service(md, Track::Stable),
+                track_service(md, Track::Shadow),
+            ]
+            .map(|s| s.spec.unwrap().ports.unwrap()[0].app_protocol.clone())
+        };
+        let protocol_flags = |md: &ModelDeployment, mirror: bool| {
+            router_args(md, mirror)
+                .into_iter()
+                .filter(|a| a.contains("-protocol="))
+                .collect::<Vec<_>>()
+        };
+        let mut md = sample();
+        assert_eq!(md.spec.protocol, ModelProtocol::Http);
+        assert_eq!(app_protocols(&md), [None, None, None]);
+        assert!(protocol_flags(&md, true).is_empty());
+        for protocol in [ModelProtocol::H2c, ModelProtocol::Grpc] {
+            md.spec.protocol = protocol;
+            let h2c = Some(H2C_APP_PROTOCOL.to_owned());
+            assert_eq!(app_protocols(&md), [h2c.clone(), h2c.clone(), h2c]);
+            assert_eq!(
+                protocol_flags(&md, true),
+                ["--stable-protocol=h2c", "--shadow-protocol=h2c"]
+            );
+            assert_eq!(protocol_flags(&md, false), ["--stable-protocol=h2c"]);
+        }
+    }
+
+    #[test]
+    fn protocol_names_in_the_spec() {
+        use crate::api::ModelProtocol;
+        for (name, protocol) in [
+            ("HTTP", ModelProtocol::Http),
+            ("H2C", ModelProtocol::H2c),
+            ("GRPC", ModelProtocol::Grpc),
+        ] {
+            assert_eq!(
+                serde_json::from_value::<ModelProtocol>(serde_json::json!(name)).unwrap(),
+                protocol
+            );
+        }
     }
 
     #[test]

@@ -131,6 +131,25 @@ pub struct MirrorArgs {
     )]
     pub prediction_buckets: Vec<f64>,
 
+    /// Protocol spoken to the stable track: `http1` (pooled keep-alive connections) or `h2c`
+    /// (HTTP/2 cleartext with prior knowledge, one multiplexed connection; gRPC servers need it).
+    #[arg(
+        long,
+        env = "MODELSHIP_MIRROR_STABLE_PROTOCOL",
+        value_enum,
+        default_value_t = Protocol::Http1
+    )]
+    pub stable_protocol: Protocol,
+
+    /// Protocol spoken to the shadow track, as `--stable-protocol`.
+    #[arg(
+        long,
+        env = "MODELSHIP_MIRROR_SHADOW_PROTOCOL",
+        value_enum,
+        default_value_t = Protocol::Http1
+    )]
+    pub shadow_protocol: Protocol,
+
     /// How long shutdown waits for in-flight client requests before exiting.
     #[arg(long, env = "MODELSHIP_MIRROR_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
@@ -140,6 +159,16 @@ pub struct MirrorArgs {
     /// other replicas before it stops accepting.
     #[arg(long, env = "MODELSHIP_MIRROR_SHUTDOWN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
     pub shutdown_delay: Duration,
+}
+
+/// The protocol the router speaks to an upstream; clients may use either, whatever it is.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/1.1.
+    #[default]
+    Http1,
+    /// HTTP/2 cleartext with prior knowledge (RFC 9113 section 3.3).
+    H2c,
 }
 
 /// An upstream base URL split into the parts each request needs.
@@ -178,6 +207,8 @@ pub struct Config {
     pub prediction_buckets: Vec<f64>,
     pub shutdown_timeout: Duration,
     pub shutdown_delay: Duration,
+    pub stable_protocol: Protocol,
+    pub shadow_protocol: Protocol,
 }
 
 impl MirrorArgs {
@@ -300,6 +331,8 @@ impl MirrorArgs {
             prediction_buckets: buckets,
             shutdown_timeout: self.shutdown_timeout,
             shutdown_delay: self.shutdown_delay,
+            stable_protocol: self.stable_protocol,
+            shadow_protocol: self.shadow_protocol,
         })
     }
 }
@@ -389,6 +422,20 @@ mod tests {
         );
         assert_eq!(config.stable.authority.as_str(), "127.0.0.1:8081");
         assert_eq!(config.stable.prefix, "");
+        assert_eq!(config.stable_protocol, Protocol::Http1);
+        assert_eq!(config.shadow_protocol, Protocol::Http1);
+    }
+
+    #[test]
+    fn protocols_per_track() {
+        let config = parse(&["--stable-protocol=h2c"]).unwrap();
+        assert_eq!(config.stable_protocol, Protocol::H2c);
+        assert_eq!(config.shadow_protocol, Protocol::Http1);
+        let config = parse(&["--shadow-protocol=h2c", "--stable-protocol=http1"]).unwrap();
+        assert_eq!(config.stable_protocol, Protocol::Http1);
+        assert_eq!(config.shadow_protocol, Protocol::H2c);
+        let error = parse(&["--stable-protocol=h2"]).unwrap_err();
+        assert!(error.contains("--stable-protocol"), "{error}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::oneshot;
 
 use super::budget::Reservation;
+use super::grpc::Grpc;
 use super::upstream::PooledBody;
 
 /// Stable's response body as the router reads it.
@@ -171,6 +172,8 @@ pub enum Captured {
         body: Bytes,
         /// The body's share of the copies' memory, held as long as the body.
         _reserved: Reservation,
+        /// For a gRPC answer, its `grpc-status` from the headers or the trailers.
+        grpc: Option<Grpc>,
     },
     /// The body was larger than the router keeps, or than the copies' memory could hold.
     TooLarge,
@@ -189,6 +192,7 @@ pub struct Tap {
     overflow: bool,
     done: bool,
     reserved: Option<Reservation>,
+    grpc: Option<Grpc>,
     tx: Option<oneshot::Sender<Captured>>,
 }
 
@@ -208,8 +212,15 @@ impl Tap {
             overflow: false,
             done: false,
             reserved: Some(reserved),
+            grpc: None,
             tx: Some(tx),
         }
+    }
+
+    /// For a gRPC answer (see `grpc::Grpc::of`): its status is also captured.
+    pub fn grpc(mut self, grpc: Option<Grpc>) -> Self {
+        self.grpc = grpc;
+        self
     }
 
     fn observe(&mut self, data: &Bytes) {
@@ -251,6 +262,7 @@ impl Tap {
                 status: self.status,
                 body,
                 _reserved: reserved,
+                grpc: self.grpc,
             }
         } else {
             Captured::TooLarge
@@ -305,6 +317,10 @@ impl Body for ClientBody {
                         Some(Ok(frame)) => {
                             if let Some(data) = frame.data_ref() {
                                 tap.observe(data);
+                            } else if let (Some(grpc), Some(trailers)) =
+                                (tap.grpc.as_mut(), frame.trailers_ref())
+                            {
+                                grpc.trailers(trailers);
                             }
                         }
                         None => tap.done = true,

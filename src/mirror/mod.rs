@@ -11,7 +11,11 @@
 //! and the copy of stable's answer taken while it streams), `proxy` (the client path),
 //! `shadow` (the background copy), `breaker` (pausing copies to an unreachable shadow), `budget`
 //! (the memory copies may hold), `compare` (the comparison rules), `metrics`, `server`
-//! (listeners and shutdown), `upstream` (the pooled HTTP/1.1 client for each track).
+//! (listeners and shutdown), `upstream` (the HTTP/1.1 or h2c client for each track), `grpc`
+//! (gRPC answers: status and comparison).
+//!
+//! Clients speak HTTP/1.1 or h2c on the same port; each track is spoken to in its own protocol
+//! (`--stable-protocol`, `--shadow-protocol`).
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +27,7 @@ mod body;
 mod breaker;
 mod budget;
 pub mod compare;
+mod grpc;
 mod headers;
 mod metrics;
 mod proxy;

@@ -18,6 +18,7 @@ use super::body::{Captured, ClientBody, Collected, Tap, UpstreamBody, collect_bo
 use super::breaker::Breaker;
 use super::budget::Budget;
 use super::compare::{Outcome, Pointer};
+use super::grpc::{self, strip_hop_by_hop_keeping_te_trailers};
 use super::headers::{SHADOW_HEADER, shadow_headers, strip_hop_by_hop};
 use super::metrics::{Code, DropReason, Metrics, Track};
 use super::sample::{Decision, Sampler};
@@ -51,9 +52,14 @@ impl Router {
             stable_client: upstream::Client::new(
                 config.stable.authority.clone(),
                 config.connect_timeout,
+                config.stable_protocol,
             ),
             shadow_client: config.shadow.as_ref().map(|shadow| {
-                upstream::Client::new(shadow.authority.clone(), config.connect_timeout)
+                upstream::Client::new(
+                    shadow.authority.clone(),
+                    config.connect_timeout,
+                    config.shadow_protocol,
+                )
             }),
             pointers: config.pointers.iter().map(|p| Pointer::parse(p)).collect(),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
@@ -71,7 +77,7 @@ impl Router {
         request: Request<Incoming>,
     ) -> Result<Response<ClientBody>, Infallible> {
         let (mut parts, body) = request.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
+        strip_hop_by_hop_keeping_te_trailers(&mut parts.headers);
         // Each upstream gets its own Host, as a client calling it directly would send.
         parts.headers.remove(header::HOST);
 
@@ -244,6 +250,7 @@ impl Router {
                         self.budget.reservation(),
                         tx,
                     )
+                    .grpc(grpc::Grpc::of(&parts.headers))
                 });
                 Response::from_parts(parts, ClientBody::upstream(body, tap))
             }

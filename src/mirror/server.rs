@@ -1,5 +1,15 @@
-//! Listeners: the client-facing HTTP/1.1 server with graceful shutdown, and the small
-//! server for `/metrics`, `/livez` and `/readyz`.
+//! Listeners: the client-facing server with graceful shutdown, and the small server for
+//! `/metrics`, `/livez` and `/readyz`.
+//!
+//! The client-facing port speaks HTTP/1.1 and HTTP/2 cleartext with prior knowledge (h2c,
+//! RFC 9113 section 3.3), told apart by the HTTP/2 connection preface, so gRPC clients and
+//! HTTP/1.1 clients share it. The HTTP/1.1 `Upgrade: h2c` mechanism (RFC 7540 section 3.2,
+//! deprecated by RFC 9113 section 3.1) is not offered: such a request is answered in HTTP/1.1 as
+//! if it had no `Upgrade` header, as RFC 7540 allows a server to do, and the header, being
+//! hop-by-hop, is not forwarded.
+//!
+//! While shutting down, an HTTP/1.1 answer carries `Connection: close`; an HTTP/2 connection
+//! gets a GOAWAY instead (the header is forbidden in HTTP/2).
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,12 +19,13 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use hyper::server::conn::http1;
+use hyper::Version;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use prometheus::Encoder;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use super::metrics::Metrics;
 use super::proxy::Router;
@@ -28,11 +39,13 @@ pub async fn serve_clients(
     drain: Duration,
     closing: Arc<AtomicBool>,
 ) {
-    let mut builder = http1::Builder::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
+        .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
         .header_read_timeout(router.config.header_timeout);
+    builder.http2().timer(TokioTimer::new());
     // A connection is accepted only with a place for it: past the limit, clients wait in the
     // kernel's listen backlog instead of each costing the router a task and buffers.
     let connections = Arc::new(Semaphore::new(router.config.max_connections));
@@ -67,15 +80,30 @@ pub async fn serve_clients(
         let builder = builder.clone();
         tokio::spawn(async move {
             let _place = place;
+            // HTTP/2's `Connection: close`: a GOAWAY once an answer is sent while closing.
+            let goaway = Arc::new(Notify::new());
+            let answered = goaway.clone();
             let service = service_fn(move |request| {
-                let (router, closing) = (router.clone(), closing.clone());
+                let (router, closing, answered) =
+                    (router.clone(), closing.clone(), answered.clone());
                 async move {
+                    let http1 = request.version() < Version::HTTP_2;
                     let mut response = router.handle(request).await?;
+                    // The answer is in the client's protocol, whatever stable spoke.
+                    *response.version_mut() = if http1 {
+                        Version::HTTP_11
+                    } else {
+                        Version::HTTP_2
+                    };
                     if closing.load(Ordering::Relaxed) {
-                        response.headers_mut().insert(
-                            header::CONNECTION,
-                            header::HeaderValue::from_static("close"),
-                        );
+                        if http1 {
+                            response.headers_mut().insert(
+                                header::CONNECTION,
+                                header::HeaderValue::from_static("close"),
+                            );
+                        } else {
+                            answered.notify_one();
+                        }
                     }
                     Ok::<_, std::convert::Infallible>(response)
                 }
@@ -85,6 +113,10 @@ pub async fn serve_clients(
             let result = tokio::select! {
                 result = connection.as_mut() => result,
                 _ = stopping.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+                () = goaway.notified() => {
                     connection.as_mut().graceful_shutdown();
                     connection.await
                 }

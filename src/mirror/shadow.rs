@@ -11,6 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use super::body::{Captured, Collected, collect_bounded};
 use super::budget::{Metered, MeteredError, Reservation};
 use super::compare::{Answer, for_each_prediction, judge};
+use super::grpc::{self, Grpc};
 use super::metrics::{Code, DropReason, Track};
 use super::proxy::Router;
 
@@ -20,6 +21,7 @@ enum ShadowAnswer {
         status: u16,
         body: Bytes,
         _reserved: Reservation,
+        grpc: Option<Grpc>,
     },
     TooLarge,
     Failed,
@@ -64,17 +66,27 @@ pub async fn mirror(
             // Timed to the response head, as stable is, so the two tracks' latencies compare.
             let head = start.elapsed().as_secs_f64();
             let status = response.status().as_u16();
+            let mut grpc = Grpc::of(response.headers());
             let mut body = Metered::new(response.into_body(), router.budget.reservation());
             match collect_bounded(&mut body, config.max_body_bytes).await {
-                Ok(Collected::Complete { body: bytes, .. }) => Ok((
-                    status,
-                    head,
-                    ShadowAnswer::Complete {
+                Ok(Collected::Complete {
+                    body: bytes,
+                    trailers,
+                }) => {
+                    if let (Some(grpc), Some(trailers)) = (grpc.as_mut(), trailers.as_ref()) {
+                        grpc.trailers(trailers);
+                    }
+                    Ok((
                         status,
-                        body: bytes,
-                        _reserved: body.into_reservation(),
-                    },
-                )),
+                        head,
+                        ShadowAnswer::Complete {
+                            status,
+                            body: bytes,
+                            grpc,
+                            _reserved: body.into_reservation(),
+                        },
+                    ))
+                }
                 Ok(Collected::TooLarge { .. }) => Ok((status, head, ShadowAnswer::TooLarge)),
                 Err(MeteredError::Exhausted) => {
                     metrics.dropped(DropReason::MemoryLimit);
@@ -109,6 +121,14 @@ pub async fn mirror(
     };
     let (shadow, stable) = tokio::join!(shadow, stable);
 
+    let stable_grpc = match &stable {
+        Captured::Complete { grpc, .. } => *grpc,
+        _ => None,
+    };
+    let shadow_grpc = match &shadow {
+        ShadowAnswer::Complete { grpc, .. } => *grpc,
+        _ => None,
+    };
     let stable = match &stable {
         Captured::Complete { status, body, .. } => Answer::Response {
             status: *status,
@@ -125,7 +145,14 @@ pub async fn mirror(
         ShadowAnswer::TooLarge => Answer::TooLarge,
         ShadowAnswer::Failed => Answer::Failed,
     };
-    let judgement = judge(stable, shadow, &router.pointers, config.tolerance);
+    let judgement = match stable_grpc {
+        Some(_) => grpc::judge(
+            (stable, stable_grpc),
+            (shadow, shadow_grpc),
+            config.tolerance,
+        ),
+        None => judge(stable, shadow, &router.pointers, config.tolerance),
+    };
     if let Some(outcome) = judgement.outcome {
         metrics.comparison(outcome);
     }

@@ -1,5 +1,7 @@
 //! In-process tests of the whole router: a fast stable and a slow, dead or disagreeing
-//! shadow, each a local HTTP server on a free port.
+//! shadow, each a local HTTP server on a free port; clients and upstreams speak HTTP/1.1,
+//! h2c or gRPC.
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -9,11 +11,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use bytes::Bytes;
 use clap::Parser;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -549,4 +555,402 @@ async fn shutdown_finishes_in_flight_requests() {
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
 
+/// What a hyper-served test upstream answers.
+#[derive(Clone, Copy)]
+enum Reply {
+    /// `predict`'s JSON answer with this label.
+    Json(&'static str),
+    /// A unary gRPC answer: this message, then `grpc-status` in the trailers.
+    Grpc(&'static [u8], &'static str),
+    /// A gRPC error without a message, its `grpc-status` in the headers.
+    GrpcStatusOnly(&'static str),
+}
+
+/// A test upstream served by hyper on either protocol, recording each request's version and
+/// headers.
+#[derive(Clone)]
+struct Served {
+    reply: Reply,
+    seen: Arc<Mutex<Vec<(Version, HeaderMap)>>>,
+}
+
+impl Served {
+    fn new(reply: Reply) -> Self {
+        Served {
+            reply,
+            seen: Arc::default(),
+        }
+    }
+
+    fn seen(&self) -> Vec<(Version, HeaderMap)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+type Frames =
+    StreamBody<futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
+
+async fn start_served(upstream: Served) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let upstream = upstream.clone();
+                    async move {
+                        let (parts, body) = request.into_parts();
+                        let body = body.collect().await?.to_bytes();
+                        upstream
+                            .seen
+                            .lock()
+                            .unwrap()
+                            .push((parts.version, parts.headers));
+                        let mut status_header = None;
+                        let (content_type, frames) = match upstream.reply {
+                            Reply::Json(label) => (
+                                "application/json",
+                                vec![Frame::data(Bytes::from(format!(
+                                    r#"{{"predictions":[{{"label":"{label}","score":0.75}}],"echo":{}}}"#,
+                                    serde_json::Value::String(
+                                        String::from_utf8_lossy(&body).into_owned()
+                                    )
+                                )))],
+                            ),
+                            Reply::Grpc(message, status) => {
+                                let mut trailers = HeaderMap::new();
+                                trailers.insert("grpc-status", status.parse().unwrap());
+                                (
+                                    "application/grpc",
+                                    vec![
+                                        Frame::data(Bytes::from(grpc_frame(message))),
+                                        Frame::trailers(trailers),
+                                    ],
+                                )
+                            }
+                            Reply::GrpcStatusOnly(status) => {
+                                status_header = Some(status);
+                                ("application/grpc", vec![])
+                            }
+                        };
+                        let frames: Vec<Result<_, Infallible>> =
+                            frames.into_iter().map(Ok).collect();
+                        let mut response =
+                            hyper::Response::new(StreamBody::new(futures::stream::iter(frames)));
+                        response
+                            .headers_mut()
+                            .insert("content-type", content_type.parse().unwrap());
+                        if let Some(status) = status_header {
+                            response
+                                .headers_mut()
+                                .insert("grpc-status", status.parse().unwrap());
+                        }
+                        Ok::<hyper::Response<Frames>, hyper::Error>(response)
+                    }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A gRPC length-prefixed message, uncompressed.
+fn grpc_frame(message: &[u8]) -> Vec<u8> {
+    let mut framed = vec![0];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    framed
+}
+
+/// A client that speaks HTTP/2 with prior knowledge.
+fn h2c_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+#[tokio::test]
+async fn h2c_clients_get_stables_answer_over_either_upstream_protocol() {
+    for protocol in ["h2c", "http1"] {
+        let stable = Served::new(Reply::Json("a"));
+        let stable_addr = start_served(stable.clone()).await;
+        let router = start_router(&flags(
+            stable_addr,
+            None,
+            &[&format!("--stable-protocol={protocol}")],
+        ))
+        .await;
+        let response = h2c_client()
+            .request(
+                Request::post(format!("http://{}/predict", router.addr))
+                    .header("content-type", "application/json")
+                    .header("te", "trailers")
+                    .body(Full::new(Bytes::from_static(BODY.as_bytes())))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.version(), Version::HTTP_2, "{protocol}");
+        assert_eq!(response.status(), 200, "{protocol}");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(
+            String::from_utf8_lossy(&body).contains(r#""label":"a""#),
+            "{protocol}: {body:?}"
+        );
+        let seen = stable.seen();
+        let expected = if protocol == "h2c" {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        assert_eq!(seen.len(), 1, "{protocol}");
+        assert_eq!(seen[0].0, expected, "{protocol}");
+        // `te: trailers` is for HTTP/2 peers only.
+        assert_eq!(
+            seen[0].1.get("te").is_some(),
+            protocol == "h2c",
+            "{protocol}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn http1_clients_reach_h2c_tracks() {
+    let stable = Served::new(Reply::Json("a"));
+    let shadow = Served::new(Reply::Json("a"));
+    let stable_addr = start_served(stable.clone()).await;
+    let shadow_addr = start_served(shadow.clone()).await;
+    let router = start_router(&flags(
+        stable_addr,
+        Some(shadow_addr),
+        &[
+            "--stable-protocol=h2c",
+            "--shadow-protocol=h2c",
+            "--compare-pointer=/predictions",
+        ],
+    ))
+    .await;
+    for _ in 0..3 {
+        let (status, _, body, _) = post_predict(
+            router.addr,
+            BODY,
+            &[("connection", "keep-alive"), ("te", "gzip")],
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(String::from_utf8_lossy(&body).contains(r#""label":"a""#));
+    }
+    wait_for_metric(
+        router.metrics,
+        r#"modelship_mirror_comparisons_total{result="match"}"#,
+        3.0,
+    )
+    .await;
+    for (version, headers) in stable.seen().into_iter().chain(shadow.seen()) {
+        assert_eq!(version, Version::HTTP_2);
+        for name in [
+            "connection",
+            "keep-alive",
+            "te",
+            "transfer-encoding",
+            "host",
+        ] {
+            assert!(headers.get(name).is_none(), "{name} reached an HTTP/2 peer");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_h2c_upgrade_request_gets_stables_answer_in_http1() {
+    let stable = Upstream {
+        label: "a",
+        ..Default::default()
+    };
+    let stable_addr = start_upstream(stable.clone()).await;
+    let router = start_router(&flags(stable_addr, None, &[])).await;
+    let (_, _, direct_body, _) = post_predict(stable_addr, BODY, &[]).await;
+    // Written by hand: HTTP clients may treat `Upgrade` themselves.
+    let mut stream = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+    let request = format!(
+        "POST /predict HTTP/1.1\r\nHost: router\r\n\
+         Connection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\n\
+         HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the router kept the connection open")
+        .unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201 "), "{answer}");
+    assert!(
+        answer.ends_with(std::str::from_utf8(&direct_body).unwrap()),
+        "{answer}"
+    );
+    let (head, _) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(!head.to_ascii_lowercase().contains("upgrade"), "{head}");
+    let seen = stable.seen.lock().unwrap().last().unwrap().clone();
+    assert!(seen.get("upgrade").is_none());
+    assert!(seen.get("http2-settings").is_none());
+}
+
+/// Calls a unary method through the router as a gRPC client does.
+async fn grpc_call(addr: SocketAddr, message: &[u8]) -> (u16, Bytes, Option<HeaderMap>) {
+    let response = h2c_client()
+        .request(
+            Request::post(format!(
+                "http://{addr}/inference.GRPCInferenceService/ModelInfer"
+            ))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Full::new(Bytes::from(grpc_frame(message))))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let collected = response.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned();
+    (status, collected.to_bytes(), trailers)
+}
+
+#[tokio::test]
+async fn grpc_calls_keep_their_trailers_and_are_compared_by_status_and_message() {
+    const ANSWER: &[u8] = b"\x0a\x05model";
+    for (shadow_reply, result) in [
+        (Reply::Grpc(ANSWER, "0"), "match"),
+        (Reply::Grpc(b"\x0a\x05other", "0"), "mismatch"),
+        (Reply::Grpc(ANSWER, "13"), "shadow_error"),
+    ] {
+        let stable = Served::new(Reply::Grpc(ANSWER, "0"));
+        let shadow = Served::new(shadow_reply);
+        let stable_addr = start_served(stable.clone()).await;
+        let shadow_addr = start_served(shadow.clone()).await;
+        let router = start_router(&flags(
+            stable_addr,
+            Some(shadow_addr),
+            &["--stable-protocol=h2c", "--shadow-protocol=h2c"],
+        ))
+        .await;
+        let (status, body, trailers) = grpc_call(router.addr, b"\x0a\x03req").await;
+        assert_eq!(status, 200);
+        assert_eq!(body, grpc_frame(ANSWER));
+        assert_eq!(trailers.expect("trailers").get("grpc-status").unwrap(), "0");
+        let text = wait_for_metric(
+            router.metrics,
+            &format!(r#"modelship_mirror_comparisons_total{{result="{result}"}}"#),
+            1.0,
+        )
+        .await;
+        for other in ["match", "mismatch", "shadow_error", "uncomparable"] {
+            if other != result {
+                let series = format!(r#"modelship_mirror_comparisons_total{{result="{other}"}}"#);
+                assert_eq!(sample(&text, &series).unwrap_or_default(), 0.0, "{text}");
+            }
+        }
+        let (version, headers) = shadow.seen().pop().expect("the shadow got the copy");
+        assert_eq!(version, Version::HTTP_2);
+        assert_eq!(headers.get("x-modelship-shadow").unwrap(), "1");
+        assert_eq!(headers.get("te").unwrap(), "trailers");
+        assert_eq!(headers.get("content-type").unwrap(), "application/grpc");
+        let (_, headers) = stable.seen().pop().unwrap();
+        assert_eq!(headers.get("te").unwrap(), "trailers");
+    }
+}
+
+#[tokio::test]
+async fn while_closing_an_h2c_connection_gets_a_goaway_after_an_answer() {
+    let stable_addr = start_upstream(Upstream {
+        label: "a",
+        ..Default::default()
+    })
+    .await;
+    let mut router = start_router(&flags(stable_addr, None, &["--shutdown-delay=30s"])).await;
+    let stream = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let closed = tokio::spawn(connection);
+    let addr = router.addr;
+    let request = || {
+        Request::post(format!("http://{addr}/predict"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(BODY.as_bytes())))
+            .unwrap()
+    };
+    assert_eq!(sender.send_request(request()).await.unwrap().status(), 201);
+
+    router.stop.take().unwrap().send(()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = client()
+            .get(format!("http://{}/readyz", router.metrics).parse().unwrap())
+            .await
+            .unwrap();
+        if response.status() == 503 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the router never became unready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Still served while closing, without `Connection: close` (an HTTP/2 client would reject
+    // the answer), then the connection closes long before the shutdown delay is over.
+    let response = sender.send_request(request()).await.unwrap();
+    assert_eq!(response.status(), 201);
+    assert!(response.headers().get("connection").is_none());
+    response.into_body().collect().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .expect("the connection is still open")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_grpc_error_of_stable_reaches_the_client_and_is_uncomparable() {
+    let stable_addr = start_served(Served::new(Reply::GrpcStatusOnly("5"))).await;
+    let shadow_addr = start_served(Served::new(Reply::Grpc(b"\x0a\x01a", "0"))).await;
+    let router = start_router(&flags(
+        stable_addr,
+        Some(shadow_addr),
+        &["--stable-protocol=h2c", "--shadow-protocol=h2c"],
+    ))
+    .await;
+    let response = h2c_client()
+        .request(
+            Request::post(format!("http://{}/pkg.Service/Method", router.addr))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(Full::new(Bytes::from(grpc_frame(b"\x0a\x01q"))))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers().get("grpc-status").unwrap(), "5");
+    assert!(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .is_empty()
+    );
+    wait_for_metric(
+        router.metrics,
+        r#"modelship_mirror_comparisons_total{result="uncomparable"}"#,
+        1.0,
+    )
+    .await;
+}
 mod abuse;
