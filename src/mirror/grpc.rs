@@ -2,8 +2,13 @@
 //!
 //! A gRPC answer succeeded only with HTTP status 200 and `grpc-status: 0`, found in the
 //! trailers or, for a trailers-only answer, in the headers. A unary answer's body is one
-//! length-prefixed message (a 1-byte compression flag and a 4-byte big-endian length); the
-//! comparison looks at the messages' bytes.
+//! length-prefixed message (a 1-byte compression flag and a 4-byte big-endian length).
+//!
+//! Answers of the Open Inference Protocol's `ModelInfer` (KServe, Triton, MLServer) are
+//! decoded and compared output by output (`modelship_oip::compare`): matched by name, the
+//! same shape and datatype, numbers within the tolerance, the rest exactly; an answer that
+//! does not decode is `uncomparable`. The outputs' values are recorded as each track's
+//! predictions. Other methods are compared by their messages' bytes.
 //!
 //! Outcomes, as for JSON (see `compare`): stable failed, did not succeed, or sent a body that
 //! is not one uncompressed message: `uncomparable`; the shadow failed or did not succeed:
@@ -12,8 +17,24 @@
 use hyper::HeaderMap;
 use hyper::header::{self, HeaderName, HeaderValue};
 
-use super::compare::{Answer, Judgement, Outcome};
+use modelship_oip::proto::ModelInferResponse;
+use modelship_oip::{Value, decode_unary, for_each_output_value};
+
+use super::compare::{Answer, Judgement, Outcome, Prediction};
 use super::headers::strip_hop_by_hop;
+use super::metrics::Track;
+
+/// The path of the Open Inference Protocol's inference call.
+const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
+/// Numeric differences recorded per compared answer, spread over all the pairs.
+const MAX_DIFFS: usize = 64;
+/// Output values recorded per answer as predictions.
+const MAX_PREDICTIONS: usize = 4096;
+
+/// Whether a request path calls the Open Inference Protocol's `ModelInfer`.
+pub fn is_model_infer(path: &str) -> bool {
+    path.ends_with(MODEL_INFER)
+}
 
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
@@ -94,12 +115,14 @@ fn succeeded<'a>(answer: Answer<'a>, grpc: Option<Grpc>) -> Option<&'a [u8]> {
     }
 }
 
-/// Judges a pair of gRPC answers (see the module documentation for the rules). `grpc` is
-/// what each side's answer said of itself; `None` for an answer that is not gRPC.
+/// Judges a pair of gRPC answers (see the module documentation). With `oip`, the answers
+/// are `ModelInfer` responses: compared by output, and their values handed to `predictions`.
 pub fn judge(
     stable: (Answer<'_>, Option<Grpc>),
     shadow: (Answer<'_>, Option<Grpc>),
     tolerance: f64,
+    oip: bool,
+    mut predictions: impl FnMut(Track, Prediction<'_>),
 ) -> Judgement {
     let mut abs_diffs = Vec::new();
     let outcome = match (succeeded(stable.0, stable.1), shadow.0) {
@@ -108,11 +131,13 @@ pub fn judge(
         (Some(stable), shadow_answer) => match succeeded(shadow_answer, shadow.1) {
             None => Outcome::ShadowError,
             Some(shadow) => match (unary_message(stable), unary_message(shadow)) {
-                (Some(stable), Some(shadow)) => {
+                (Some(_), Some(_)) if oip => {
                     let outcome;
-                    (outcome, abs_diffs) = judge_grpc(stable, shadow, tolerance);
+                    (outcome, abs_diffs) = judge_oip(stable, shadow, tolerance, &mut predictions);
                     outcome
                 }
+                (Some(stable), Some(shadow)) if stable == shadow => Outcome::Match,
+                (Some(_), Some(_)) => Outcome::Mismatch,
                 _ => Outcome::Uncomparable,
             },
         },
@@ -124,16 +149,60 @@ pub fn judge(
     }
 }
 
-/// Compares the messages of two successful unary answers: for now their bytes, exactly (the
-/// tolerance is for a comparison that knows the messages' fields). Returns the outcome and
-/// the absolute differences of the numbers compared.
-pub fn judge_grpc(stable: &[u8], shadow: &[u8], _tolerance: f64) -> (Outcome, Vec<f64>) {
-    let outcome = if stable == shadow {
+/// Compares two `ModelInferResponse` bodies (framed, as received).
+fn judge_oip(
+    stable: &[u8],
+    shadow: &[u8],
+    tolerance: f64,
+    predictions: &mut impl FnMut(Track, Prediction<'_>),
+) -> (Outcome, Vec<f64>) {
+    // The framing was checked: the body's length bounds the message.
+    let decode = |body: &[u8]| decode_unary::<ModelInferResponse>(body, body.len());
+    let stable = match decode(stable) {
+        Ok(stable) => stable,
+        Err(error) => {
+            tracing::debug!(%error, "stable's ModelInfer answer does not decode");
+            return (Outcome::Uncomparable, Vec::new());
+        }
+    };
+    record(&stable, Track::Stable, predictions);
+    let shadow = match decode(shadow) {
+        Ok(shadow) => shadow,
+        Err(error) => {
+            // Stable's answer was a valid one: the shadow answered something else.
+            tracing::debug!(%error, "the shadow's ModelInfer answer does not decode");
+            return (Outcome::Mismatch, Vec::new());
+        }
+    };
+    record(&shadow, Track::Shadow, predictions);
+    let comparison = modelship_oip::compare(&stable, &shadow, tolerance, MAX_DIFFS);
+    let mut diffs = comparison.abs_diffs;
+    // A NaN against a number is recorded as infinite by the comparison: not a difference
+    // the histogram can hold, and already a mismatch.
+    diffs.retain(|d| d.is_finite());
+    let outcome = if comparison.agree {
         Outcome::Match
     } else {
+        tracing::debug!(reason = comparison.reason, "ModelInfer answers differ");
         Outcome::Mismatch
     };
-    (outcome, Vec::new())
+    (outcome, diffs)
+}
+
+fn record(
+    response: &ModelInferResponse,
+    track: Track,
+    predictions: &mut impl FnMut(Track, Prediction<'_>),
+) {
+    for_each_output_value(response, MAX_PREDICTIONS, |_, value| match value {
+        Value::Number(n) => predictions(track, Prediction::Number(n)),
+        Value::Bool(b) => predictions(track, Prediction::Bool(b)),
+        Value::Bytes(bytes) => {
+            if let Ok(label) = std::str::from_utf8(bytes) {
+                predictions(track, Prediction::Label(label));
+            }
+        }
+    });
 }
 
 #[cfg(test)]
@@ -230,7 +299,11 @@ mod tests {
         fn ok(body: &[u8]) -> (Answer<'_>, Option<Grpc>) {
             (Answer::Response { status: 200, body }, OK)
         }
-        let outcome = |stable, shadow| judge(stable, shadow, 0.0).outcome.unwrap();
+        let outcome = |stable, shadow| {
+            judge(stable, shadow, 0.0, false, |_, _| {})
+                .outcome
+                .unwrap()
+        };
         assert_eq!(outcome(ok(&a), ok(&a)), Outcome::Match);
         assert_eq!(outcome(ok(&a), ok(&b)), Outcome::Mismatch);
         let failed = Some(Grpc { status: Some(13) });
@@ -277,5 +350,101 @@ mod tests {
         );
         assert_eq!(outcome(error, ok(&a)), Outcome::Uncomparable);
         assert_eq!(outcome(ok(b"\x01\0\0\0\0"), ok(&a)), Outcome::Uncomparable);
+    }
+
+    fn infer_response(scores: &[f32], labels: &[&str]) -> Vec<u8> {
+        use modelship_oip::proto::InferTensorContents;
+        use modelship_oip::proto::model_infer_response::InferOutputTensor;
+        let n = scores.len() as i64;
+        let response = ModelInferResponse {
+            model_name: "churn".into(),
+            model_version: "v1".into(),
+            outputs: vec![
+                InferOutputTensor {
+                    name: "score".into(),
+                    datatype: "FP32".into(),
+                    shape: vec![n],
+                    contents: Some(InferTensorContents {
+                        fp32_contents: scores.to_vec(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                InferOutputTensor {
+                    name: "label".into(),
+                    datatype: "BYTES".into(),
+                    shape: vec![n],
+                    contents: Some(InferTensorContents {
+                        bytes_contents: labels.iter().map(|l| l.as_bytes().to_vec()).collect(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        modelship_oip::encode_frame(&response).to_vec()
+    }
+
+    #[test]
+    fn model_infer_answers_compare_by_output() {
+        let stable = infer_response(&[0.25, 0.75], &["stay", "churn"]);
+        let close = infer_response(&[0.2500001, 0.75], &["stay", "churn"]);
+        let moved = infer_response(&[0.25, 0.35], &["stay", "stay"]);
+        let judge_oip = |stable: &[u8], shadow: &[u8], tolerance| {
+            let mut seen = Vec::new();
+            let judgement = judge(
+                (
+                    Answer::Response {
+                        status: 200,
+                        body: stable,
+                    },
+                    OK,
+                ),
+                (
+                    Answer::Response {
+                        status: 200,
+                        body: shadow,
+                    },
+                    OK,
+                ),
+                tolerance,
+                true,
+                |track, p| seen.push(format!("{}:{p:?}", track.label())),
+            );
+            (judgement.outcome.unwrap(), judgement.abs_diffs, seen)
+        };
+        let (outcome, diffs, seen) = judge_oip(&stable, &close, 1e-3);
+        assert_eq!(outcome, Outcome::Match);
+        assert_eq!(diffs.len(), 2);
+        assert!(diffs[0] > 0.0 && diffs[0] < 1e-3, "{diffs:?}");
+        assert_eq!(seen.len(), 8, "{seen:?}");
+        assert!(
+            seen.contains(&r#"shadow:Label("churn")"#.to_owned()),
+            "{seen:?}"
+        );
+        // Another model version in the answer is not a disagreement; other outputs are.
+        let (outcome, _, _) = judge_oip(&stable, &moved, 1e-3);
+        assert_eq!(outcome, Outcome::Mismatch);
+        let (outcome, _, _) = judge_oip(&stable, &close, 0.0);
+        assert_eq!(outcome, Outcome::Mismatch);
+        // Stable's answer is not a ModelInferResponse: nothing can be said.
+        let garbage = framed(b"\xff\xff\xff");
+        let (outcome, _, _) = judge_oip(&garbage, &stable, 1e-3);
+        assert_eq!(outcome, Outcome::Uncomparable);
+        // The shadow's is not one while stable's is: it answered something else.
+        let (outcome, _, _) = judge_oip(&stable, &garbage, 1e-3);
+        assert_eq!(outcome, Outcome::Mismatch);
+    }
+
+    #[test]
+    fn model_infer_by_path() {
+        assert!(is_model_infer("/inference.GRPCInferenceService/ModelInfer"));
+        assert!(!is_model_infer(
+            "/inference.GRPCInferenceService/ModelReady"
+        ));
+        assert!(!is_model_infer(
+            "/tensorflow.serving.PredictionService/Predict"
+        ));
     }
 }

@@ -44,6 +44,7 @@ pub async fn mirror(
     let metrics = &router.metrics;
     metrics.in_flight().inc();
     let config = &router.config;
+    let oip = grpc::is_model_infer(request.uri().path());
     let shadow = async {
         let start = Instant::now();
         let call = async {
@@ -150,6 +151,8 @@ pub async fn mirror(
             (stable, stable_grpc),
             (shadow, shadow_grpc),
             config.tolerance,
+            oip,
+            |track, p| metrics.prediction(track, p),
         ),
         None => judge(stable, shadow, &router.pointers, config.tolerance),
     };

@@ -806,9 +806,8 @@ async fn an_h2c_upgrade_request_gets_stables_answer_in_http1() {
 async fn grpc_call(addr: SocketAddr, message: &[u8]) -> (u16, Bytes, Option<HeaderMap>) {
     let response = h2c_client()
         .request(
-            Request::post(format!(
-                "http://{addr}/inference.GRPCInferenceService/ModelInfer"
-            ))
+            // Not the Open Inference Protocol's method: these messages compare byte for byte.
+            Request::post(format!("http://{addr}/pkg.Predictor/Predict"))
             .header("content-type", "application/grpc")
             .header("te", "trailers")
             .body(Full::new(Bytes::from(grpc_frame(message))))
