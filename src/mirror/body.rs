@@ -1,6 +1,7 @@
 //! Bodies: bounded reading of a request body, the body forwarded to stable, and the body
 //! streamed to the client that copies what it streams for the comparison.
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
@@ -10,7 +11,9 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::oneshot;
 
 use super::budget::Reservation;
+use super::grpc;
 use super::grpc::Grpc;
+use super::metrics::{Code, Metrics, Track};
 use super::upstream::PooledBody;
 
 /// Stable's response body as the router reads it.
@@ -281,6 +284,33 @@ enum Inner {
 pub struct ClientBody {
     inner: Inner,
     tap: Option<Tap>,
+    pending: Option<Pending>,
+}
+
+/// A gRPC answer of stable's not counted yet: its status comes with the trailers.
+pub struct Pending {
+    metrics: Arc<Metrics>,
+    track: Track,
+    seconds: f64,
+}
+
+impl Pending {
+    pub fn new(metrics: Arc<Metrics>, track: Track, seconds: f64) -> Self {
+        Pending {
+            metrics,
+            track,
+            seconds,
+        }
+    }
+
+    /// Counts the answer with the HTTP status of its gRPC status; without one (no trailers,
+    /// or the stream broke) as an error.
+    fn count(self, trailers: Option<&HeaderMap>) {
+        let code = trailers
+            .and_then(grpc::status)
+            .map_or(Code::Error, |s| Code::Status(grpc::http_equivalent(s)));
+        self.metrics.request(self.track, code, self.seconds);
+    }
 }
 
 impl ClientBody {
@@ -288,6 +318,7 @@ impl ClientBody {
         ClientBody {
             inner: Inner::Upstream(body),
             tap,
+            pending: None,
         }
     }
 
@@ -295,7 +326,14 @@ impl ClientBody {
         ClientBody {
             inner: Inner::Full(Some(body.into())),
             tap: None,
+            pending: None,
         }
+    }
+
+    /// Counts a gRPC answer once its trailers have streamed (see [`Pending`]).
+    pub fn counting(mut self, pending: Option<Pending>) -> Self {
+        self.pending = pending;
+        self
     }
 }
 
@@ -312,6 +350,12 @@ impl Body for ClientBody {
             Inner::Full(body) => Poll::Ready(body.take().map(|b| Ok(Frame::data(b)))),
             Inner::Upstream(body) => {
                 let frame = ready!(Pin::new(body).poll_frame(cx));
+                if let Some(Ok(frame)) = &frame
+                    && let Some(trailers) = frame.trailers_ref()
+                    && let Some(pending) = this.pending.take()
+                {
+                    pending.count(Some(trailers));
+                }
                 if let Some(tap) = this.tap.as_mut() {
                     match &frame {
                         Some(Ok(frame)) => {
@@ -351,6 +395,10 @@ impl Drop for ClientBody {
     fn drop(&mut self) {
         // hyper may stop polling once the body reports its end, so the end is either seen
         // (`done`) or reported by the inner body.
+        // Counted before the comparison hears of the answer, so that the two agree.
+        if let Some(pending) = self.pending.take() {
+            pending.count(None);
+        }
         let ended = self.is_end_stream();
         if let Some(tap) = self.tap.as_mut() {
             let complete = tap.done || ended;

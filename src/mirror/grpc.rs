@@ -31,6 +31,27 @@ const MAX_DIFFS: usize = 64;
 /// Output values recorded per answer as predictions.
 const MAX_PREDICTIONS: usize = 4096;
 
+/// The HTTP status of the same meaning as a gRPC status (the mapping of gRPC's
+/// `http-grpc-status-mapping.md` read backwards, as grpc-gateway does), so that a gRPC error
+/// counts in `modelship_mirror_requests_total{code}` like an HTTP one and the error-rate
+/// queries (`code!~"[1-4].."`) see it.
+pub fn http_equivalent(status: u32) -> u16 {
+    match status {
+        0 => 200,
+        1 => 499,          // CANCELLED
+        3 | 9 | 11 => 400, // INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE
+        4 => 504,          // DEADLINE_EXCEEDED
+        5 => 404,          // NOT_FOUND
+        6 | 10 => 409,     // ALREADY_EXISTS, ABORTED
+        7 => 403,          // PERMISSION_DENIED
+        8 => 429,          // RESOURCE_EXHAUSTED
+        12 => 501,         // UNIMPLEMENTED
+        14 => 503,         // UNAVAILABLE
+        16 => 401,         // UNAUTHENTICATED
+        _ => 500,          // UNKNOWN, INTERNAL, DATA_LOSS and codes gRPC does not define
+    }
+}
+
 /// Whether a request path calls the Open Inference Protocol's `ModelInfer`.
 pub fn is_model_infer(path: &str) -> bool {
     path.ends_with(MODEL_INFER)
@@ -446,5 +467,55 @@ mod tests {
         assert!(!is_model_infer(
             "/tensorflow.serving.PredictionService/Predict"
         ));
+    }
+
+    #[test]
+    fn grpc_errors_count_as_http_errors() {
+        assert_eq!(http_equivalent(0), 200);
+        for server_side in [2, 4, 12, 13, 14, 15, 99] {
+            assert!(http_equivalent(server_side) >= 500, "{server_side}");
+        }
+        for client_side in [3, 5, 7, 8, 16] {
+            assert!(
+                (400..500).contains(&http_equivalent(client_side)),
+                "{client_side}"
+            );
+        }
+    }
+
+    #[test]
+    fn rest_answers_of_the_protocol_compare_with_pointers() {
+        use super::super::compare::{Pointer, judge as judge_json};
+        let stable = br#"{"model_name":"churn","model_version":"v1","outputs":[
+            {"name":"score","datatype":"FP32","shape":[2],"data":[0.25,0.75]},
+            {"name":"label","datatype":"BYTES","shape":[2],"data":["stay","churn"]}]}"#;
+        let close = br#"{"model_name":"churn","model_version":"v2","outputs":[
+            {"name":"score","datatype":"FP32","shape":[2],"data":[0.2500001,0.75]},
+            {"name":"label","datatype":"BYTES","shape":[2],"data":["stay","churn"]}]}"#;
+        let flipped = br#"{"model_name":"churn","model_version":"v2","outputs":[
+            {"name":"score","datatype":"FP32","shape":[2],"data":[0.25,0.35]},
+            {"name":"label","datatype":"BYTES","shape":[2],"data":["stay","stay"]}]}"#;
+        let pointers = [
+            Pointer::parse("/outputs/0/data"),
+            Pointer::parse("/outputs/1/data"),
+        ];
+        let outcome = |shadow: &[u8]| {
+            judge_json(
+                Answer::Response {
+                    status: 200,
+                    body: stable,
+                },
+                Answer::Response {
+                    status: 200,
+                    body: shadow,
+                },
+                &pointers,
+                1e-3,
+            )
+            .outcome
+            .unwrap()
+        };
+        assert_eq!(outcome(close), Outcome::Match);
+        assert_eq!(outcome(flipped), Outcome::Mismatch);
     }
 }

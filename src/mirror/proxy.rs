@@ -14,7 +14,7 @@ use hyper::{Request, Response, StatusCode, Uri};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::args::{Config, Upstream};
-use super::body::{Captured, ClientBody, Collected, Tap, UpstreamBody, collect_bounded};
+use super::body::{Captured, ClientBody, Collected, Pending, Tap, UpstreamBody, collect_bounded};
 use super::breaker::Breaker;
 use super::budget::Budget;
 use super::compare::{Outcome, Pointer};
@@ -239,10 +239,26 @@ impl Router {
         match sent {
             Ok(Ok(response)) => {
                 let status = response.status();
-                self.metrics
-                    .request(Track::Stable, Code::Status(status.as_u16()), elapsed);
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
+                let grpc = grpc::Grpc::of(&parts.headers);
+                // A gRPC answer's status is in its trailers (unless it came without a body):
+                // it is counted once they have streamed to the client.
+                let pending = match grpc {
+                    Some(grpc::Grpc { status: Some(code) }) if status == StatusCode::OK => {
+                        let code = Code::Status(grpc::http_equivalent(code));
+                        self.metrics.request(Track::Stable, code, elapsed);
+                        None
+                    }
+                    Some(_) if status == StatusCode::OK => {
+                        Some(Pending::new(self.metrics.clone(), Track::Stable, elapsed))
+                    }
+                    _ => {
+                        let code = Code::Status(status.as_u16());
+                        self.metrics.request(Track::Stable, code, elapsed);
+                        None
+                    }
+                };
                 let tap = captured.map(|tx| {
                     Tap::new(
                         status.as_u16(),
@@ -250,9 +266,10 @@ impl Router {
                         self.budget.reservation(),
                         tx,
                     )
-                    .grpc(grpc::Grpc::of(&parts.headers))
+                    .grpc(grpc)
                 });
-                Response::from_parts(parts, ClientBody::upstream(body, tap))
+                let body = ClientBody::upstream(body, tap).counting(pending);
+                Response::from_parts(parts, body)
             }
             Ok(Err(error)) => {
                 tracing::warn!(%error, "stable request failed");

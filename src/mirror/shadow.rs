@@ -101,7 +101,18 @@ pub async fn mirror(
         };
         let (code, seconds, answer) = match tokio::time::timeout(config.shadow_timeout, call).await
         {
-            Ok(Ok((status, head, answer))) => (Code::Status(status), head, answer),
+            Ok(Ok((status, head, answer))) => {
+                // A gRPC answer counts with the HTTP status of its gRPC status.
+                let code = match &answer {
+                    ShadowAnswer::Complete {
+                        grpc: Some(grpc), ..
+                    } if status == 200 => grpc
+                        .status
+                        .map_or(Code::Error, |s| Code::Status(grpc::http_equivalent(s))),
+                    _ => Code::Status(status),
+                };
+                (code, head, answer)
+            }
             Ok(Err(code)) => (code, start.elapsed().as_secs_f64(), ShadowAnswer::Failed),
             Err(_) => (
                 Code::Timeout,

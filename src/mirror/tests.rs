@@ -808,10 +808,10 @@ async fn grpc_call(addr: SocketAddr, message: &[u8]) -> (u16, Bytes, Option<Head
         .request(
             // Not the Open Inference Protocol's method: these messages compare byte for byte.
             Request::post(format!("http://{addr}/pkg.Predictor/Predict"))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .body(Full::new(Bytes::from(grpc_frame(message))))
-            .unwrap(),
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(Full::new(Bytes::from(grpc_frame(message))))
+                .unwrap(),
         )
         .await
         .unwrap();
@@ -854,6 +854,18 @@ async fn grpc_calls_keep_their_trailers_and_are_compared_by_status_and_message()
                 let series = format!(r#"modelship_mirror_comparisons_total{{result="{other}"}}"#);
                 assert_eq!(sample(&text, &series).unwrap_or_default(), 0.0, "{text}");
             }
+        }
+        // Requests count with the HTTP status of their gRPC status, so that the error-rate
+        // queries see gRPC errors.
+        let shadow_code = if result == "shadow_error" {
+            "500"
+        } else {
+            "200"
+        };
+        for (track, code) in [("stable", "200"), ("shadow", shadow_code)] {
+            let series =
+                format!(r#"modelship_mirror_requests_total{{code="{code}",track="{track}"}}"#);
+            assert_eq!(sample(&text, &series), Some(1.0), "{series}:\n{text}");
         }
         let (version, headers) = shadow.seen().pop().expect("the shadow got the copy");
         assert_eq!(version, Version::HTTP_2);
@@ -945,11 +957,20 @@ async fn a_grpc_error_of_stable_reaches_the_client_and_is_uncomparable() {
             .to_bytes()
             .is_empty()
     );
-    wait_for_metric(
+    let text = wait_for_metric(
         router.metrics,
         r#"modelship_mirror_comparisons_total{result="uncomparable"}"#,
         1.0,
     )
     .await;
+    // NOT_FOUND, counted as HTTP's.
+    assert_eq!(
+        sample(
+            &text,
+            r#"modelship_mirror_requests_total{code="404",track="stable"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
 }
 mod abuse;
