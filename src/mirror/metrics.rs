@@ -7,7 +7,7 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
 
-use super::compare::{Outcome, Prediction};
+use super::compare::{MAX_DIFFS, Outcome, Prediction};
 
 /// Which side of the router a request went to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +148,9 @@ impl Metrics {
         let abs_diff = Histogram::with_opts(
             HistogramOpts::new(
                 "modelship_mirror_abs_diff",
-                "Absolute differences between compared numeric predictions.",
+                format!(
+                    "Absolute differences between compared numeric predictions; at most {MAX_DIFFS} per answer, evenly spread over its pairs."
+                ),
             )
             .buckets(DIFF_BUCKETS.to_vec()),
         )?;
