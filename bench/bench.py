@@ -595,20 +595,23 @@ def wrk_summary(runs, args):
     add(f"wrk -t{args.wrk_threads} -c{args.wrk_connections} -d{args.wrk_duration}s --latency, POST, "
         f"{args.wrk_warmup}s warm-up not counted; nothing pinned; {os.cpu_count()} CPUs; median of {len(runs)} rounds")
     add("")
-    add("| round | target | req/s | p50 ms | p99 ms | proxy CPU µs/req | upstreams µs/req | wrk µs/req | other work CPU s | disagreement |")
-    add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    add("| round | target | req/s | p50 ms | p99 ms | proxy CPU µs/req | upstreams µs/req | wrk µs/req | other work CPU s | disagreement | copies dropped |")
+    add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for i, r in enumerate(runs, 1):
         for key, name in (("router", "modelship mirror"), ("nginx", "nginx mirror")):
             x = r[key]
             dis = f"{x['disagreement']:.3f}" if "disagreement" in x else ""
+            dropped = ""
+            if "comparisons" in x:
+                dropped = f"{sum(x['comparisons'].get(k, 0) for k in ('body_too_large', 'in_flight_limit', 'shadow_unavailable')):.0f}"
             add(f"| {i} | {name} | {x['rps']:.0f} | {x['p50_ms']:.3f} | {x['p99_ms']:.3f} | {us(x, 'proxy_cpu_s'):.1f} | "
-                f"{us(x, 'upstreams_cpu_s'):.1f} | {us(x, 'wrk_cpu_s'):.1f} | {x['other_cpu_s']:.1f} | {dis} |")
+                f"{us(x, 'upstreams_cpu_s'):.1f} | {us(x, 'wrk_cpu_s'):.1f} | {x['other_cpu_s']:.1f} | {dis} | {dropped} |")
     for key, name in (("router", "modelship mirror"), ("nginx", "nginx mirror")):
         m = lambda f: median([r[key][f] for r in runs])
         mu = lambda f: median([us(r[key], f) for r in runs])
         dis = f"{median([r[key]['disagreement'] for r in runs]):.3f}" if key == "router" else ""
         add(f"| median | {name} | {m('rps'):.0f} | {m('p50_ms'):.3f} | {m('p99_ms'):.3f} | {mu('proxy_cpu_s'):.1f} | "
-            f"{mu('upstreams_cpu_s'):.1f} | {mu('wrk_cpu_s'):.1f} | {m('other_cpu_s'):.1f} | {dis} |")
+            f"{mu('upstreams_cpu_s'):.1f} | {mu('wrk_cpu_s'):.1f} | {m('other_cpu_s'):.1f} | {dis} | |")
     add("")
     ratios = [r["router"]["rps"] / r["nginx"]["rps"] for r in runs]
     p99s = [r["router"]["p99_ms"] / r["nginx"]["p99_ms"] for r in runs]
