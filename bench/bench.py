@@ -621,6 +621,12 @@ def wrk_summary(runs, args):
     add("|---|---|---:|---|")
     add(f"| router req/s / nginx req/s | {', '.join(f'{x:.2f}' for x in ratios)} | {tput:.2f} | >= 2: {'met' if tput >= 2 else 'MISSED'} |")
     add(f"| router p99 / nginx p99 | {', '.join(f'{x:.2f}' for x in p99s)} | {p99:.2f} | <= 1: {'met' if p99 <= 1 else 'MISSED'} |")
+    # What each request costs the processes under test together (proxy, upstreams, wrk): the
+    # throughput ratio both would reach with the same CPU, whatever else ran meanwhile.
+    def cost(x):
+        return us(x, "proxy_cpu_s") + us(x, "upstreams_cpu_s") + us(x, "wrk_cpu_s")
+    costs = [cost(r["nginx"]) / cost(r["router"]) for r in runs]
+    add(f"| CPU per request, nginx side / router side | {', '.join(f'{x:.2f}' for x in costs)} | {median(costs):.2f} | |")
     return "\n".join(lines)
 
 
