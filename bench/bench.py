@@ -12,6 +12,9 @@ Each run measures, for every scenario (healthy shadow, shadow 10x slower, shadow
 Figures are medians over the runs; ratios are taken within each run, then their median.
 
 Run through bench/run.sh, which builds the binaries and the generator and installs nginx.
+
+`--wrk` measures instead as a user would (see `wrk_main`): wrk against the router and against
+nginx's mirror, both in front of two nginx upstreams, nothing pinned.
 """
 import argparse
 import json
@@ -391,6 +394,257 @@ def summarize(runs):
     return "\n".join(lines)
 
 
+# --- wrk mode -------------------------------------------------------------------------
+# The setting a user reproduces with stock tools: two nginx upstreams answering a fixed JSON
+# prediction (the shadow differently on about a tenth of requests), the router or nginx's
+# mirror in front of them, and wrk as the client; no process pinned, default threads.
+
+UPSTREAM_CONF = """
+worker_processes {workers};
+daemon off;
+master_process on;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    keepalive_requests 1000000;
+    # The shadow answers differently on {differ}% of requests, decided per request.
+    split_clients "${{request_id}}" $variant {{ {differ}% other; * same; }}
+    map $variant $answer {{
+        same  '{same}';
+        other '{other}';
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        default_type application/json;
+        location = /__health {{ return 200 "ok\\n"; }}
+        location / {{ return 200 '{answer}'; }}
+    }}
+}}
+"""
+
+STABLE_ANSWER = '{"model_version":"v1","predictions":[{"score":0.7311,"label":"churn"},{"score":0.1824,"label":"stay"}]}'
+SHADOW_SAME = '{"model_version":"v2","predictions":[{"score":0.7311,"label":"churn"},{"score":0.1824,"label":"stay"}]}'
+SHADOW_OTHER = '{"model_version":"v2","predictions":[{"score":0.4502,"label":"stay"},{"score":0.1824,"label":"stay"}]}'
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = '{body}'
+wrk.headers["Content-Type"] = "application/json"
+-- One JSON line with the exact figures; wrk's own report is printed before it.
+done = function(summary, latency, requests)
+  io.write(string.format(
+    '{{"requests":%d,"duration_us":%d,"errors":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"p999_us":%d,"max_us":%d}}\\n',
+    summary.requests, summary.duration,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9), latency.max))
+end
+"""
+
+
+def ticks_of(pids):
+    return sum(cpu_ticks(p) for p in pids)
+
+
+def tree(proc):
+    return [proc.pid] + children(proc.pid)
+
+
+def comparisons(metrics_port):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith("modelship_mirror_comparisons_total{") or line.startswith("modelship_mirror_dropped_total{"):
+            counts[line.split('"')[1]] = float(line.split()[-1])
+    return counts
+
+
+class WrkBench(Bench):
+    def start(self, name, argv, cpus=None, env=None, ready=None):
+        # Nothing pinned: every process may run on every CPU, as in a user's set-up.
+        proc = Proc(name, argv, self.args.all_cpus, self.logs, env)
+        self.procs.append(proc)
+        if ready:
+            wait_http(ready)
+        return proc
+
+    def upstream(self, name, port, answer):
+        prefix = tempfile.mkdtemp(prefix=f"{name}-", dir=self.out)
+        conf = os.path.join(prefix, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(UPSTREAM_CONF.format(prefix=prefix, port=port, workers=self.args.upstream_workers,
+                                         differ=self.args.differ_percent, same=SHADOW_SAME,
+                                         other=SHADOW_OTHER, answer=answer))
+        proc = self.start(name, [self.args.nginx, "-p", prefix, "-c", conf, "-e", os.path.join(prefix, "error.log")])
+        wait_http(f"http://127.0.0.1:{port}/__health")
+        return proc
+
+    def router(self, port, metrics_port, stable, shadow):
+        return self.start(
+            "router",
+            [self.args.modelship, "--log", "warn", "mirror", "--listen", f"127.0.0.1:{port}",
+             "--metrics-listen", f"127.0.0.1:{metrics_port}", "--stable", f"http://127.0.0.1:{stable}",
+             "--shadow", f"http://127.0.0.1:{shadow}", "--mirror-percent", "100",
+             "--compare-pointer", "/predictions", "--shadow-timeout", "5s", "--connect-timeout", "1s"],
+            ready=f"http://127.0.0.1:{metrics_port}/readyz",
+        )
+
+    def nginx(self, port, stable, shadow):
+        prefix = tempfile.mkdtemp(prefix="nginx-", dir=self.out)
+        conf = os.path.join(prefix, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(NGINX_CONF.format(prefix=prefix, port=port, stable=stable, shadow=shadow, workers="auto"))
+        proc = self.start("nginx", [self.args.nginx, "-p", prefix, "-c", conf, "-e", os.path.join(prefix, "error.log")])
+        wait_http(f"http://127.0.0.1:{port}/__health")
+        return proc
+
+    def wrk(self, port, duration):
+        """One wrk run; returns its figures and its own CPU seconds."""
+        a = self.args
+        argv = [a.wrk_path, f"-t{a.wrk_threads}", f"-c{a.wrk_connections}", f"-d{duration}s", "--latency",
+                "-s", self.wrk_script, f"http://127.0.0.1:{port}/predict"]
+        with open(os.path.join(self.logs, "wrk.log"), "ab") as log:
+            popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log)
+            out = popen.stdout.read().decode()
+            _, status, usage = os.wait4(popen.pid, 0)
+            log.write(out.encode())
+        if status != 0:
+            raise SystemExit(f"wrk failed ({status}): {out}")
+        report = json.loads(out.strip().splitlines()[-1])
+        report["cpu_s"] = usage.ru_utime + usage.ru_stime
+        return report
+
+    def measure(self, label, port, proxy, upstreams, metrics_port=None):
+        a = self.args
+        if a.wrk_warmup:
+            self.wrk(port, a.wrk_warmup)
+        groups = {"proxy": tree(proxy), "upstreams": [p for u in upstreams for p in tree(u)]}
+        ours = [p for pids in groups.values() for p in pids]
+        before = {k: ticks_of(v) for k, v in groups.items()}
+        busy_before = cpus_busy()
+        metrics_before = comparisons(metrics_port) if metrics_port else {}
+        r = self.wrk(port, a.wrk_duration)
+        after = {k: ticks_of(v) for k, v in groups.items()}
+        busy_after = cpus_busy()
+        wall = r["duration_us"] / 1e6
+        result = {"rps": r["requests"] / wall, "p50_ms": r["p50_us"] / 1e3, "p90_ms": r["p90_us"] / 1e3,
+                  "p99_ms": r["p99_us"] / 1e3, "p999_ms": r["p999_us"] / 1e3, "errors": r["errors"],
+                  "requests": r["requests"]}
+        for k in groups:
+            result[f"{k}_cpu_s"] = (after[k] - before[k]) / TICK
+        result["wrk_cpu_s"] = r["cpu_s"]
+        busy = sum(busy_after.values()) - sum(busy_before.values())
+        # CPU time spent on the machine by anything but the processes under test and wrk.
+        result["other_cpu_s"] = max(0.0, busy / TICK - sum(result[f"{k}_cpu_s"] for k in groups) - r["cpu_s"])
+        result["wall_s"] = wall
+        if metrics_port:
+            m = comparisons(metrics_port)
+            d = {k: m.get(k, 0) - metrics_before.get(k, 0) for k in m}
+            judged = d.get("match", 0) + d.get("mismatch", 0)
+            result["comparisons"] = d
+            result["disagreement"] = d.get("mismatch", 0) / judged if judged else float("nan")
+        us = lambda k: result[k] / r["requests"] * 1e6
+        print(f"  {label}: {result['rps']:.0f} req/s, p50 {result['p50_ms']:.3f} ms, p99 {result['p99_ms']:.3f} ms; "
+              f"CPU µs/request: proxy {us('proxy_cpu_s'):.1f}, upstreams {us('upstreams_cpu_s'):.1f}, "
+              f"wrk {us('wrk_cpu_s'):.1f}; other work {result['other_cpu_s']:.1f} CPU s"
+              + (f"; disagreement {result['disagreement']:.4f} {result['comparisons']}" if metrics_port else ""),
+              file=sys.stderr)
+        if r["errors"]:
+            print(f"  warning: {label}: {r['errors']} wrk errors", file=sys.stderr)
+        return result
+
+    def run_once(self, index):
+        ports = {k: free_port() for k in ("stable", "shadow", "router", "metrics", "nginx")}
+        self.wrk_script = os.path.join(self.out, "post.lua")
+        with open(self.wrk_script, "w") as f:
+            f.write(WRK_SCRIPT.format(body=BODY.decode()))
+        stable = self.upstream("stable", ports["stable"], STABLE_ANSWER)
+        shadow = self.upstream("shadow", ports["shadow"], "$answer")
+        router = self.router(ports["router"], ports["metrics"], ports["stable"], ports["shadow"])
+        nginx = self.nginx(ports["nginx"], ports["stable"], ports["shadow"])
+        result = {}
+        try:
+            print(f"round {index}", file=sys.stderr)
+            # Alternate which goes first, so a drift of the machine's load favours neither.
+            order = [("router", router), ("nginx", nginx)]
+            for key, proc in (order if index % 2 else order[::-1]):
+                if key == "router":
+                    result[key] = self.measure("modelship mirror", ports["router"], router, [stable, shadow],
+                                               ports["metrics"])
+                else:
+                    result[key] = self.measure("nginx mirror", ports["nginx"], nginx, [stable, shadow])
+        finally:
+            for proc in (nginx, router, shadow, stable):
+                proc.stop()
+            self.procs.clear()
+        return result
+
+
+def wrk_summary(runs, args):
+    def us(r, k):
+        return r[k] / r["requests"] * 1e6
+
+    lines = []
+    add = lines.append
+    add(f"wrk -t{args.wrk_threads} -c{args.wrk_connections} -d{args.wrk_duration}s --latency, POST, "
+        f"{args.wrk_warmup}s warm-up not counted; nothing pinned; {os.cpu_count()} CPUs; median of {len(runs)} rounds")
+    add("")
+    add("| round | target | req/s | p50 ms | p99 ms | proxy CPU µs/req | upstreams µs/req | wrk µs/req | other work CPU s | disagreement | copies dropped |")
+    add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for i, r in enumerate(runs, 1):
+        for key, name in (("router", "modelship mirror"), ("nginx", "nginx mirror")):
+            x = r[key]
+            dis = f"{x['disagreement']:.3f}" if "disagreement" in x else ""
+            dropped = ""
+            if "comparisons" in x:
+                dropped = f"{sum(x['comparisons'].get(k, 0) for k in ('body_too_large', 'in_flight_limit', 'shadow_unavailable')):.0f}"
+            add(f"| {i} | {name} | {x['rps']:.0f} | {x['p50_ms']:.3f} | {x['p99_ms']:.3f} | {us(x, 'proxy_cpu_s'):.1f} | "
+                f"{us(x, 'upstreams_cpu_s'):.1f} | {us(x, 'wrk_cpu_s'):.1f} | {x['other_cpu_s']:.1f} | {dis} | {dropped} |")
+    for key, name in (("router", "modelship mirror"), ("nginx", "nginx mirror")):
+        m = lambda f: median([r[key][f] for r in runs])
+        mu = lambda f: median([us(r[key], f) for r in runs])
+        dis = f"{median([r[key]['disagreement'] for r in runs]):.3f}" if key == "router" else ""
+        add(f"| median | {name} | {m('rps'):.0f} | {m('p50_ms'):.3f} | {m('p99_ms'):.3f} | {mu('proxy_cpu_s'):.1f} | "
+            f"{mu('upstreams_cpu_s'):.1f} | {mu('wrk_cpu_s'):.1f} | {m('other_cpu_s'):.1f} | {dis} | |")
+    add("")
+    ratios = [r["router"]["rps"] / r["nginx"]["rps"] for r in runs]
+    p99s = [r["router"]["p99_ms"] / r["nginx"]["p99_ms"] for r in runs]
+    tput = median(ratios)
+    p99 = median(p99s)
+    add("| ratio | per round | median | goal |")
+    add("|---|---|---:|---|")
+    add(f"| router req/s / nginx req/s | {', '.join(f'{x:.2f}' for x in ratios)} | {tput:.2f} | >= 2: {'met' if tput >= 2 else 'MISSED'} |")
+    add(f"| router p99 / nginx p99 | {', '.join(f'{x:.2f}' for x in p99s)} | {p99:.2f} | <= 1: {'met' if p99 <= 1 else 'MISSED'} |")
+    # What each request costs the processes under test together (proxy, upstreams, wrk): the
+    # throughput ratio both would reach with the same CPU, whatever else ran meanwhile.
+    def cost(x):
+        return us(x, "proxy_cpu_s") + us(x, "upstreams_cpu_s") + us(x, "wrk_cpu_s")
+    costs = [cost(r["nginx"]) / cost(r["router"]) for r in runs]
+    add(f"| CPU per request, nginx side / router side | {', '.join(f'{x:.2f}' for x in costs)} | {median(costs):.2f} | |")
+    return "\n".join(lines)
+
+
+def wrk_main(args):
+    args.all_cpus = f"0-{os.cpu_count() - 1}"
+    bench = WrkBench(args)
+    runs = []
+    try:
+        for i in range(1, args.runs + 1):
+            runs.append(bench.run_once(i))
+            with open(os.path.join(args.out, "wrk-runs.json"), "w") as f:
+                json.dump(runs, f, indent=1)
+    finally:
+        for proc in bench.procs:
+            proc.stop()
+    print(wrk_summary(runs, args))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--modelship", required=True)
@@ -412,8 +666,23 @@ def main():
     parser.add_argument("--upstream-threads", type=int, default=1, help="worker threads of each model server")
     parser.add_argument("--rt-priority", type=int, default=10 if os.geteuid() == 0 else 0,
                         help="SCHED_FIFO priority during the fixed-rate measurements (0: off; needs root)")
+    parser.add_argument("--wrk", action="store_true",
+                        help="measure with wrk against nginx upstreams, nothing pinned (see wrk_main); "
+                             "--runs defaults to 3 then")
+    parser.add_argument("--wrk-path", default=shutil.which("wrk") or "/usr/bin/wrk")
+    parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument("--wrk-connections", type=int, default=32)
+    parser.add_argument("--wrk-duration", type=int, default=10, help="seconds per wrk measurement")
+    parser.add_argument("--wrk-warmup", type=int, default=2, help="seconds of wrk before each measurement, not counted")
+    parser.add_argument("--upstream-workers", default="1", help="worker processes of each nginx upstream (wrk mode)")
+    parser.add_argument("--differ-percent", type=float, default=10,
+                        help="share of requests the shadow upstream answers differently (wrk mode)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".out"))
     args = parser.parse_args()
+    if args.wrk:
+        if "--runs" not in sys.argv:
+            args.runs = 3
+        return wrk_main(args)
 
     bench = Bench(args)
     runs = []

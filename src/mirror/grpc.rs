@@ -20,14 +20,12 @@ use hyper::header::{self, HeaderName, HeaderValue};
 use modelship_oip::proto::ModelInferResponse;
 use modelship_oip::{Value, decode_unary, for_each_output_value};
 
-use super::compare::{Answer, Judgement, Outcome, Prediction};
+use super::compare::{Answer, DiffSink, Diffs, Judgement, MAX_DIFFS, Outcome, Prediction};
 use super::headers::strip_hop_by_hop;
 use super::metrics::Track;
 
 /// The path of the Open Inference Protocol's inference call.
 const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
-/// Numeric differences recorded per compared answer, spread over all the pairs.
-const MAX_DIFFS: usize = 64;
 /// Output values recorded per answer as predictions.
 const MAX_PREDICTIONS: usize = 4096;
 
@@ -144,8 +142,8 @@ pub fn judge(
     tolerance: f64,
     oip: bool,
     mut predictions: impl FnMut(Track, Prediction<'_>),
-) -> Judgement {
-    let mut abs_diffs = Vec::new();
+) -> Judgement<'static> {
+    let mut abs_diffs = Diffs::default();
     let outcome = match (succeeded(stable.0, stable.1), shadow.0) {
         (None, _) => Outcome::Uncomparable,
         (Some(_), Answer::TooLarge) => Outcome::Uncomparable,
@@ -153,8 +151,8 @@ pub fn judge(
             None => Outcome::ShadowError,
             Some(shadow) => match (unary_message(stable), unary_message(shadow)) {
                 (Some(_), Some(_)) if oip => {
-                    let outcome;
-                    (outcome, abs_diffs) = judge_oip(stable, shadow, tolerance, &mut predictions);
+                    let (outcome, diffs) = judge_oip(stable, shadow, tolerance, &mut predictions);
+                    diffs.into_iter().for_each(|d| abs_diffs.push(d));
                     outcome
                 }
                 (Some(stable), Some(shadow)) if stable == shadow => Outcome::Match,
@@ -433,7 +431,11 @@ mod tests {
                 true,
                 |track, p| seen.push(format!("{}:{p:?}", track.label())),
             );
-            (judgement.outcome.unwrap(), judgement.abs_diffs, seen)
+            (
+                judgement.outcome.unwrap(),
+                judgement.abs_diffs.as_slice().to_vec(),
+                seen,
+            )
         };
         let (outcome, diffs, seen) = judge_oip(&stable, &close, 1e-3);
         assert_eq!(outcome, Outcome::Match);

@@ -1,13 +1,13 @@
 //! The router's Prometheus metrics. The registry belongs to the router, and every label value
 //! comes from a bounded set.
-use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
 
-use super::compare::{Outcome, Prediction};
+use super::compare::{MAX_DIFFS, Outcome, Prediction};
 
 /// Which side of the router a request went to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,7 +153,9 @@ impl Metrics {
         let abs_diff = Histogram::with_opts(
             HistogramOpts::new(
                 "modelship_mirror_abs_diff",
-                "Absolute differences between compared numeric predictions.",
+                format!(
+                    "Absolute differences between compared numeric predictions; at most {MAX_DIFFS} per answer, evenly spread over its pairs."
+                ),
             )
             .buckets(DIFF_BUCKETS.to_vec()),
         )?;
@@ -254,12 +256,22 @@ impl Metrics {
     }
 }
 
+/// A label with its own series.
+type Known = (Box<str>, IntCounter);
+
 /// Counts labels, keeping at most `max` distinct values; the rest go to `__other__`.
+///
+/// Every answer counts its labels here, from every worker thread at once, so a label seen
+/// before is found without a lock: the known labels are published once each, in slots read
+/// with one atomic load, and looked up by a scan (models have a handful of classes, and at
+/// most `max`). Only a new label takes the lock.
 struct LabelCounter {
     vec: IntCounterVec,
     track: &'static str,
-    max: usize,
-    known: Mutex<HashMap<Box<str>, IntCounter>>,
+    /// `max` slots; the first `published` are set.
+    slots: Box<[OnceLock<Known>]>,
+    published: AtomicUsize,
+    adding: Mutex<()>,
     other: IntCounter,
 }
 
@@ -269,24 +281,39 @@ impl LabelCounter {
         LabelCounter {
             vec,
             track,
-            max,
-            known: Mutex::new(HashMap::new()),
+            slots: (0..max).map(|_| OnceLock::new()).collect(),
+            published: AtomicUsize::new(0),
+            adding: Mutex::new(()),
             other,
         }
     }
 
+    fn find(&self, label: &str, known: usize) -> Option<&IntCounter> {
+        self.slots[..known]
+            .iter()
+            .filter_map(OnceLock::get)
+            .find(|(known, _)| **known == *label)
+            .map(|(_, counter)| counter)
+    }
+
     fn inc(&self, label: &str) {
-        // Counting is best effort: a poisoned lock still holds a usable map.
-        let mut known = self
-            .known
+        if let Some(counter) = self.find(label, self.published.load(Ordering::Acquire)) {
+            return counter.inc();
+        }
+        // Counting is best effort: a poisoned lock still guards the slots.
+        let _adding = self
+            .adding
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(counter) = known.get(label) {
+        // Another thread may have added it meanwhile.
+        let known = self.published.load(Ordering::Acquire);
+        if let Some(counter) = self.find(label, known) {
             counter.inc();
-        } else if admits(known.len(), self.max, label) {
+        } else if admits(known, self.slots.len(), label) {
             let counter = self.vec.with_label_values(&[self.track, label]);
             counter.inc();
-            known.insert(label.into(), counter);
+            let _ = self.slots[known].set((label.into(), counter));
+            self.published.store(known + 1, Ordering::Release);
         } else {
             self.other.inc();
         }

@@ -170,7 +170,7 @@ pub async fn mirror(
     if let Some(outcome) = judgement.outcome {
         metrics.comparison(outcome);
     }
-    for diff in &judgement.abs_diffs {
+    for diff in judgement.abs_diffs.as_slice() {
         metrics.abs_diff(*diff);
     }
     if let Some(document) = &judgement.stable {
