@@ -17,7 +17,7 @@
 #   make manifests     regenerate config/manifests/modelship.yaml from the chart
 #   make bench-analysis the analysis judge's benchmark (docs/analysis.md); BENCH_ARGS=--help
 #   make build-cluster build the pinned control plane, kubectl and helm (cached)
-#   make images        build the modelship, model-server and pause images (docker-archive
+#   make images        build the modelship, model-server, pause and churn-model images (docker-archive
 #                      tarballs in e2e/.images/) and import them into the real node's containerd
 #   make cluster-up / cluster-down / node-up / node-down / prometheus-up / prometheus-down
 #
