@@ -3,8 +3,8 @@
 //! trains a model onto a hostPath PersistentVolume that every stage pod and the model server
 //! mount, evaluates it, and the integration stage calls it served by model-server from that
 //! volume. The candidate passes its gates; a drifted data version then fails validation with
-//! exit code 3 before anything is trained. The operator runs as a local process under the
-//! chart's ServiceAccount.
+//! exit code 3 before anything is trained; a hyperparameter that underfits trains a model that
+//! fails its f1 gate. The operator runs as a local process under the chart's ServiceAccount.
 use std::os::unix::fs::chown;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -390,6 +390,35 @@ async fn the_example_project_trains_a_candidate_that_passes_its_gates_on_the_rea
             .expect("reading Jobs")
             .is_none()
     );
+
+    // Back to good data, with a hyperparameter that makes a worse model on purpose: it is
+    // trained and evaluated for real, fails its f1 gate, and is never served.
+    let underfit = json!({"spec": {
+        "data": {"version": "v1"},
+        "stages": {"train": stage("train", &["--c", "1e-6"], true)},
+    }});
+    pipelines
+        .patch(NAME, &PatchParams::default(), &Patch::Merge(&underfit))
+        .await
+        .expect("patching the data version and train's arguments");
+    let r3 = wait_run_done(&pipelines, "r3").await;
+    assert_eq!(r3["phase"], "Failed", "run r3: {r3:#}");
+    assert_eq!(r3["reason"], "GatesFailed", "run r3: {r3:#}");
+    let f1 = r3["gates"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["metric"] == "f1"))
+        .expect("the f1 gate");
+    assert_eq!(f1["verdict"], "Fail", "{f1}");
+    assert!(f1["value"].as_f64().unwrap() < 0.5, "{f1}");
+    let worse = r3["trainedArtifact"]["sha256"]
+        .as_str()
+        .expect("train's digest");
+    assert_ne!(
+        worse,
+        trained["sha256"].as_str().unwrap(),
+        "another model was written"
+    );
+    assert_eq!(stage_of(&r3, "integration")["phase"], "Pending", "{r3:#}");
 
     drop(operator);
     ns.delete().await;
