@@ -11,11 +11,13 @@
 #                      calls in the API server's audit log (e2e/src/bin/rbac-audit.rs)
 #   make install-plugin install the kubectl plugin (kubectl modelship) into $(PREFIX)/bin
 #   make test-alerts   unit-test the chart's alerts with promtool (e2e/alerts/test); part of make test
+#   make test-examples the example ML project's lint and unit tests (examples/churn-model), as its
+#                      pipeline's checks stage runs them; part of make test
 #   make crds          regenerate crds/ (and the chart's copy) from the Rust types
 #   make manifests     regenerate config/manifests/modelship.yaml from the chart
 #   make bench-analysis the analysis judge's benchmark (docs/analysis.md); BENCH_ARGS=--help
 #   make build-cluster build the pinned control plane, kubectl and helm (cached)
-#   make images        build the modelship, model-server and pause images (docker-archive
+#   make images        build the modelship, model-server, pause and churn-model images (docker-archive
 #                      tarballs in e2e/.images/) and import them into the real node's containerd
 #   make cluster-up / cluster-down / node-up / node-down / prometheus-up / prometheus-down
 #
@@ -25,12 +27,12 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: demo test test-alerts build lint crds manifests provider-crds bench-analysis build-cluster images cluster-up cluster-down node-up node-down prometheus-up prometheus-down
+.PHONY: demo test test-alerts test-examples build lint crds manifests provider-crds bench-analysis build-cluster images cluster-up cluster-down node-up node-down prometheus-up prometheus-down
 
 demo: cluster-up node-up images prometheus-up build
 	$(CARGO) run -q -p modelship-e2e --bin demo
 
-test: cluster-up node-up images prometheus-up provider-crds build lint test-alerts
+test: cluster-up node-up images prometheus-up provider-crds build lint test-alerts test-examples
 	since=$$(date -u +%Y-%m-%dT%H:%M:%SZ); \
 	$(CARGO) test --workspace --no-fail-fast -- --show-output; \
 	$(CARGO) run -q -p modelship-e2e --bin rbac-audit -- --since "$$since"
@@ -38,6 +40,17 @@ test: cluster-up node-up images prometheus-up provider-crds build lint test-aler
 # The chart's PrometheusRule, rendered, under `promtool test rules` (e2e/alerts/rules.test.yaml).
 test-alerts:
 	e2e/alerts/test
+
+# Debian's Python, where apt installs python3-sklearn and the rest (.ci/run does), not
+# whichever python3 comes first on PATH.
+PYTHON ?= /usr/bin/python3
+EXAMPLE_PACKAGES := python3-numpy python3-scipy python3-sklearn python3-pytest python3-pyflakes
+# The example's pyflakes and pytest through its own checks stage, which fails on a lint
+# finding, a failing test or a skipped one (its result goes to stderr).
+test-examples:
+	$(PYTHON) -c 'import numpy, scipy, sklearn, pytest, pyflakes' || \
+	  { echo "examples/churn-model needs Debian's $(EXAMPLE_PACKAGES) (apt-get install them)" >&2; exit 1; }
+	cd examples/churn-model && PYTHONPATH=src MODELSHIP_RESULT_FILE=/dev/null $(PYTHON) -m churn_model.checks
 
 # Formatting and clippy, warnings as errors.
 lint:
