@@ -203,32 +203,9 @@ async fn handle(
 /// `[N, features]`, typed or raw.
 fn instances(request: &ModelInferRequest, features: usize) -> Result<Vec<f64>, String> {
     let [input] = request.inputs.as_slice() else {
-        return Err(format!(
-            "expected one input, FP32 [N, {features}]; got {}",
-            request.inputs.len()
-        ));
+        return Err(crate::input::not_one(request.inputs.len(), features));
     };
-    if input.datatype != "FP32" {
-        return Err(format!(
-            "input {:?} is {}, expected FP32",
-            input.name, input.datatype
-        ));
-    }
-    let &[n, f] = input.shape.as_slice() else {
-        return Err(format!(
-            "input shape {:?}, expected [N, {features}]",
-            input.shape
-        ));
-    };
-    if usize::try_from(f).ok() != Some(features) {
-        return Err(format!(
-            "instances have {f} features, the model takes {features}"
-        ));
-    }
-    let count = usize::try_from(n)
-        .ok()
-        .and_then(|n| n.checked_mul(features))
-        .ok_or_else(|| format!("input shape {:?}, expected [N, {features}]", input.shape))?;
+    let count = crate::input::fp32_count(&input.name, &input.datatype, &input.shape, features)?;
     let (values, whole): (Vec<f64>, bool) = match request.raw_input_contents.first() {
         Some(raw) => {
             let (floats, rest) = raw.as_chunks::<4>();

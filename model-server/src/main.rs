@@ -33,6 +33,7 @@ use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, O
 use serde::{Deserialize, Serialize};
 
 mod grpc;
+mod input;
 mod knobs;
 mod model;
 mod rest;

@@ -58,32 +58,9 @@ fn flatten(data: &serde_json::Value, out: &mut Vec<f64>) -> bool {
 /// The instances of a request, flat, `features` values each.
 fn instances(request: &InferRequest, features: usize) -> Result<Vec<f64>, String> {
     let [input] = request.inputs.as_slice() else {
-        return Err(format!(
-            "expected one input, FP32 [N, {features}]; got {}",
-            request.inputs.len()
-        ));
+        return Err(crate::input::not_one(request.inputs.len(), features));
     };
-    if input.datatype != "FP32" {
-        return Err(format!(
-            "input {:?} is {}, expected FP32",
-            input.name, input.datatype
-        ));
-    }
-    let &[n, f] = input.shape.as_slice() else {
-        return Err(format!(
-            "input shape {:?}, expected [N, {features}]",
-            input.shape
-        ));
-    };
-    if usize::try_from(f).ok() != Some(features) {
-        return Err(format!(
-            "instances have {f} features, the model takes {features}"
-        ));
-    }
-    let count = usize::try_from(n)
-        .ok()
-        .and_then(|n| n.checked_mul(features))
-        .ok_or_else(|| format!("input shape {:?}, expected [N, {features}]", input.shape))?;
+    let count = crate::input::fp32_count(&input.name, &input.datatype, &input.shape, features)?;
     let mut values = Vec::new();
     if !flatten(&input.data, &mut values) {
         return Err("input data must hold numbers only".into());
