@@ -207,6 +207,23 @@ pub async fn predict_with(client: &reqwest::Client, base: &str) -> anyhow::Resul
         .ok_or_else(|| anyhow::anyhow!("no model_version in {answer}"))
 }
 
+/// `POST {base}/predict` of `instances` (feature vectors): the whole JSON answer.
+pub async fn predict_instances(
+    client: &reqwest::Client,
+    base: &str,
+    instances: &Value,
+) -> anyhow::Result<Value> {
+    Ok(client
+        .post(format!("{base}/predict"))
+        .timeout(Duration::from_secs(5))
+        .json(&json!({ "instances": instances }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
 /// The text of `base`'s `/metrics`, or nothing when it does not answer.
 pub async fn metrics(base: &str) -> String {
     match http_client()
