@@ -101,6 +101,12 @@ pub struct MirrorArgs {
     #[arg(long, env = "MODELSHIP_MIRROR_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
 
+    /// Threads serving clients, each with its own event loop and upstream connections; a
+    /// connection stays on the thread that accepted it. 0: one per CPU the router may use
+    /// (its CPU limit, when it has one).
+    #[arg(long, env = "MODELSHIP_MIRROR_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+
     /// Request headers removed from mirrored copies (comma-separated, case-insensitive).
     #[arg(
         long,
@@ -201,6 +207,8 @@ pub struct Config {
     pub request_body_timeout: Duration,
     pub header_timeout: Duration,
     pub max_connections: usize,
+    /// At least 1.
+    pub workers: usize,
     pub strip_headers: Vec<HeaderName>,
     pub request_id_header: HeaderName,
     pub max_labels: usize,
@@ -325,6 +333,10 @@ impl MirrorArgs {
             request_body_timeout: self.request_body_timeout,
             header_timeout: self.header_timeout,
             max_connections: self.max_connections,
+            workers: match self.workers {
+                0 => std::thread::available_parallelism().map_or(1, usize::from),
+                n => n,
+            },
             strip_headers,
             request_id_header,
             max_labels: self.max_labels,
@@ -424,6 +436,11 @@ mod tests {
         assert_eq!(config.stable.prefix, "");
         assert_eq!(config.stable_protocol, Protocol::Http1);
         assert_eq!(config.shadow_protocol, Protocol::Http1);
+        assert_eq!(
+            config.workers,
+            std::thread::available_parallelism().map_or(1, usize::from)
+        );
+        assert_eq!(parse(&["--workers=3"]).unwrap().workers, 3);
     }
 
     #[test]

@@ -391,7 +391,10 @@ fn parse_ok<'a>(answer: Answer<'a>, pointers: &[Pointer]) -> Option<Document<'a>
 
 /// Parses `body` exactly as `serde_json::from_slice::<Value>` would accept it.
 pub fn parse<'a>(body: &'a [u8], pointers: &[Pointer]) -> Option<Document<'a>> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    // JSON is UTF-8 as a whole: checked once here rather than string by string as
+    // `from_slice` does. serde_json accepts no body that is not.
+    let text = std::str::from_utf8(body).ok()?;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
     let parsed = Select::root(pointers)
         .deserialize(&mut deserializer)
         .and_then(|document| deserializer.end().map(|()| document));
@@ -399,7 +402,7 @@ pub fn parse<'a>(body: &'a [u8], pointers: &[Pointer]) -> Option<Document<'a>> {
         Ok(document) => Some(document),
         // Not JSON, or one of serde_json's special cases (see `RAW_VALUE_KEY`): whatever
         // serde_json makes of it, whole.
-        Err(_) => serde_json::from_slice(body).ok().map(Document::from_value),
+        Err(_) => serde_json::from_str(text).ok().map(Document::from_value),
     }
 }
 

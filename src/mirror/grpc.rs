@@ -15,13 +15,12 @@
 //! `shadow_error`; its body too large or not one uncompressed message: `uncomparable`;
 //! otherwise `match` or `mismatch`.
 use hyper::HeaderMap;
-use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderName};
 
 use modelship_oip::proto::ModelInferResponse;
 use modelship_oip::{Value, decode_unary, for_each_output_value};
 
 use super::compare::{Answer, DiffSink, Diffs, Judgement, MAX_DIFFS, Outcome, Prediction};
-use super::headers::strip_hop_by_hop;
 use super::metrics::Track;
 
 /// The path of the Open Inference Protocol's inference call.
@@ -101,21 +100,6 @@ impl Grpc {
 
     fn is_ok(self) -> bool {
         self.status == Some(0)
-    }
-}
-
-/// Removes hop-by-hop headers from a client's request, keeping `te: trailers`: gRPC servers
-/// require it, and HTTP/2 upstreams get it (HTTP/1.1 upstreams do not; see `upstream`).
-pub fn strip_hop_by_hop_keeping_te_trailers(headers: &mut HeaderMap) {
-    let trailers = headers.get_all(header::TE).iter().any(|value| {
-        value.to_str().is_ok_and(|list| {
-            list.split(',')
-                .any(|coding| coding.trim().eq_ignore_ascii_case("trailers"))
-        })
-    });
-    strip_hop_by_hop(headers);
-    if trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
@@ -227,6 +211,7 @@ fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::header::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -281,21 +266,6 @@ mod tests {
         assert_eq!(grpc.status, Some(13));
         assert!(Grpc::of(&headers(&[("content-type", "application/json")])).is_none());
         assert_eq!(status(&headers(&[("grpc-status", "x")])), None);
-    }
-
-    #[test]
-    fn te_trailers_survives_the_hop() {
-        let mut map = headers(&[
-            ("te", "trailers"),
-            ("connection", "te"),
-            ("content-type", "application/grpc"),
-        ]);
-        strip_hop_by_hop_keeping_te_trailers(&mut map);
-        assert_eq!(map.get(header::TE).unwrap(), "trailers");
-        assert!(map.get(header::CONNECTION).is_none());
-        let mut map = headers(&[("te", "gzip")]);
-        strip_hop_by_hop_keeping_te_trailers(&mut map);
-        assert!(map.get(header::TE).is_none());
     }
 
     #[test]

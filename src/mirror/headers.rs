@@ -16,7 +16,8 @@ pub const CREDENTIAL_HEADERS: [&str; 4] = [
 ];
 
 /// Headers that belong to one connection (RFC 9110 section 7.6.1), plus the de-facto ones.
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOPS: usize = 8;
+const HOP_BY_HOP: [HeaderName; HOPS] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -27,22 +28,50 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-/// Removes hop-by-hop headers, including those the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most requests have no `Connection` header: no allocation then.
-    if let Some(connection) = headers.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = connection
-            .to_str()
-            .unwrap_or_default()
-            .split(',')
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
+/// Removes hop-by-hop headers, including those the `Connection` header names. With
+/// `keep_te_trailers` (a client's request), `te: trailers` stays: gRPC servers require it, and
+/// HTTP/2 upstreams get it (HTTP/1.1 upstreams do not; see `upstream`).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
+    // One pass over the names finds which hop-by-hop headers are there (most messages carry
+    // none, or only `Connection`), instead of a hashed lookup for each of them.
+    let mut present = [false; HOPS];
+    for name in headers.keys() {
+        if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present[index] = true;
+        }
+    }
+    if !present.contains(&true) {
+        return;
+    }
+    let trailers = keep_te_trailers
+        && headers.get_all(header::TE).iter().any(|value| {
+            value.to_str().is_ok_and(|list| {
+                list.split(',')
+                    .any(|coding| coding.trim().eq_ignore_ascii_case("trailers"))
+            })
+        });
+    // `HOP_BY_HOP[0]` is `Connection`.
+    if present[0]
+        && let header::Entry::Occupied(entry) = headers.entry(header::CONNECTION)
+    {
+        // Taken out of the map, so the names they list can be removed without copying them.
+        let (_, mut values) = entry.remove_entry_mult();
+        let first = values.next();
+        let rest: Vec<HeaderValue> = values.collect();
+        for value in first.iter().chain(&rest) {
+            for name in value.to_str().unwrap_or_default().split(',') {
+                // A name that is not a valid header name finds nothing.
+                headers.remove(name.trim());
+            }
+        }
+    }
+    for (name, present) in HOP_BY_HOP.iter().zip(present) {
+        if present {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
@@ -86,9 +115,47 @@ mod tests {
             ("content-type", "application/json"),
             ("authorization", "Bearer t"),
         ]);
-        strip_hop_by_hop(&mut headers);
+        strip_hop_by_hop(&mut headers, false);
+        // The order of different fields carries no meaning (RFC 9110 section 5.3).
+        let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, vec!["authorization", "content-type"]);
+    }
+
+    #[test]
+    fn every_connection_header_line_counts() {
+        let mut headers = map(&[
+            ("connection", "x-one"),
+            ("connection", "X-Two , close"),
+            ("x-one", "1"),
+            ("x-two", "2"),
+            ("x-three", "3"),
+        ]);
+        strip_hop_by_hop(&mut headers, false);
         let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, vec!["content-type", "authorization"]);
+        assert_eq!(left, vec!["x-three"]);
+        // Nothing hop-by-hop: nothing changes.
+        let mut headers = map(&[("content-type", "a"), ("x-request-id", "1")]);
+        strip_hop_by_hop(&mut headers, true);
+        assert_eq!(headers.len(), 2);
+    }
+
+    #[test]
+    fn te_trailers_survives_the_hop_when_asked() {
+        let mut headers = map(&[
+            ("te", "trailers"),
+            ("connection", "te"),
+            ("content-type", "application/grpc"),
+        ]);
+        strip_hop_by_hop(&mut headers, true);
+        assert_eq!(headers.get(header::TE).unwrap(), "trailers");
+        assert!(headers.get(header::CONNECTION).is_none());
+        let mut headers = map(&[("te", "trailers")]);
+        strip_hop_by_hop(&mut headers, false);
+        assert!(headers.get(header::TE).is_none());
+        let mut headers = map(&[("te", "gzip")]);
+        strip_hop_by_hop(&mut headers, true);
+        assert!(headers.get(header::TE).is_none());
     }
 
     #[test]

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
 
 mod args;
 mod body;
@@ -69,13 +70,16 @@ pub async fn serve(
         stable = %config.stable.authority,
         shadow = config.shadow.as_ref().map(|s| s.authority.as_str()),
         mirror_percent = config.mirror_percent,
+        workers = config.workers,
         pointers = ?config.pointers,
         "mirroring router started"
     );
     let drain = config.shutdown_timeout;
     let delay = config.shutdown_delay;
+    let workers = config.workers;
     let closing = Arc::new(AtomicBool::new(false));
-    let router = Arc::new(proxy::Router::new(config, metrics.clone()));
+    let connections = Arc::new(Semaphore::new(config.max_connections));
+    let router = proxy::Router::new(config, metrics.clone());
     let ready = Arc::new(AtomicBool::new(true));
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_server = tokio::spawn(server::serve_metrics(
@@ -86,21 +90,61 @@ pub async fn serve(
             let _ = metrics_stopped.await;
         },
     ));
-    let close_connections = closing.clone();
-    let shutdown = async move {
-        shutdown.await;
-        // Not ready from the first moment of shutdown, so endpoints stop sending traffic here;
-        // keep serving meanwhile, closing each connection after its answer so clients reconnect
-        // elsewhere instead of racing a closed socket.
-        ready.store(false, Ordering::Relaxed);
-        close_connections.store(true, Ordering::Relaxed);
-        tracing::info!(
-            ?delay,
-            "shutting down: unready, closing connections after each answer"
-        );
-        tokio::time::sleep(delay).await;
-    };
-    server::serve_clients(listener, router, shutdown, drain, closing).await;
+
+    // One thread per worker, each with a single-threaded event loop accepting on its own copy
+    // of the listening socket, as nginx's worker processes do: a request's tasks, its
+    // connections to the tracks and its wake-ups stay on one thread, with nothing stolen
+    // between threads and no thread woken to look for work.
+    let listener = listener.into_std()?;
+    let (stop, stopping) = watch::channel(false);
+    let mut finished = Vec::with_capacity(workers);
+    for index in 0..workers {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let worker_listener = {
+            let _context = runtime.enter();
+            TcpListener::from_std(listener.try_clone()?)?
+        };
+        let router = Arc::new(router.worker());
+        let (closing, connections) = (closing.clone(), connections.clone());
+        let mut stopping = stopping.clone();
+        let (done, worker_finished) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("mirror-worker-{index}"))
+            .spawn(move || {
+                runtime.block_on(server::serve_clients(
+                    worker_listener,
+                    router,
+                    async move {
+                        let _ = stopping.wait_for(|stop| *stop).await;
+                    },
+                    drain,
+                    closing,
+                    connections,
+                ));
+                let _ = done.send(());
+            })?;
+        finished.push(worker_finished);
+    }
+    drop((listener, router, stopping));
+
+    shutdown.await;
+    // Not ready from the first moment of shutdown, so endpoints stop sending traffic here;
+    // keep serving meanwhile, closing each connection after its answer so clients reconnect
+    // elsewhere instead of racing a closed socket.
+    ready.store(false, Ordering::Relaxed);
+    closing.store(true, Ordering::Relaxed);
+    tracing::info!(
+        ?delay,
+        "shutting down: unready, closing connections after each answer"
+    );
+    tokio::time::sleep(delay).await;
+    let _ = stop.send(true);
+    for worker in finished {
+        // An error means the worker's thread ended without saying so: it is gone either way.
+        let _ = worker.await;
+    }
     let _ = stop_metrics.send(());
     match metrics_server.await {
         Ok(result) => result?,

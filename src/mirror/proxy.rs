@@ -18,14 +18,16 @@ use super::body::{Captured, ClientBody, Collected, Pending, Tap, UpstreamBody, c
 use super::breaker::Breaker;
 use super::budget::Budget;
 use super::compare::{Outcome, Pointer};
-use super::grpc::{self, strip_hop_by_hop_keeping_te_trailers};
+use super::grpc;
 use super::headers::{SHADOW_HEADER, shadow_headers, strip_hop_by_hop};
 use super::metrics::{Code, DropReason, Metrics, Track};
 use super::sample::{Decision, Sampler};
 use super::shadow;
 use super::upstream;
 
-/// Everything a request needs, shared by all connections.
+/// Everything a request needs, shared by the connections of one worker thread. The limits,
+/// the breaker and the metrics are shared by all workers; the upstream connections are each
+/// worker's own, so a request never waits on another thread's event loop.
 pub struct Router {
     pub(super) config: Config,
     pub(super) metrics: Arc<Metrics>,
@@ -36,7 +38,7 @@ pub struct Router {
     in_flight: Arc<Semaphore>,
     /// The memory every copy's bodies draw on.
     pub(super) budget: Budget,
-    pub(super) breaker: Breaker,
+    pub(super) breaker: Arc<Breaker>,
     /// `config.pointers`, parsed once.
     pub(super) pointers: Vec<Pointer>,
 }
@@ -49,25 +51,34 @@ impl Router {
             Sampler::new(0.0)
         };
         Router {
-            stable_client: upstream::Client::new(
-                config.stable.authority.clone(),
-                config.connect_timeout,
-                config.stable_protocol,
-            ),
-            shadow_client: config.shadow.as_ref().map(|shadow| {
-                upstream::Client::new(
-                    shadow.authority.clone(),
-                    config.connect_timeout,
-                    config.shadow_protocol,
-                )
-            }),
+            stable_client: stable_client(&config),
+            shadow_client: shadow_client(&config),
             pointers: config.pointers.iter().map(|p| Pointer::parse(p)).collect(),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             budget: Budget::new(config.max_copy_bytes),
-            breaker: Breaker::new(config.shadow_failures_before_pause, config.shadow_pause),
+            breaker: Arc::new(Breaker::new(
+                config.shadow_failures_before_pause,
+                config.shadow_pause,
+            )),
             sampler,
             metrics,
             config,
+        }
+    }
+
+    /// The router for another worker thread: the same limits, breaker and metrics, its own
+    /// upstream connections.
+    pub fn worker(&self) -> Self {
+        Router {
+            config: self.config.clone(),
+            metrics: self.metrics.clone(),
+            sampler: self.sampler,
+            stable_client: stable_client(&self.config),
+            shadow_client: shadow_client(&self.config),
+            in_flight: self.in_flight.clone(),
+            budget: self.budget.clone(),
+            breaker: self.breaker.clone(),
+            pointers: self.pointers.clone(),
         }
     }
 
@@ -77,7 +88,7 @@ impl Router {
         request: Request<Incoming>,
     ) -> Result<Response<ClientBody>, Infallible> {
         let (mut parts, body) = request.into_parts();
-        strip_hop_by_hop_keeping_te_trailers(&mut parts.headers);
+        strip_hop_by_hop(&mut parts.headers, true);
         // Each upstream gets its own Host, as a client calling it directly would send.
         parts.headers.remove(header::HOST);
 
@@ -197,7 +208,9 @@ impl Router {
         *request.uri_mut() = uri;
         *request.headers_mut() = shadow_headers(&parts.headers, &self.config.strip_headers);
         let (tx, rx) = oneshot::channel();
-        tokio::spawn(shadow::mirror(
+        // Boxed: the copy's future is a few KiB, moved once into the box instead of several
+        // times on its way into the task.
+        tokio::spawn(Box::pin(shadow::mirror(
             self.clone(),
             request,
             rx,
@@ -205,7 +218,7 @@ impl Router {
                 _slot: slot,
                 _request: reservation,
             },
-        ));
+        )));
         Some(tx)
     }
 
@@ -240,7 +253,7 @@ impl Router {
             Ok(Ok(response)) => {
                 let status = response.status();
                 let (mut parts, body) = response.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
+                strip_hop_by_hop(&mut parts.headers, false);
                 let grpc = grpc::Grpc::of(&parts.headers);
                 // A gRPC answer's status is in its trailers (unless it came without a body):
                 // it is counted once they have streamed to the client.
@@ -291,6 +304,24 @@ impl Router {
             }
         }
     }
+}
+
+fn stable_client(config: &Config) -> upstream::Client<UpstreamBody> {
+    upstream::Client::new(
+        config.stable.authority.clone(),
+        config.connect_timeout,
+        config.stable_protocol,
+    )
+}
+
+fn shadow_client(config: &Config) -> Option<upstream::Client<Full<Bytes>>> {
+    config.shadow.as_ref().map(|shadow| {
+        upstream::Client::new(
+            shadow.authority.clone(),
+            config.connect_timeout,
+            config.shadow_protocol,
+        )
+    })
 }
 
 /// A short plain-text answer made by the router itself.

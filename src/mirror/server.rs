@@ -32,12 +32,15 @@ use super::proxy::Router;
 
 /// Serves clients until `shutdown` resolves, then stops accepting, lets in-flight requests
 /// finish (closing idle keep-alive connections at once) for at most `drain`, and returns.
+/// Each worker thread runs one, on its own copy of the listening socket; `connections` is
+/// shared by all.
 pub async fn serve_clients(
     listener: TcpListener,
     router: Arc<Router>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
     closing: Arc<AtomicBool>,
+    connections: Arc<Semaphore>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -48,7 +51,6 @@ pub async fn serve_clients(
     builder.http2().timer(TokioTimer::new());
     // A connection is accepted only with a place for it: past the limit, clients wait in the
     // kernel's listen backlog instead of each costing the router a task and buffers.
-    let connections = Arc::new(Semaphore::new(router.config.max_connections));
     // Each connection holds a receiver; `closed()` on the sender resolves when all are gone.
     let (stop, stopping) = watch::channel(());
     tokio::pin!(shutdown);

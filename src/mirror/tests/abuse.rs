@@ -131,10 +131,11 @@ async fn slow_headers_close_the_connection() {
 #[tokio::test]
 async fn connections_beyond_the_limit_wait_for_a_place() {
     let (_, stable_addr, _, shadow_addr) = upstreams(Duration::ZERO).await;
+    // The limit is the router's, whichever worker thread would accept the connection.
     let router = start_router(&flags(
         stable_addr,
         Some(shadow_addr),
-        &["--max-connections=1"],
+        &["--max-connections=1", "--workers=3"],
     ))
     .await;
     let request = format!(
