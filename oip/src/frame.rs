@@ -58,12 +58,9 @@ pub fn encode_frame(message: &impl Message) -> Bytes {
     buf.freeze()
 }
 
-/// Decodes a unary call's body: exactly one uncompressed frame whose message is at most
-/// `max_message` bytes. Never panics, whatever the body.
-pub fn decode_unary<M: Message + Default>(
-    body: &[u8],
-    max_message: usize,
-) -> Result<M, DecodeError> {
+/// The message of a unary call's body: exactly one uncompressed frame whose message is at
+/// most `max_message` bytes, not yet decoded. Never panics, whatever the body.
+pub fn unary_payload(body: &[u8], max_message: usize) -> Result<&[u8], DecodeError> {
     let Some((header, rest)) = body.split_first_chunk::<FRAME_HEADER_LEN>() else {
         return Err(if body.is_empty() {
             DecodeError::Empty
@@ -91,7 +88,15 @@ pub fn decode_unary<M: Message + Default>(
     if !extra.is_empty() {
         return Err(DecodeError::TrailingData { extra: extra.len() });
     }
-    Ok(M::decode(message)?)
+    Ok(message)
+}
+
+/// Decodes a unary call's body (see `unary_payload`). Never panics, whatever the body.
+pub fn decode_unary<M: Message + Default>(
+    body: &[u8],
+    max_message: usize,
+) -> Result<M, DecodeError> {
+    Ok(M::decode(unary_payload(body, max_message)?)?)
 }
 
 #[cfg(test)]

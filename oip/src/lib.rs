@@ -24,7 +24,7 @@ mod tensor;
 mod values;
 
 pub use compare::{Comparison, Side, compare, compare_grpc_bodies};
-pub use frame::{DecodeError, FRAME_HEADER_LEN, decode_unary, encode_frame};
+pub use frame::{DecodeError, FRAME_HEADER_LEN, decode_unary, encode_frame, unary_payload};
 /// The prost this crate's messages are built with, for its `Message` trait.
 pub use prost;
 pub use proto::{

@@ -17,8 +17,9 @@
 use hyper::HeaderMap;
 use hyper::header::{self, HeaderName};
 
+use modelship_oip::prost::Message;
 use modelship_oip::proto::ModelInferResponse;
-use modelship_oip::{Value, decode_unary, for_each_output_value};
+use modelship_oip::{Value, for_each_output_value, unary_payload};
 
 use super::compare::{Answer, DiffSink, Diffs, Judgement, MAX_DIFFS, Outcome, Prediction};
 use super::metrics::Track;
@@ -103,11 +104,10 @@ impl Grpc {
     }
 }
 
-/// The message of a unary gRPC body: exactly one uncompressed length-prefixed message.
+/// The message of a unary gRPC body: exactly one uncompressed length-prefixed message (the
+/// body's length bounds it).
 fn unary_message(body: &[u8]) -> Option<&[u8]> {
-    let (prefix, message) = body.split_at_checked(5)?;
-    let length = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]);
-    (prefix[0] == 0 && u32::try_from(message.len()) == Ok(length)).then_some(message)
+    unary_payload(body, body.len()).ok()
 }
 
 /// The body of a successful gRPC answer: HTTP status 200 and `grpc-status: 0`.
@@ -134,7 +134,7 @@ pub fn judge(
         (Some(stable), shadow_answer) => match succeeded(shadow_answer, shadow.1) {
             None => Outcome::ShadowError,
             Some(shadow) => match (unary_message(stable), unary_message(shadow)) {
-                (Some(_), Some(_)) if oip => {
+                (Some(stable), Some(shadow)) if oip => {
                     let (outcome, diffs) = judge_oip(stable, shadow, tolerance, &mut predictions);
                     diffs.into_iter().for_each(|d| abs_diffs.push(d));
                     outcome
@@ -159,8 +159,8 @@ fn judge_oip(
     tolerance: f64,
     predictions: &mut impl FnMut(Track, Prediction<'_>),
 ) -> (Outcome, Vec<f64>) {
-    // The framing was checked: the body's length bounds the message.
-    let decode = |body: &[u8]| decode_unary::<ModelInferResponse>(body, body.len());
+    // Messages out of their frames (see `unary_message`).
+    let decode = |message: &[u8]| ModelInferResponse::decode(message);
     let stable = match decode(stable) {
         Ok(stable) => stable,
         Err(error) => {
