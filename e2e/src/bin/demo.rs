@@ -320,14 +320,15 @@ async fn pipeline_act(start: Instant, client: &kube::Client) {
         .and_then(|s| s.cluster_ip)
         .expect("a ClusterIP");
     let service = format!("http://{cluster_ip}");
-    let http = http_client();
     let batches = client_batches();
+    // A new client each time: no connection made before the Service had a backend is reused.
     wait_for("the Service to answer", TIMEOUT, || async {
-        Ok(node::predict_instances(&http, &service, &batches[0])
-            .await
-            .ok())
+        Ok(Some(
+            node::predict_instances(&http_client(), &service, &batches[0]).await?,
+        ))
     })
     .await;
+    let http = http_client();
     let traffic = node::Traffic::with_instances(service.clone(), batches.clone());
     println!(
         "    a client sends 40 predictions a second of real rows (30 features each) to the `{PIPELINE}` Service ({service})"
