@@ -3,7 +3,10 @@
 #   make demo          start the local cluster, its real node (as root) and Prometheus (or reuse
 #                      running ones), build the images, install the chart (the operator runs as
 #                      a pod on the real node), and walk a model whose servers and router are
-#                      real pods through shadowing, promotion and an automatic rollback
+#                      real pods through shadowing, promotion and an automatic rollback; then
+#                      run the example ML project (examples/churn-model) as a ModelPipeline of
+#                      real pods: commits and data versions become gated candidates, shadowed
+#                      and promoted, or rejected at their gates or at data validation
 #   make test          start the local cluster, its real node (as root) and Prometheus (or
 #                      reuse running ones), build the images the real node runs, build the
 #                      workspace binaries, check formatting and clippy, run every test (unit

@@ -17,10 +17,13 @@
 //!   the router), following its Deployments and scraped by Prometheus.
 //! - [`node`]: the real node (`e2e/cluster/node-up`): namespaces whose pods run there as real
 //!   containers of the locally built images.
+//! - [`churn`]: the example ML project (examples/churn-model) as a ModelPipeline of real pods,
+//!   the ModelDeployment that follows it and the volume its artifacts live on.
 //!
 //! The cluster is never optional: when it is not up, [`client`] panics and says how
 //! to start it. See `e2e/README.md`.
 
+pub mod churn;
 mod cluster;
 pub mod node;
 pub mod operator;

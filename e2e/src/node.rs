@@ -192,15 +192,16 @@ pub async fn predict(base: &str) -> anyhow::Result<String> {
 
 /// [`predict`] with a client that keeps its connections.
 pub async fn predict_with(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
-    let answer: Value = client
-        .post(format!("{base}/predict"))
-        .timeout(Duration::from_secs(5))
-        .json(&json!({"instances": [[1.0, 2.0, 3.0]]}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    version_of(client, base, &json!([[1.0, 2.0, 3.0]])).await
+}
+
+/// The `model_version` of the answer to a prediction of `instances`.
+async fn version_of(
+    client: &reqwest::Client,
+    base: &str,
+    instances: &Value,
+) -> anyhow::Result<String> {
+    let answer = predict_instances(client, base, instances).await?;
     answer["model_version"]
         .as_str()
         .map(str::to_owned)
@@ -246,6 +247,13 @@ pub struct Traffic {
 impl Traffic {
     /// About 40 requests a second to `base` (`http://host:port`), one after another.
     pub fn start(base: String) -> Traffic {
+        Traffic::with_instances(base, vec![json!([[1.0, 2.0, 3.0]])])
+    }
+
+    /// [`Traffic::start`] whose requests predict `batches` (each a JSON array of feature
+    /// vectors), one after another in turn: a model's real inputs.
+    pub fn with_instances(base: String, batches: Vec<Value>) -> Traffic {
+        assert!(!batches.is_empty(), "no instances to send");
         let answers = Arc::new(Mutex::new(BTreeMap::new()));
         let counts = answers.clone();
         let task = tokio::spawn(async move {
@@ -254,9 +262,9 @@ impl Traffic {
             let mut tick = tokio::time::interval(Duration::from_millis(25));
             // After a slow answer, go on at the same pace rather than in a burst.
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
+            for batch in batches.iter().cycle() {
                 tick.tick().await;
-                let who = predict_with(&client, &base)
+                let who = version_of(&client, &base, batch)
                     .await
                     .unwrap_or_else(|_| "failed".into());
                 *counts.lock().unwrap().entry(who).or_insert(0) += 1;
