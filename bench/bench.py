@@ -177,7 +177,7 @@ class Bench:
              "--shadow", f"http://127.0.0.1:{shadow}", "--mirror-percent", "100",
              "--compare-pointer", "/predictions", "--shadow-timeout", "5s", "--connect-timeout", "1s"],
             self.args.proxy_cpus,
-            env={"TOKIO_WORKER_THREADS": str(self.args.proxy_threads)},
+            env={"MODELSHIP_MIRROR_WORKERS": str(self.args.proxy_threads)},
             ready=f"http://127.0.0.1:{metrics_port}/readyz",
         )
 
