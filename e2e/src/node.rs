@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
@@ -23,6 +24,45 @@ const TAINT_VALUE: &str = "real";
 pub const POD_TIMEOUT: Duration = Duration::from_secs(180);
 
 const NOT_UP: &str = "run `e2e/cluster/node-up` and `make images` as root (make test does)";
+
+/// `http://<ClusterIP>` of the Service `name`: how a client on this host reaches it
+/// (kube-proxy).
+pub async fn service_url(services: &Api<Service>, name: &str) -> String {
+    let cluster_ip = services
+        .get(name)
+        .await
+        .unwrap_or_else(|error| panic!("reading Service {name}: {error}"))
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .unwrap_or_else(|| panic!("Service {name} has no ClusterIP"));
+    format!("http://{cluster_ip}")
+}
+
+/// Waits until the router Deployment of ModelDeployment `name` (one replica) mirrors to a
+/// shadow and has rolled out that change.
+pub async fn wait_router_mirroring(deployments: &Api<Deployment>, name: &str, timeout: Duration) {
+    wait_for(
+        "the router Deployment to mirror to the shadow",
+        timeout,
+        || async {
+            let d = deployments.get(&format!("{name}-router")).await?;
+            let mirrors = d.spec.and_then(|s| s.template.spec).is_some_and(|s| {
+                s.containers[0]
+                    .args
+                    .iter()
+                    .flatten()
+                    .any(|a| a.starts_with("--shadow="))
+            });
+            let rolled = d.status.is_some_and(|s| {
+                s.updated_replicas == Some(1)
+                    && s.ready_replicas == Some(1)
+                    && s.replicas == Some(1)
+            });
+            Ok((mirrors && rolled).then_some(()))
+        },
+    )
+    .await;
+}
 
 /// Waits until the real node is Ready; panics, saying how to start it, when it is not.
 pub async fn wait_ready(client: &Client) {

@@ -118,14 +118,7 @@ async fn the_chart_runs_the_operator_as_a_pod_and_real_model_pods_serve_and_shad
 
     // A client on this host, through the Service's ClusterIP (kube-proxy).
     let services: Api<Service> = ns.api();
-    let cluster_ip = services
-        .get(NAME)
-        .await
-        .unwrap()
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .expect("the Service has a ClusterIP");
-    let service = format!("http://{cluster_ip}");
+    let service = node::service_url(&services, NAME).await;
     assert_eq!(
         first_answer("the Service to answer this host", &service).await,
         "churn-v1"
@@ -176,27 +169,7 @@ async fn the_chart_runs_the_operator_as_a_pod_and_real_model_pods_serve_and_shad
     )
     .await;
     let deployments: Api<Deployment> = ns.api();
-    wait_for(
-        "the router Deployment to mirror to the shadow",
-        TIMEOUT,
-        || async {
-            let d = deployments.get(&format!("{NAME}-router")).await?;
-            let mirrors = d.spec.and_then(|s| s.template.spec).is_some_and(|s| {
-                s.containers[0]
-                    .args
-                    .iter()
-                    .flatten()
-                    .any(|a| a.starts_with("--shadow="))
-            });
-            let rolled = d.status.is_some_and(|s| {
-                s.updated_replicas == Some(1)
-                    && s.ready_replicas == Some(1)
-                    && s.replicas == Some(1)
-            });
-            Ok((mirrors && rolled).then_some(()))
-        },
-    )
-    .await;
+    node::wait_router_mirroring(&deployments, NAME, TIMEOUT).await;
     let routers = node::wait_pods(
         &pods,
         &format!("modelship.io/deployment={NAME},modelship.io/component=router"),

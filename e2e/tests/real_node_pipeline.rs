@@ -394,27 +394,7 @@ async fn the_example_project_trains_a_candidate_that_passes_its_gates_on_the_rea
     )
     .await;
     let deployments: Api<Deployment> = ns.api();
-    wait_for(
-        "the router Deployment to mirror to the shadow",
-        node::POD_TIMEOUT,
-        || async {
-            let d = deployments.get(&format!("{NAME}-router")).await?;
-            let mirrors = d.spec.and_then(|s| s.template.spec).is_some_and(|s| {
-                s.containers[0]
-                    .args
-                    .iter()
-                    .flatten()
-                    .any(|a| a.starts_with("--shadow="))
-            });
-            let rolled = d.status.is_some_and(|s| {
-                s.updated_replicas == Some(1)
-                    && s.ready_replicas == Some(1)
-                    && s.replicas == Some(1)
-            });
-            Ok((mirrors && rolled).then_some(()))
-        },
-    )
-    .await;
+    node::wait_router_mirroring(&deployments, NAME, node::POD_TIMEOUT).await;
     let routers = node::wait_pods(
         &pods,
         &format!("modelship.io/deployment={NAME},modelship.io/component=router"),
@@ -450,14 +430,7 @@ async fn the_example_project_trains_a_candidate_that_passes_its_gates_on_the_rea
         "the two models score the rows alike: {expected:?}"
     );
     let services: Api<Service> = ns.api();
-    let cluster_ip = services
-        .get(NAME)
-        .await
-        .unwrap()
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .expect("the Service has a ClusterIP");
-    let service = format!("http://{cluster_ip}");
+    let service = node::service_url(&services, NAME).await;
     let http = http_client();
     let answers = std::cell::Cell::new(0_u32);
     let compared = wait_for(

@@ -79,14 +79,7 @@ async fn answering_service(ns: &modelship_e2e::TestNamespace) -> String {
     let router_selector = format!("modelship.io/deployment={NAME},modelship.io/component=router");
     node::wait_pods(&pods, &router_selector, 1, POD_TIMEOUT).await;
     let services: Api<k8s_openapi::api::core::v1::Service> = ns.api();
-    let cluster_ip = services
-        .get(NAME)
-        .await
-        .unwrap()
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .unwrap();
-    let service = format!("http://{cluster_ip}");
+    let service = node::service_url(&services, NAME).await;
     wait_for("the Service to answer", POD_TIMEOUT, || async {
         Ok(predict(&service).await.ok())
     })

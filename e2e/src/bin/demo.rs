@@ -312,14 +312,7 @@ async fn pipeline_act(start: Instant, client: &kube::Client) {
     )
     .await;
     let services: Api<Service> = Api::namespaced(client.clone(), PIPELINE_NS);
-    let cluster_ip = services
-        .get(PIPELINE)
-        .await
-        .expect("the Service")
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .expect("a ClusterIP");
-    let service = format!("http://{cluster_ip}");
+    let service = node::service_url(&services, PIPELINE).await;
     let batches = client_batches();
     // A new client each time: no connection made before the Service had a backend is reused.
     wait_for("the Service to answer", TIMEOUT, || async {
@@ -698,14 +691,7 @@ async fn main() {
     ])
     .await;
     let services: Api<Service> = Api::namespaced(client.clone(), NS);
-    let cluster_ip = services
-        .get(NAME)
-        .await
-        .expect("the Service")
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .expect("a ClusterIP");
-    let service = format!("http://{cluster_ip}");
+    let service = node::service_url(&services, NAME).await;
     wait_for("the Service to answer", TIMEOUT, || async {
         Ok(node::predict(&service).await.ok())
     })
