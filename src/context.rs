@@ -1,7 +1,8 @@
 //! What every reconciliation shares: the client, events, metrics, backoff and settings.
 use crate::backoff::Backoff;
+use crate::events::EventLog;
 use crate::metrics::Metrics;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::{Client, Resource};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,7 +31,7 @@ pub struct Settings {
 /// State shared by the reconciliations of one controller.
 pub struct Shared {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: EventLog,
     pub metrics: Metrics,
     pub backoff: Arc<Backoff>,
     pub settings: Settings,
@@ -149,7 +150,7 @@ const SUPERSEDED_KEPT: usize = 8;
 impl Shared {
     pub fn new(client: Client, reporter: Reporter, metrics: Metrics, settings: Settings) -> Self {
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: EventLog::new(client.clone(), reporter),
             client,
             metrics,
             backoff: Arc::new(Backoff::new(
@@ -205,18 +206,13 @@ impl Shared {
         action: &str,
         note: String,
     ) {
-        let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.into(),
-            note: Some(truncate(note, 1000)),
-            action: action.into(),
-            secondary: None,
-        };
-        if let Err(error) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+        let note = truncate(note, 1000);
+        let regarding = obj.object_ref(&());
+        if let Err(error) = self
+            .events
+            .publish(&regarding, warning, reason, action, note)
+            .await
+        {
             tracing::warn!(%error, reason, "could not publish an event");
         }
     }

@@ -10,6 +10,7 @@ pub mod conditions;
 pub mod context;
 pub mod deployment;
 pub mod error;
+pub mod events;
 pub mod guarded;
 pub mod memory;
 pub mod metrics;

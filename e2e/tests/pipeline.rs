@@ -370,6 +370,36 @@ async fn stages_run_in_order_and_a_failed_validation_stops_before_training() {
         }
         previous_end = Some(end);
     }
+    // Each stage's start is its own event, not a count on the first one's (kubectl describe
+    // shows every stage).
+    let events: Api<k8s_openapi::api::events::v1::Event> = env.api();
+    let mut started: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some("StageStarted")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("fraud")
+        })
+        .map(|e| {
+            assert_eq!(e.series, None, "{:?} is not a repeat", e.note);
+            e.note.unwrap_or_default()
+        })
+        .collect();
+    started.sort();
+    let mut expected: Vec<String> = ["checks", "evaluate", "train", "validate"]
+        .iter()
+        .map(|s| format!("r1: stage {s}: Job fraud-r1-{s} started"))
+        .collect();
+    expected.push(
+        "r1: stage integration: starting the candidate as Deployment fraud-r1-serve for the \
+         integration test"
+            .into(),
+    );
+    expected.sort();
+    assert_eq!(started, expected);
     assert_eq!(
         stage_of(r1, "integration")["serviceUrl"],
         format!("http://fraud-r1-serve.{}.svc:80", env.ns.name())

@@ -108,8 +108,7 @@ pub struct Transition {
 }
 
 impl Transition {
-    /// The event's action: a verb and the version, so that each version's events stay apart
-    /// (the recorder folds events with the same reason and action into one series).
+    /// The event's action: a verb and the version it acts on.
     pub fn action(&self) -> String {
         let verb = self.reason.verb();
         format!("{verb} {}", self.version)
