@@ -21,7 +21,7 @@ use kube::api::{
 use serde_json::{Value, json};
 
 use crate::node::{self, restricted_pod_security};
-use crate::{kubeconfig_path, repo_root, wait_for};
+use crate::wait_for;
 
 /// The project's image, which `e2e/images/build churn-model` imports into the real node.
 pub const IMAGE: &str = "churn-model:e2e";
@@ -241,6 +241,24 @@ pub async fn annotate(pipelines: &Api<DynamicObject>, name: &str, key: &str, val
         .unwrap_or_else(|e| panic!("annotating pipeline {name} {key}={value}: {e}"));
 }
 
+/// Commits `revision` to ModelPipeline `name`, whose train stage takes `train_args`: what a
+/// CI system does when a commit changes the training code.
+pub async fn commit(
+    pipelines: &Api<DynamicObject>,
+    name: &str,
+    revision: &str,
+    train_args: &[&str],
+) {
+    let patch = json!({"spec": {
+        "source": {"revision": revision},
+        "stages": {"train": stage("train", train_args, true)},
+    }});
+    pipelines
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("committing {revision} to pipeline {name}: {e}"));
+}
+
 /// Run `run` (`r1`, `r2`, ...) in a ModelPipeline's status, or null.
 pub fn run_of<'a>(status: &'a Value, run: &str) -> &'a Value {
     status["runs"]
@@ -439,18 +457,7 @@ impl Drop for Artifacts {
             return;
         }
         // A failed test: no runtime here, so the pinned kubectl, without waiting.
-        let _ = std::process::Command::new(repo_root().join("e2e/.cluster/bin/kubectl"))
-            .env("KUBECONFIG", kubeconfig_path())
-            .args([
-                "delete",
-                "persistentvolume",
-                &self.pv,
-                "--wait=false",
-                "--ignore-not-found",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
+        crate::cluster::delete_without_waiting("persistentvolume", &self.pv);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -161,19 +161,19 @@ impl Drop for TestNamespace {
             return;
         }
         // A failed test: start the deletion with the pinned kubectl (no runtime needed here).
-        let _ = std::process::Command::new(kubectl_path())
-            .env("KUBECONFIG", kubeconfig_path())
-            .args([
-                "delete",
-                "namespace",
-                &self.name,
-                "--wait=false",
-                "--ignore-not-found",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
+        delete_without_waiting("namespace", &self.name);
     }
+}
+
+/// Starts deleting object `kind`/`name` with the pinned kubectl and does not wait: the
+/// clean-up of a failed test, from a `Drop` that has no runtime to call the API with.
+pub(crate) fn delete_without_waiting(kind: &str, name: &str) {
+    let _ = std::process::Command::new(kubectl_path())
+        .env("KUBECONFIG", kubeconfig_path())
+        .args(["delete", kind, name, "--wait=false", "--ignore-not-found"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
 }
 
 fn kubectl_path() -> PathBuf {

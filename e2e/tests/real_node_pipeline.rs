@@ -16,10 +16,9 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, PostParams};
 use modelship_e2e::churn::{
-    self, ARTIFACT_BASE, Artifacts, ROWS, annotate, publish_data_version, run_of, score, stage,
-    stage_of,
+    self, ARTIFACT_BASE, Artifacts, ROWS, annotate, publish_data_version, run_of, score, stage_of,
 };
 use modelship_e2e::node;
 use modelship_e2e::{client, http_client, operator, output_of, repo_root, sum_samples, wait_for};
@@ -408,14 +407,7 @@ async fn the_example_project_trains_a_candidate_that_passes_its_gates_on_the_rea
     );
 
     // The underfitting commit starts now, while clients use the service.
-    let underfit = json!({"spec": {
-        "source": {"revision": UNDERFIT_REVISION},
-        "stages": {"train": stage("train", &["--c", "1e-6"], true)},
-    }});
-    pipelines
-        .patch(NAME, &PatchParams::default(), &Patch::Merge(&underfit))
-        .await
-        .expect("patching the source revision and train's arguments");
+    churn::commit(&pipelines, NAME, UNDERFIT_REVISION, &["--c", "1e-6"]).await;
 
     // Clients send real rows through the Service the router answers behind; every answer is
     // production's, score for score, and the router compares the shadow's predictions of

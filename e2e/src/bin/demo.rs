@@ -341,14 +341,7 @@ async fn pipeline_act(start: Instant, client: &kube::Client) {
         start,
         "A commit changes the regularisation (train --c 0.3): a new run, its candidate evaluated against production on the same held-out rows",
     );
-    let commit = json!({"spec": {
-        "source": {"revision": COMMIT_2},
-        "stages": {"train": churn::stage("train", &["--c", "0.3"], true)},
-    }});
-    pipelines
-        .patch(PIPELINE, &PatchParams::default(), &Patch::Merge(&commit))
-        .await
-        .expect("a new commit");
+    churn::commit(&pipelines, PIPELINE, COMMIT_2, &["--c", "0.3"]).await;
     let r2 = wait_run(&pipelines, "r2").await;
     assert_eq!(r2["phase"], "WaitingApproval", "run r2: {r2:#}");
     print_gates(&r2);
@@ -457,14 +450,7 @@ async fn pipeline_act(start: Instant, client: &kube::Client) {
         start,
         "A bad commit: train --c 1e-6 underfits; the model is trained and evaluated for real, and rejected at its gates",
     );
-    let bad = json!({"spec": {
-        "source": {"revision": COMMIT_BAD},
-        "stages": {"train": churn::stage("train", &["--c", "1e-6"], true)},
-    }});
-    pipelines
-        .patch(PIPELINE, &PatchParams::default(), &Patch::Merge(&bad))
-        .await
-        .expect("the bad commit");
+    churn::commit(&pipelines, PIPELINE, COMMIT_BAD, &["--c", "1e-6"]).await;
     let r3 = wait_run(&pipelines, "r3").await;
     assert_eq!(
         (r3["phase"].as_str(), r3["reason"].as_str()),
