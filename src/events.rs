@@ -31,7 +31,6 @@ struct Key {
 /// A published event, as far as repeating it needs.
 #[derive(Clone, Debug)]
 struct Published {
-    namespace: String,
     name: String,
     count: i32,
     last: Timestamp,
@@ -43,7 +42,6 @@ enum Write {
     Create,
     /// A repeat of the event named: its series count becomes `count`.
     Repeat {
-        namespace: String,
         name: String,
         count: i32,
     },
@@ -59,7 +57,6 @@ impl Seen {
         self.0.retain(|_, p| p.last + SERIES_WINDOW > now);
         match self.0.get(key) {
             Some(p) => Write::Repeat {
-                namespace: p.namespace.clone(),
                 name: p.name.clone(),
                 count: p.count + 1,
             },
@@ -111,14 +108,10 @@ impl EventLog {
             ],
             note,
         };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), event_namespace(regarding));
         let write = self.seen().write_for(&key, now);
         let published = match write {
-            Write::Repeat {
-                namespace,
-                name,
-                count,
-            } => {
-                let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+            Write::Repeat { name, count } => {
                 let patch = serde_json::json!({
                     "series": EventSeries { count, last_observed_time: MicroTime(now) }
                 });
@@ -127,40 +120,21 @@ impl EventLog {
                     .await
                 {
                     Ok(_) => Published {
-                        namespace,
                         name,
                         count,
                         last: now,
                     },
                     // Deleted meanwhile (the API server's event TTL, a user): a new one.
                     Err(kube::Error::Api(e)) if e.code == 404 => {
-                        self.create(regarding, &key, now).await?
+                        create(&api, &self.reporter, regarding, &key, now).await?
                     }
                     Err(e) => return Err(e),
                 }
             }
-            Write::Create => self.create(regarding, &key, now).await?,
+            Write::Create => create(&api, &self.reporter, regarding, &key, now).await?,
         };
         self.seen().record(key, published);
         Ok(())
-    }
-
-    async fn create(
-        &self,
-        regarding: &ObjectReference,
-        key: &Key,
-        now: Timestamp,
-    ) -> Result<Published, kube::Error> {
-        let event = new_event(&self.reporter, regarding, key, now);
-        let namespace = event.metadata.namespace.clone().unwrap_or_default();
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        api.create(&PostParams::default(), &event).await?;
-        Ok(Published {
-            namespace,
-            name: event.metadata.name.unwrap_or_default(),
-            count: 1,
-            last: now,
-        })
     }
 
     fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
@@ -169,17 +143,35 @@ impl EventLog {
     }
 }
 
-/// A new event about `regarding`, in its namespace (cluster-scoped objects: `default`).
+/// Creates the event `key` about `regarding` through `api` (its namespace's).
+async fn create(
+    api: &Api<Event>,
+    reporter: &Reporter,
+    regarding: &ObjectReference,
+    key: &Key,
+    now: Timestamp,
+) -> Result<Published, kube::Error> {
+    let event = new_event(reporter, regarding, key, now);
+    api.create(&PostParams::default(), &event).await?;
+    Ok(Published {
+        name: event.metadata.name.unwrap_or_default(),
+        count: 1,
+        last: now,
+    })
+}
+
+/// The namespace of events about `regarding`: its own (cluster-scoped objects: `default`).
+fn event_namespace(regarding: &ObjectReference) -> &str {
+    regarding.namespace.as_deref().unwrap_or("default")
+}
+
+/// A new event about `regarding`, in [`event_namespace`].
 fn new_event(reporter: &Reporter, regarding: &ObjectReference, key: &Key, now: Timestamp) -> Event {
-    let namespace = regarding
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
     let prefix = regarding.name.as_deref().unwrap_or(&reporter.controller);
     Event {
         metadata: ObjectMeta {
             name: Some(format!("{prefix}.{:x}", now.as_nanosecond())),
-            namespace: Some(namespace),
+            namespace: Some(event_namespace(regarding).into()),
             ..Default::default()
         },
         type_: Some(if key.warning { "Warning" } else { "Normal" }.into()),
@@ -224,7 +216,6 @@ mod tests {
 
     fn published(name: &str, count: i32, last: Timestamp) -> Published {
         Published {
-            namespace: "models".into(),
             name: name.into(),
             count,
             last,
@@ -244,7 +235,6 @@ mod tests {
         assert_eq!(
             seen.write_for(&checks, at(60)),
             Write::Repeat {
-                namespace: "models".into(),
                 name: "churn.1".into(),
                 count: 2
             }
